@@ -1,0 +1,10 @@
+"""opsagent: a plugin-based host for credentialed production operations."""
+
+from opsagent.capability import Capability
+from opsagent.hookspecs import hookimpl
+from opsagent.job import Job
+from opsagent.outcome import JobFailed, Outcome
+from opsagent.schema import Digits, pattern
+
+__all__ = ["Capability", "Digits", "Job", "JobFailed", "Outcome", "hookimpl", "pattern"]
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""The host's own capabilities, registered through the same hook as every plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from opsagent.capability import Capability
+from opsagent.hookspecs import hookimpl
+from opsagent.job import Job
+from opsagent.outcome import Outcome
+from opsagent.schema import pattern
+
+
+@attrs.frozen
+class PingInput:
+    reply_to: str = attrs.field(validator=pattern(r"/(queue|topic|temp-queue)/.+", "a destination"))
+
+
+@attrs.frozen
+class ShutdownInput:
+    reason: str = "shutdown requested"
+
+
+def ping(_inp: PingInput, job: Job) -> Outcome:
+    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+
+
+def shutdown(inp: ShutdownInput, job: Job) -> Outcome:
+    job.config.request_shutdown(inp.reason)
+    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+
+
+@hookimpl
+def register_capabilities(register: Callable[[Capability], None]) -> None:
+    register(Capability(
+        msg_type="health_ping", input=PingInput, doer=ping, control=True,
+        events={"ok": "pong", "error": "pong"}, time_limit=1,
+        description="Liveness: replies pong to reply_to at once, even when every worker is busy.",
+        samples=({"reply_to": "/queue/opsagent.selftest"},),
+    ))
+    register(Capability(
+        msg_type="shutdown", input=ShutdownInput, doer=shutdown, control=True,
+        events={"ok": "shutdown_ack", "error": "shutdown_ack"}, time_limit=1,
+        description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
+        samples=({},),
+    ))

@@ -1,0 +1,137 @@
+"""The capability declaration: everything the host needs to know to run one ``msg_type``.
+
+A capability package hands one :class:`Capability` per message type to the host
+through the ``register_capabilities`` hook.  The declaration is readable at a glance;
+the work is a plain function ``doer(inp, job) -> Outcome`` that runs the same way from
+the host, from ``opsagent do`` and from a test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from opsagent.outcome import STATUSES, Outcome
+
+Isolation = Literal["process", "thread"]
+
+_MSG_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CREDENTIAL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+CONTROL_TYPES = frozenset({"health_ping", "shutdown"})
+
+
+class DeclarationError(ValueError):
+    """A capability declaration that the host refuses to register."""
+
+
+def _check_msg_type(_inst: object, _attr: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not _MSG_TYPE.match(value):
+        raise DeclarationError(
+            f"msg_type: expected lower_snake_case of at most 64 characters, got {value!r}"
+        )
+
+
+def _check_input(_inst: object, _attr: attrs.Attribute, value: type) -> None:
+    if not (isinstance(value, type) and attrs.has(value)):
+        raise DeclarationError(f"input: expected an attrs class, got {value!r}")
+
+
+def _check_credentials(_inst: object, _attr: attrs.Attribute, value: tuple[str, ...]) -> None:
+    for name in value:
+        if not isinstance(name, str) or not _CREDENTIAL.match(name):
+            raise DeclarationError(f"credentials: {name!r} is not a valid credential name")
+    if len(set(value)) != len(value):
+        raise DeclarationError(f"credentials: duplicate names in {value!r}")
+
+
+def _check_events(inst: Capability, _attr: attrs.Attribute, value: Mapping[str, str]) -> None:
+    unknown = set(value) - STATUSES
+    if unknown:
+        raise DeclarationError(
+            f"events: unknown outcome(s) {sorted(unknown)}; known: {sorted(STATUSES)}"
+        )
+    for status in ("ok", "error"):
+        if status not in value:
+            raise DeclarationError(f"events: no event declared for outcome {status!r}")
+    for status, name in value.items():
+        if not isinstance(name, str) or not _MSG_TYPE.match(name):
+            raise DeclarationError(f"events[{status!r}]: {name!r} is not a valid event name")
+
+
+def _freeze_events(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise DeclarationError(f"{attr.name}: expected a positive number, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Capability:
+    """What a plugin declares for one ``msg_type``.
+
+    ``doer(inp, job)`` receives the structured input (an instance of ``input``) and a
+    :class:`~opsagent.job.Job`, and returns an :class:`~opsagent.outcome.Outcome`
+    (returning ``None`` means ``Outcome.ok()``).  Raising
+    :class:`~opsagent.outcome.JobFailed` ends the job with outcome ``error`` and the
+    message as reason; any other exception does too, with the exception named.
+
+    ``events`` maps outcome status (``ok``, ``error``, ``timeout``, ``unrecorded``) to
+    the wire name of the event published on the topic; ``timeout`` falls back to the
+    ``error`` event.  ``echo(inp)`` gives the identifying fields every event of the job
+    carries (``pandaid``, ``task_name``...), even when the job failed or timed out.
+    ``dedup_key(inp)`` returns a key; two jobs with one key never run at once
+    (``None``: no dedup).  ``config`` is an attrs class for the capability's own
+    ``[capability.<msg_type>]`` configuration section; the job gets an instance.
+    """
+
+    msg_type: str = attrs.field(validator=_check_msg_type)
+    input: type = attrs.field(validator=_check_input)
+    doer: Callable[..., Outcome | None] = attrs.field(validator=attrs.validators.is_callable())
+    events: Mapping[str, str] = attrs.field(converter=_freeze_events, validator=_check_events)
+    time_limit: float = attrs.field(default=60.0, validator=_positive)
+    credentials: tuple[str, ...] = attrs.field(
+        default=(), converter=tuple, validator=_check_credentials
+    )
+    dedup_key: Callable[[Any], str | None] | None = None
+    echo: Callable[[Any], dict[str, Any]] | None = None
+    concurrency: int = attrs.field(default=1, validator=_positive)
+    queue_limit: int = attrs.field(default=1000, validator=_positive)
+    isolation: Isolation = attrs.field(
+        default="process", validator=attrs.validators.in_(("process", "thread"))
+    )
+    config: type | None = None
+    control: bool = False
+    programs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    description: str = ""
+    samples: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=tuple)
+    # Filled in by the plugin manager from the entry point's distribution.
+    distribution: str = ""
+    version: str = ""
+    entry_point: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.msg_type in CONTROL_TYPES and self.distribution not in ("", "opsagent"):
+            raise DeclarationError(f"msg_type: {self.msg_type!r} is reserved for the host")
+        if self.config is not None and not (isinstance(self.config, type) and attrs.has(self.config)):
+            raise DeclarationError(f"config: expected an attrs class, got {self.config!r}")
+
+    def event_for(self, status: str) -> str:
+        """The wire name of the event that ends a job with outcome ``status``."""
+        if status in self.events:
+            return self.events[status]
+        return self.events["error"]
+
+    def key_of(self, inp: Any) -> str | None:
+        """The dedup key of one input, namespaced by msg_type, or ``None``."""
+        if self.dedup_key is None:
+            return None
+        key = self.dedup_key(inp)
+        return None if key is None else f"{self.msg_type}:{key}"
+
+    def echo_of(self, inp: Any) -> dict[str, Any]:
+        return dict(self.echo(inp)) if self.echo is not None else {}

@@ -1,0 +1,190 @@
+"""Configuration: one TOML file structured by cattrs into typed classes.
+
+With no file at all the host uses the wire contract's defaults and the ``ACTIVEMQ_*``,
+``EPICPROD_OPS_QUEUE`` and ``SWF_TMP_DIR`` variables, so it can stand in for the old
+agent without a configuration change.  A variable set in the environment wins over the
+built-in default but not over the file.  Each ``[capability.<msg_type>]`` section is
+structured into that capability's own config class; the keys ``time_limit``,
+``concurrency`` and ``queue_limit`` there override the declaration.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from opsagent.credentials import CredentialSource
+from opsagent.schema import InputError, structure
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file and the key."""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _default_hosts() -> list[str]:
+    return [f"{_env('ACTIVEMQ_HOST', '127.0.0.1')}:{_env('ACTIVEMQ_PORT', '61613')}"]
+
+
+def _default_state_dir() -> str:
+    if os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "opsagent")
+
+
+@attrs.frozen
+class BrokerConfig:
+    """``[broker]``: where the requests come from and the events go."""
+
+    hosts: list[str] = attrs.Factory(_default_hosts)
+    user: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_USER") or None)
+    password: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_PASSWORD") or None)
+    use_ssl: bool = attrs.Factory(lambda: _env_bool("ACTIVEMQ_USE_SSL", False))
+    ca_certs: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_SSL_CA_CERTS") or None)
+    queue: str = attrs.Factory(lambda: _env("EPICPROD_OPS_QUEUE", "/queue/epicprod.ops"))
+    topic: str = "/topic/epictopic"
+    heartbeat_ms: int = 30000
+    #: Unacknowledged deliveries the broker may hand this host; kept above the sum of
+    #: the capabilities' queue limits so a health_ping never waits in the broker.
+    prefetch: int | None = None
+    exclusive: bool = False
+    reconnect_max_delay: float = 30.0
+    #: Tries to connect at start-up before exiting with status 75.
+    connect_attempts: int = 10
+
+    def __attrs_post_init__(self) -> None:
+        for dest in (self.queue, self.topic):
+            if not dest.startswith(("/queue/", "/topic/")):
+                raise ValueError(f"destination {dest!r} must start with /queue/ or /topic/")
+        for hp in self.hosts:
+            host, _, port = hp.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"broker host {hp!r}: expected host:port")
+
+    def host_ports(self) -> list[tuple[str, int]]:
+        out = []
+        for hp in self.hosts:
+            host, _, port = hp.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+
+ENV_ALLOW = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR",
+             "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMD_EXEC_PID"]
+
+
+@attrs.frozen
+class HostConfig:
+    """``[host]``: identity, directories and limits of this host."""
+
+    instance: str = attrs.Factory(lambda: f"opsagent-{socket.gethostname().split('.')[0]}")
+    namespace: str = "prodops"
+    #: Also refuse messages that carry no namespace (the old agent accepted them).
+    require_namespace: bool = False
+    cache_dir: str = attrs.Factory(lambda: _env("SWF_TMP_DIR", "/data/swf-tmp"))
+    state_dir: str = attrs.Factory(_default_state_dir)
+    max_body_bytes: int = 1 << 20
+    drain_seconds: float = 30.0
+    kill_grace_seconds: float = 5.0
+    output_cap_bytes: int = 64 * 1024
+    #: Variables passed from the host's environment to jobs; credentials are added.
+    env_allow: list[str] = attrs.Factory(lambda: list(ENV_ALLOW))
+    strict: bool = False
+    log_json: bool = False
+    log_level: str = "INFO"
+
+
+@attrs.frozen
+class CapabilitiesConfig:
+    """``[capabilities]``: which capabilities this host offers."""
+
+    allow: list[str] = attrs.Factory(list)
+    deny: list[str] = attrs.Factory(list)
+    require: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
+class Config:
+    host: HostConfig = attrs.Factory(HostConfig)
+    broker: BrokerConfig = attrs.Factory(BrokerConfig)
+    capabilities: CapabilitiesConfig = attrs.Factory(CapabilitiesConfig)
+    credentials: dict[str, CredentialSource] = attrs.Factory(dict)
+    #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
+    capability: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    source: str = "<defaults>"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.host.cache_dir)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.host.state_dir)
+
+
+_conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+OVERRIDES = ("time_limit", "concurrency", "queue_limit")
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read ``path`` (or nothing: defaults and environment) into a :class:`Config`."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    raw["source"] = str(p)
+    try:
+        return _conv.structure(raw, Config)
+    except Exception as exc:  # noqa: BLE001
+        lines: list[str] = []
+        from opsagent.schema import _flatten
+
+        _flatten(exc, "", lines)
+        detail = "; ".join(line.lstrip(".").replace("Extra fields in constructor for ", "")
+                           for line in lines)
+        raise ConfigError(f"{p}: {detail}") from None
+
+
+def section(config: Config, msg_type: str, cls: type | None) -> Any:
+    """The capability's own config object from ``[capability.<msg_type>]``, minus overrides."""
+    table = {k: v for k, v in config.capability.get(msg_type, {}).items() if k not in OVERRIDES}
+    if cls is None:
+        if table:
+            raise ConfigError(
+                f"{config.source}: [capability.{msg_type}] has keys {sorted(table)} but the "
+                f"capability takes no configuration"
+            )
+        return None
+    try:
+        return structure(table, cls)
+    except InputError as exc:
+        detail = "; ".join(e.replace("$.", f"capability.{msg_type}.", 1) for e in exc.errors)
+        raise ConfigError(f"{config.source}: {detail}") from None
+
+
+def overrides(config: Config, msg_type: str) -> dict[str, Any]:
+    table = config.capability.get(msg_type, {})
+    return {k: table[k] for k in OVERRIDES if k in table}

@@ -1,0 +1,161 @@
+"""Bytes in, an :class:`Envelope` out: guarded JSON parsing and the routing fields.
+
+Nothing here trusts the caller: bodies are capped in size, nesting depth and integer
+length; NaN, Infinity and duplicate keys are refused; invalid UTF-8 is refused.  Every
+refusal is an :class:`EnvelopeError` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from opsagent.schema import shown
+
+MAX_BODY = 1 << 20
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 40
+
+
+class EnvelopeError(ValueError):
+    """A body that is not a usable request; ``errors`` are ``$.path: message`` lines."""
+
+    def __init__(
+        self,
+        reason: str,
+        errors: list[str] | None = None,
+        *,
+        msg_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors or []
+        # What could still be read, so that the rejection reaches the caller.
+        self.msg_type = msg_type
+        self.reply_to = reply_to
+
+
+@attrs.frozen
+class Envelope:
+    """The routing part of a request plus the whole JSON object (the capability's input)."""
+
+    msg_type: str
+    namespace: str | None
+    reply_to: str | None
+    request_id: str | None
+    body: dict[str, Any]
+
+
+def _reject_constant(name: str) -> Any:
+    raise EnvelopeError(f"JSON constant {name} is not allowed")
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise EnvelopeError(f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise EnvelopeError(f"duplicate key {shown(key)} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+def _depth_ok(text: str, limit: int) -> bool:
+    # Cheap upper bound: the number of opening brackets.  Only bodies that could be too
+    # deep are walked character by character (strings skipped).
+    if text.count("[") + text.count("{") <= limit:
+        return True
+    depth = 0
+    in_str = False
+    escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _opt_str(body: dict[str, Any], key: str, errors: list[str]) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        errors.append(f"$.{key}: expected a non-empty string, got {shown(value)}")
+        return None
+    return value
+
+
+def parse(raw: bytes | str, *, max_body: int = MAX_BODY) -> Envelope:
+    """Parse one request body; raise :class:`EnvelopeError` when it cannot be routed."""
+    if len(raw) > max_body:
+        raise EnvelopeError(f"body of {len(raw)} bytes is over the cap of {max_body} bytes")
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = raw
+    if not _depth_ok(text, MAX_DEPTH):
+        raise EnvelopeError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        body = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            object_pairs_hook=_no_duplicates,
+        )
+    except EnvelopeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise EnvelopeError(f"body must be a JSON object, got {type(body).__name__}")
+    errors: list[str] = []
+    msg_type = body.get("msg_type")
+    if not isinstance(msg_type, str) or not msg_type:
+        errors.append(f"$.msg_type: expected a non-empty string, got {shown(msg_type)}")
+    namespace = _opt_str(body, "namespace", errors)
+    reply_to = _opt_str(body, "reply_to", errors)
+    if reply_to is not None and not reply_to.startswith(("/queue/", "/topic/", "/temp-queue/")):
+        errors.append(f"$.reply_to: expected a /queue/ or /topic/ destination, got {shown(reply_to)}")
+        reply_to = None
+    request_id = body.get("request_id")
+    if request_id is not None:
+        if isinstance(request_id, int) and not isinstance(request_id, bool):
+            request_id = str(request_id)
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+            errors.append(f"$.request_id: expected a string of 1-128 characters, got {shown(request_id)}")
+            request_id = None
+    if errors:
+        raise EnvelopeError(
+            "; ".join(errors),
+            errors,
+            msg_type=msg_type if isinstance(msg_type, str) else None,
+            reply_to=reply_to,
+        )
+    assert isinstance(msg_type, str)
+    return Envelope(msg_type, namespace, reply_to, request_id, body)

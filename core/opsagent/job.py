@@ -1,0 +1,70 @@
+"""What a doer gets besides its input: the :class:`Job` it runs as."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from loguru import logger
+
+from opsagent.credentials import Credential
+
+
+class Notes(Protocol):
+    """Durable per-job notes (the journal, or a dict in tests and ``opsagent do``)."""
+
+    def put_note(self, job_id: str, key: str, value: str) -> None: ...
+
+    def get_note(self, job_id: str, key: str) -> str | None: ...
+
+
+@attrs.define
+class MemoryNotes:
+    notes: dict[tuple[str, str], str] = attrs.Factory(dict)
+
+    def put_note(self, job_id: str, key: str, value: str) -> None:
+        self.notes[(job_id, key)] = value
+
+    def get_note(self, job_id: str, key: str) -> str | None:
+        return self.notes.get((job_id, key))
+
+
+@attrs.frozen
+class Job:
+    """One run of a capability.
+
+    ``env`` is the environment for programs the doer starts (an allow-list plus the
+    declared credentials, never the host's whole environment).  ``remember`` stores a
+    value durably with the job *before* the doer goes on, so that a redelivered request
+    can ``recall`` it instead of repeating work that must not happen twice.
+    """
+
+    id: str
+    msg_type: str
+    cache_dir: Path
+    time_limit: float
+    config: Any = None
+    credentials: Mapping[str, Credential] = attrs.Factory(dict)
+    env: Mapping[str, str] = attrs.Factory(dict)
+    notes: Notes = attrs.Factory(MemoryNotes)
+    attempt: int = 1
+
+    def credential(self, name: str) -> Credential:
+        try:
+            return self.credentials[name]
+        except KeyError:
+            raise LookupError(
+                f"credential {name!r} was not declared by {self.msg_type} or is not available"
+            ) from None
+
+    def remember(self, key: str, value: str) -> None:
+        self.notes.put_note(self.id, key, value)
+
+    def recall(self, key: str) -> str | None:
+        return self.notes.get_note(self.id, key)
+
+    @property
+    def log(self) -> Any:
+        return logger.bind(job_id=self.id, msg_type=self.msg_type)

@@ -1,0 +1,57 @@
+"""How a job ends: exactly one terminal :class:`Outcome` per accepted job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+#: ``ok``: done; ``error``: failed with a reason; ``timeout``: killed at its time limit;
+#: ``unrecorded``: the work happened but its bookkeeping failed (e.g. a PanDA task was
+#: submitted but the catalogue could not be told) -- the data says what to re-record.
+STATUSES = frozenset({"ok", "error", "timeout", "unrecorded"})
+
+
+class JobFailed(Exception):
+    """Raised by a doer to end its job with outcome ``error`` and a reason a person can act on.
+
+    ``data`` is merged into the event (for example an id that was obtained before the
+    failure).
+    """
+
+    def __init__(self, reason: str, **data: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
+
+
+@attrs.frozen
+class Outcome:
+    """The terminal result of one job: a status, a reason when not ``ok``, and event data."""
+
+    status: str = attrs.field(validator=attrs.validators.in_(STATUSES))
+    reason: str | None = None
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def ok(cls, **data: Any) -> Outcome:
+        return cls("ok", None, data)
+
+    @classmethod
+    def error(cls, reason: str, **data: Any) -> Outcome:
+        return cls("error", reason, data)
+
+    @classmethod
+    def timeout(cls, reason: str, **data: Any) -> Outcome:
+        return cls("timeout", reason, data)
+
+    @classmethod
+    def unrecorded(cls, reason: str, **data: Any) -> Outcome:
+        return cls("unrecorded", reason, data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "data": self.data}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Outcome:
+        return cls(obj["status"], obj.get("reason"), dict(obj.get("data") or {}))

@@ -1,0 +1,157 @@
+"""Finding capabilities: the pluggy manager, the loading policy and the registry.
+
+Each entry point of the ``opsagent.capabilities`` group is loaded and registered on its
+own.  One that fails to import or declares something invalid is recorded as broken
+(distribution, version, error, traceback) and the host starts with the rest, unless
+``strict`` is set.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import attrs
+import pluggy
+
+from opsagent import hookspecs
+from opsagent.capability import Capability, DeclarationError
+
+GROUP = "opsagent.capabilities"
+
+
+class PluginError(RuntimeError):
+    """Raised in strict mode, and for a required capability that is missing."""
+
+
+@attrs.frozen
+class Broken:
+    """A plugin that could not be loaded or whose declaration was refused."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str
+    traceback: str = ""
+
+
+@attrs.define
+class Registry:
+    """Everything that registered, keyed by msg_type, plus what broke."""
+
+    capabilities: dict[str, Capability] = attrs.Factory(dict)
+    broken: list[Broken] = attrs.Factory(list)
+    pm: pluggy.PluginManager | None = None
+
+    @property
+    def msg_types(self) -> frozenset[str]:
+        return frozenset(self.capabilities)
+
+    def get(self, msg_type: str) -> Capability | None:
+        return self.capabilities.get(msg_type)
+
+    def broken_msg_type(self, msg_type: str) -> Broken | None:
+        """A broken plugin that is known to have provided ``msg_type`` (by its name)."""
+        for b in self.broken:
+            if b.name == msg_type:
+                return b
+        return None
+
+
+def _dist_of(ep: EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return ("?", "?")
+    return (dist.metadata["Name"] or "?", dist.version or "?")
+
+
+def _register_module(
+    registry: Registry, pm: pluggy.PluginManager, module: Any, name: str, dist: str, version: str
+) -> None:
+    offered: list[Capability] = []
+
+    def register(cap: Capability) -> None:
+        if not isinstance(cap, Capability):
+            raise DeclarationError(f"register() expects a Capability, got {type(cap).__name__}")
+        offered.append(attrs.evolve(cap, distribution=dist, version=version, entry_point=name))
+
+    pm.register(module, name=name)
+    try:
+        impl = getattr(module, "register_capabilities", None)
+        if impl is not None:
+            impl(register=register)
+    except BaseException:
+        pm.unregister(name=name)
+        raise
+    for cap in offered:
+        other = registry.capabilities.get(cap.msg_type)
+        if other is not None:
+            pm.unregister(name=name)
+            raise DeclarationError(
+                f"msg_type {cap.msg_type!r} is claimed by both {other.distribution} "
+                f"{other.version} and {dist} {version}"
+            )
+    for cap in offered:
+        registry.capabilities[cap.msg_type] = cap
+
+
+def load(
+    *,
+    strict: bool = False,
+    allow: Iterable[str] = (),
+    deny: Iterable[str] = (),
+    require: Iterable[str] = (),
+    entry_points_: Iterable[EntryPoint] | None = None,
+    extra_modules: Iterable[tuple[str, Any]] = (),
+) -> Registry:
+    """Load every capability package; see the module docstring for the policy.
+
+    ``allow`` (when not empty) and ``deny`` filter by msg_type after registration;
+    a ``require``d msg_type that is missing raises :class:`PluginError`.
+    ``extra_modules`` are ``(name, module)`` pairs registered like entry points (tests).
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm=pm)
+    eps = list(entry_points(group=GROUP) if entry_points_ is None else entry_points_)
+    # Built-ins first so that a plugin claiming health_ping is the one reported.
+    eps.sort(key=lambda ep: (ep.value != "opsagent.builtin", ep.name))
+    for ep in eps:
+        dist, version = _dist_of(ep)
+        try:
+            module = ep.load()
+            _register_module(registry, pm, module, ep.name, dist, version)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin never stops the host
+            broken = Broken(ep.name, dist, version, f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc())
+            if strict:
+                raise PluginError(
+                    f"plugin {ep.name!r} ({dist} {version}) failed: {broken.error}"
+                ) from exc
+            registry.broken.append(broken)
+    for name, module in extra_modules:
+        try:
+            _register_module(registry, pm, module, name, name, "0")
+        except Exception as exc:  # noqa: BLE001
+            if strict:
+                raise PluginError(f"plugin {name!r} failed: {exc}") from exc
+            registry.broken.append(Broken(name, name, "0", f"{type(exc).__name__}: {exc}",
+                                          traceback.format_exc()))
+    allow_set, deny_set = set(allow), set(deny)
+    for msg_type in list(registry.capabilities):
+        cap = registry.capabilities[msg_type]
+        if cap.control:
+            continue
+        if (allow_set and msg_type not in allow_set) or msg_type in deny_set:
+            del registry.capabilities[msg_type]
+    missing = sorted(set(require) - set(registry.capabilities))
+    if missing:
+        detail = "; ".join(f"{b.name} ({b.distribution} {b.version}): {b.error}"
+                           for b in registry.broken)
+        raise PluginError(
+            f"required capabilit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} "
+            f"not available" + (f"; broken plugins: {detail}" if detail else "")
+        )
+    return registry

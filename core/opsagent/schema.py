@@ -1,0 +1,252 @@
+"""Input schemas: a strict cattrs converter, field types of this field, JSON Schema export.
+
+Capability inputs are attrs classes.  The converter here never coerces: a list is not
+a string, ``"12"`` is not an int, ``true`` is not ``1``.  Ids that arrive as strings from
+some callers and integers from others are typed :data:`Digits` and come out as strings.
+Errors are reported with a JSON path: ``$.pandaid: expected digits, got '../../x'``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, NewType
+
+import attrs
+import cattrs
+from cattrs.errors import AttributeValidationNote, IterableValidationNote
+
+#: A non-negative integer id that may arrive as a JSON string or number; kept as a string.
+Digits = NewType("Digits", str)
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+MAX_REPR = 60
+
+
+def shown(value: Any) -> str:
+    """A short, safe rendering of a rejected value for an error message."""
+    text = repr(value)
+    return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
+
+
+class InputError(ValueError):
+    """Input that does not fit a schema; ``errors`` is a list of ``$.path: message`` lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _strict_str(value: Any, _t: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_json_type(value)} {shown(value)}")
+    return value
+
+
+def _strict_int(value: Any, _t: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_json_type(value)} {shown(value)}")
+    return value
+
+
+def _strict_float(value: Any, _t: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {_json_type(value)} {shown(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {shown(value)}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _t: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_json_type(value)} {shown(value)}")
+    return value
+
+
+def _digits(value: Any, _t: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**20:
+        return str(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return value
+    raise ValueError(f"expected digits, got {shown(value)}")
+
+
+def _strict_list(value: Any, t: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected an array, got {_json_type(value)} {shown(value)}")
+    return value
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter every capability input goes through; extra keys are ignored."""
+    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(Digits, _digits)
+    conv.register_structure_hook_func(
+        lambda t: typing.get_origin(t) in (list, tuple) or t in (list, tuple),
+        _make_seq_hook(conv),
+    )
+    return conv
+
+
+def _make_seq_hook(conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, t: Any) -> Any:
+        _strict_list(value, t)
+        args = typing.get_args(t)
+        item_t = args[0] if args else Any
+        out = []
+        errors: list[Exception] = []
+        for i, item in enumerate(value):
+            try:
+                out.append(item if item_t is Any else conv.structure(item, item_t))
+            except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                    f"Structuring {t} @ index {i}", i, item_t)]
+                errors.append(exc)
+        if errors:
+            raise cattrs.IterableValidationError(f"While structuring {t!r}", errors, t)
+        origin = typing.get_origin(t) or t
+        return tuple(out) if origin is tuple else out
+
+    return hook
+
+
+CONVERTER = make_converter()
+
+
+def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if isinstance(note, AttributeValidationNote):
+                    sub_path = f"{path}.{note.name}"
+                elif isinstance(note, IterableValidationNote):
+                    sub_path = f"{path}[{note.index}]"
+            _flatten(sub, sub_path, out)
+        return
+    if isinstance(exc, KeyError):
+        out.append(f"{path}: required field missing")
+    elif isinstance(exc, ValueError | TypeError) and str(exc):
+        out.append(f"{path}: {exc}")
+    else:
+        out.append(f"{path}: {type(exc).__name__}: {exc}")
+
+
+def structure(obj: dict[str, Any], cls: type) -> Any:
+    """Structure a JSON object into ``cls`` or raise :class:`InputError` listing every fault."""
+    try:
+        return CONVERTER.structure(obj, cls)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        errors: list[str] = []
+        _flatten(exc, "$", errors)
+        raise InputError(errors) from None
+
+
+def unstructure(inp: Any) -> dict[str, Any]:
+    out = CONVERTER.unstructure(inp)
+    assert isinstance(out, dict)
+    return out
+
+
+def pattern(regex: str, what: str) -> Callable[[Any, attrs.Attribute, str], None]:
+    """An attrs validator: the whole string matches ``regex``; ``what`` names the expectation.
+
+    The pattern is also exported in the JSON Schema.
+    """
+    compiled = re.compile(regex)
+
+    def check(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
+        if value is not None and not compiled.fullmatch(value):
+            raise ValueError(f"expected {what}, got {shown(value)}")
+
+    check.json_pattern = regex  # type: ignore[attr-defined]
+    return check
+
+
+def _type_schema(t: Any) -> dict[str, Any]:
+    if t is Digits:
+        return {"type": ["string", "integer"], "pattern": "^[0-9]{1,20}$", "minimum": 0}
+    if t is str:
+        return {"type": "string"}
+    if t is bool:
+        return {"type": "boolean"}
+    if t is int:
+        return {"type": "integer"}
+    if t is float:
+        return {"type": "number"}
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        non_null = [a for a in args if a is not type(None)]
+        inner = _type_schema(non_null[0]) if len(non_null) == 1 else {
+            "anyOf": [_type_schema(a) for a in non_null]}
+        return {"anyOf": [inner, {"type": "null"}]} if len(non_null) < len(args) else inner
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (list, tuple) or t in (list, tuple):
+        return {"type": "array", "items": _type_schema(args[0]) if args else {}}
+    if isinstance(t, type) and attrs.has(t):
+        return json_schema(t, top=False)
+    return {}
+
+
+def json_schema(cls: type, *, title: str | None = None, top: bool = True) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of an attrs input class, for the REST and MCP surfaces."""
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for field in attrs.fields(cls):
+        prop = _type_schema(hints.get(field.name, field.type))
+        validators = _validators_of(field.validator)
+        for v in validators:
+            if hasattr(v, "json_pattern"):
+                prop["pattern"] = "^(?:" + v.json_pattern + ")$"
+        if "description" in field.metadata:
+            prop["description"] = field.metadata["description"]
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+        elif not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            prop["default"] = field.default
+        props[field.name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
+    if top:
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                  "title": title or cls.__name__, **schema}
+    return schema
+
+
+def _validators_of(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    inner = getattr(v, "_validators", None)
+    if inner is not None:
+        return [x for sub in inner for x in _validators_of(sub)]
+    inner_opt = getattr(v, "validator", None)
+    if inner_opt is not None and type(v).__name__ == "_OptionalValidator":
+        return _validators_of(inner_opt)
+    return [v]
