@@ -1,0 +1,182 @@
+"""Running a program under a time limit, in its own session, with bounded output capture.
+
+The program gets a new session (so a new process group).  At the limit, or when the
+caller's ``cancel`` event is set, the whole group gets SIGTERM, then SIGKILL after a
+grace period, so grandchildren (``xrdcp``, ``prun``) die too.  When the program exits by
+itself, whatever it left behind in its group is killed as well.  Output (stdout and
+stderr together) is kept up to ``output_cap`` bytes: the head and the tail, with the
+number of bytes dropped in between.  Arguments are an argv list: never a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+
+@attrs.frozen
+class Completed:
+    """How a program ended. ``returncode`` is negative for a signal, as in subprocess."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    timed_out: bool
+    cancelled: bool
+    duration: float
+    dropped_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.cancelled
+
+    def tail(self, n: int = 2000) -> str:
+        """The last ``n`` characters of output, for an error reason."""
+        return self.output[-n:].strip()
+
+
+class _Capture:
+    """Keeps the first and last halves of a byte stream up to ``cap`` bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.half = max(cap // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - self.half
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} bytes dropped ...]\n".encode() if self.dropped else b""
+        return bytes(self.head + middle + self.tail).decode("utf-8", "replace")
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def terminate_group(pgid: int, grace: float) -> None:
+    """TERM the group, wait up to ``grace`` seconds, then KILL what is left."""
+    if not kill_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.02)
+    kill_group(pgid, signal.SIGKILL)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float,
+    grace: float = 5.0,
+    output_cap: int = 64 * 1024,
+    stdin_data: bytes | None = None,
+    pass_fds: Sequence[int] = (),
+    cancel: threading.Event | None = None,
+    on_start: object = None,
+) -> Completed:
+    """Run ``argv`` to completion, to ``timeout`` seconds, or until ``cancel`` is set."""
+    started = time.monotonic()
+    proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+        list(argv),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        close_fds=True,
+    )
+    pgid = proc.pid  # leader of its own new session and group
+    if callable(on_start):
+        on_start(proc.pid)
+    capture = _Capture(output_cap)
+    assert proc.stdout is not None
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            capture.feed(chunk)
+
+    reader = threading.Thread(target=pump, name=f"capture-{proc.pid}", daemon=True)
+    reader.start()
+    if stdin_data is not None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin_data)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    timed_out = cancelled = False
+    deadline = started + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(0.0, min(remaining, 0.05)))
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+        elif time.monotonic() >= deadline:
+            timed_out = True
+        else:
+            continue
+        terminate_group(pgid, grace)
+        proc.wait()
+        break
+    # Whatever the program left in its group (a daemonised grandchild) goes too.
+    kill_group(pgid, signal.SIGKILL)
+    # Grandchildren may hold the pipe open; they are dead now, so EOF follows.
+    reader.join(timeout=2.0)
+    proc.stdout.close()
+    return Completed(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        output=capture.text(),
+        timed_out=timed_out,
+        cancelled=cancelled,
+        duration=time.monotonic() - started,
+        dropped_bytes=capture.dropped,
+    )

@@ -1,0 +1,1 @@
+"""Testing kit for capability authors (a pytest plugin, registered as ``pytest11``)."""

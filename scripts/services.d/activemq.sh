@@ -1,0 +1,39 @@
+# ActiveMQ Classic 5.17 (Debian package), STOMP only, loopback only, one PID.
+# ACTIVEMQ_PERSISTENT=true keeps messages across broker restarts (KahaDB).
+ACTIVEMQ_STOMP_PORT=${ACTIVEMQ_STOMP_PORT:-61613}
+
+activemq_install() { apt_once activemq default-jre-headless; }
+
+activemq_start() {
+  local d=$SERVICES/activemq
+  rm -rf "$d/conf" "$d/tmp"; mkdir -p "$d/conf" "$d/data" "$d/tmp"
+  [ "${ACTIVEMQ_PERSISTENT:-false}" = true ] || rm -rf "$d/data"/*
+  cat > "$d/conf/activemq.xml" <<XML
+<beans xmlns="http://www.springframework.org/schema/beans" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
+  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test" useJmx="false"
+          persistent="${ACTIVEMQ_PERSISTENT:-false}" schedulerSupport="false" dataDirectory="\${activemq.data}">
+    <transportConnectors>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+XML
+  cp /usr/share/activemq/conf/log4j2.properties "$d/conf/" 2>/dev/null || true
+  java -Xms64m -Xmx256m -Djava.awt.headless=true \
+    --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED \
+    --add-opens java.base/java.util.concurrent=ALL-UNNAMED --add-opens java.base/java.net=ALL-UNNAMED \
+    -Dactivemq.classpath="$d/conf" -Dactivemq.home=/usr/share/activemq -Dactivemq.base="$d" \
+    -Dactivemq.conf="$d/conf" -Dactivemq.data="$d/data" -Djava.io.tmpdir="$d/tmp" \
+    -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$d/conf/activemq.xml" \
+    > "$d/activemq.log" 2>&1 &
+  echo $! > "$RUN/activemq.pid"
+  wait_port 127.0.0.1 "$ACTIVEMQ_STOMP_PORT" 60
+}
+
+activemq_env() {
+  echo "ACTIVEMQ_HOST=127.0.0.1"
+  echo "ACTIVEMQ_PORT=$ACTIVEMQ_STOMP_PORT"
+}
