@@ -34,15 +34,27 @@ def shutdown(inp: ShutdownInput, job: Job) -> Outcome:
 
 @hookimpl
 def register_capabilities(register: Callable[[Capability], None]) -> None:
-    register(Capability(
-        msg_type="health_ping", input=PingInput, doer=ping, control=True,
-        events={"ok": "pong", "error": "pong"}, time_limit=1,
-        description="Liveness: replies pong to reply_to at once, even when every worker is busy.",
-        samples=({"reply_to": "/queue/opsagent.selftest"},),
-    ))
-    register(Capability(
-        msg_type="shutdown", input=ShutdownInput, doer=shutdown, control=True,
-        events={"ok": "shutdown_ack", "error": "shutdown_ack"}, time_limit=1,
-        description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
-        samples=({},),
-    ))
+    register(
+        Capability(
+            msg_type="health_ping",
+            input=PingInput,
+            doer=ping,
+            control=True,
+            events={"ok": "pong", "error": "pong"},
+            time_limit=1,
+            description="Liveness: replies pong to reply_to at once, even when every worker is busy.",
+            samples=({"reply_to": "/queue/opsagent.selftest"},),
+        )
+    )
+    register(
+        Capability(
+            msg_type="shutdown",
+            input=ShutdownInput,
+            doer=shutdown,
+            control=True,
+            events={"ok": "shutdown_ack", "error": "shutdown_ack"},
+            time_limit=1,
+            description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
+            samples=({},),
+        )
+    )

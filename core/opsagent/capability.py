@@ -117,7 +117,9 @@ class Capability:
     def __attrs_post_init__(self) -> None:
         if self.msg_type in CONTROL_TYPES and self.distribution not in ("", "opsagent"):
             raise DeclarationError(f"msg_type: {self.msg_type!r} is reserved for the host")
-        if self.config is not None and not (isinstance(self.config, type) and attrs.has(self.config)):
+        if self.config is not None and not (
+            isinstance(self.config, type) and attrs.has(self.config)
+        ):
             raise DeclarationError(f"config: expected an attrs class, got {self.config!r}")
 
     def event_for(self, status: str) -> str:

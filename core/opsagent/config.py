@@ -86,8 +86,21 @@ class BrokerConfig:
         return out
 
 
-ENV_ALLOW = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR",
-             "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMD_EXEC_PID"]
+ENV_ALLOW = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "SWF_TMP_DIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SYSTEMD_EXEC_PID",
+]
 
 
 @attrs.frozen
@@ -163,26 +176,44 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         from opsagent.schema import _flatten
 
         _flatten(exc, "", lines)
-        detail = "; ".join(line.lstrip(".").replace("Extra fields in constructor for ", "")
-                           for line in lines)
+        detail = "; ".join(
+            line.lstrip(".").replace("Extra fields in constructor for ", "") for line in lines
+        )
         raise ConfigError(f"{p}: {detail}") from None
 
 
-def section(config: Config, msg_type: str, cls: type | None) -> Any:
-    """The capability's own config object from ``[capability.<msg_type>]``, minus overrides."""
-    table = {k: v for k, v in config.capability.get(msg_type, {}).items() if k not in OVERRIDES}
+def section_table(config: Config, msg_type: str) -> dict[str, Any]:
+    """The raw ``[capability.<msg_type>]`` table without the host's override keys."""
+    return {k: v for k, v in config.capability.get(msg_type, {}).items() if k not in OVERRIDES}
+
+
+def section_from_table(
+    table: dict[str, Any], cls: type | None, msg_type: str, source: str = "<config>"
+) -> Any:
+    """Structure a capability's table into its config class (``None`` when it has none)."""
     if cls is None:
         if table:
             raise ConfigError(
-                f"{config.source}: [capability.{msg_type}] has keys {sorted(table)} but the "
+                f"{source}: [capability.{msg_type}] has keys {sorted(table)} but the "
                 f"capability takes no configuration"
             )
         return None
+    known = {f.name for f in attrs.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: [capability.{msg_type}] unknown key(s) {unknown}; known: {sorted(known)}"
+        )
     try:
         return structure(table, cls)
     except InputError as exc:
         detail = "; ".join(e.replace("$.", f"capability.{msg_type}.", 1) for e in exc.errors)
-        raise ConfigError(f"{config.source}: {detail}") from None
+        raise ConfigError(f"{source}: {detail}") from None
+
+
+def section(config: Config, msg_type: str, cls: type | None) -> Any:
+    """The capability's own config object from ``[capability.<msg_type>]``."""
+    return section_from_table(section_table(config, msg_type), cls, msg_type, config.source)
 
 
 def overrides(config: Config, msg_type: str) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def from_env(names: tuple[str, ...], environ: Mapping[str, str]) -> dict[str, Cr
         if raw is None:
             continue
         # A file source is always handed over as an absolute path.
-        out[name] = Credential(name, path=Path(raw)) if raw.startswith("/") and Path(
-            raw).is_file() else Credential(name, value=raw)
+        out[name] = (
+            Credential(name, path=Path(raw))
+            if raw.startswith("/") and Path(raw).is_file()
+            else Credential(name, value=raw)
+        )
     return out

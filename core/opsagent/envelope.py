@@ -141,14 +141,18 @@ def parse(raw: bytes | str, *, max_body: int = MAX_BODY) -> Envelope:
     namespace = _opt_str(body, "namespace", errors)
     reply_to = _opt_str(body, "reply_to", errors)
     if reply_to is not None and not reply_to.startswith(("/queue/", "/topic/", "/temp-queue/")):
-        errors.append(f"$.reply_to: expected a /queue/ or /topic/ destination, got {shown(reply_to)}")
+        errors.append(
+            f"$.reply_to: expected a /queue/ or /topic/ destination, got {shown(reply_to)}"
+        )
         reply_to = None
     request_id = body.get("request_id")
     if request_id is not None:
         if isinstance(request_id, int) and not isinstance(request_id, bool):
             request_id = str(request_id)
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
-            errors.append(f"$.request_id: expected a string of 1-128 characters, got {shown(request_id)}")
+            errors.append(
+                f"$.request_id: expected a string of 1-128 characters, got {shown(request_id)}"
+            )
             request_id = None
     if errors:
         raise EnvelopeError(

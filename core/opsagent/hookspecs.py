@@ -25,4 +25,3 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
 
     Every implementation is called; nothing is returned.
     """
-

@@ -75,7 +75,9 @@ def _register_module(
     def register(cap: Capability) -> None:
         if not isinstance(cap, Capability):
             raise DeclarationError(f"register() expects a Capability, got {type(cap).__name__}")
-        offered.append(attrs.evolve(cap, distribution=dist, version=version, entry_point=name))
+        offered.append(
+            attrs.evolve(cap, distribution=dist, version=version, entry_point=module.__name__)
+        )
 
     pm.register(module, name=name)
     try:
@@ -124,8 +126,9 @@ def load(
             module = ep.load()
             _register_module(registry, pm, module, ep.name, dist, version)
         except Exception as exc:  # noqa: BLE001 - one broken plugin never stops the host
-            broken = Broken(ep.name, dist, version, f"{type(exc).__name__}: {exc}",
-                            traceback.format_exc())
+            broken = Broken(
+                ep.name, dist, version, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            )
             if strict:
                 raise PluginError(
                     f"plugin {ep.name!r} ({dist} {version}) failed: {broken.error}"
@@ -137,8 +140,9 @@ def load(
         except Exception as exc:  # noqa: BLE001
             if strict:
                 raise PluginError(f"plugin {name!r} failed: {exc}") from exc
-            registry.broken.append(Broken(name, name, "0", f"{type(exc).__name__}: {exc}",
-                                          traceback.format_exc()))
+            registry.broken.append(
+                Broken(name, name, "0", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
     allow_set, deny_set = set(allow), set(deny)
     for msg_type in list(registry.capabilities):
         cap = registry.capabilities[msg_type]
@@ -148,8 +152,9 @@ def load(
             del registry.capabilities[msg_type]
     missing = sorted(set(require) - set(registry.capabilities))
     if missing:
-        detail = "; ".join(f"{b.name} ({b.distribution} {b.version}): {b.error}"
-                           for b in registry.broken)
+        detail = "; ".join(
+            f"{b.name} ({b.distribution} {b.version}): {b.error}" for b in registry.broken
+        )
         raise PluginError(
             f"required capabilit{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} "
             f"not available" + (f"; broken plugins: {detail}" if detail else "")

@@ -32,6 +32,14 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
 
 
+class FieldError(ValueError):
+    """Raised by field validators so the error names the field (``$.<field>: ...``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class InputError(ValueError):
     """Input that does not fit a schema; ``errors`` is a list of ``$.path: message`` lines."""
 
@@ -122,8 +130,10 @@ def _make_seq_hook(conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
             try:
                 out.append(item if item_t is Any else conv.structure(item, item_t))
             except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
-                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
-                    f"Structuring {t} @ index {i}", i, item_t)]
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {t} @ index {i}", i, item_t),
+                ]
                 errors.append(exc)
         if errors:
             raise cattrs.IterableValidationError(f"While structuring {t!r}", errors, t)
@@ -147,7 +157,9 @@ def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
                     sub_path = f"{path}[{note.index}]"
             _flatten(sub, sub_path, out)
         return
-    if isinstance(exc, KeyError):
+    if isinstance(exc, FieldError):
+        out.append(f"{path}.{exc.field}: {exc}")
+    elif isinstance(exc, KeyError):
         out.append(f"{path}: required field missing")
     elif isinstance(exc, ValueError | TypeError) and str(exc):
         out.append(f"{path}: {exc}")
@@ -180,9 +192,9 @@ def pattern(regex: str, what: str) -> Callable[[Any, attrs.Attribute, str], None
     """
     compiled = re.compile(regex)
 
-    def check(_inst: Any, _attr: attrs.Attribute, value: str) -> None:
+    def check(_inst: Any, attr: attrs.Attribute, value: str) -> None:
         if value is not None and not compiled.fullmatch(value):
-            raise ValueError(f"expected {what}, got {shown(value)}")
+            raise FieldError(attr.name, f"expected {what}, got {shown(value)}")
 
     check.json_pattern = regex  # type: ignore[attr-defined]
     return check
@@ -203,8 +215,11 @@ def _type_schema(t: Any) -> dict[str, Any]:
     args = typing.get_args(t)
     if origin in (typing.Union, types.UnionType):
         non_null = [a for a in args if a is not type(None)]
-        inner = _type_schema(non_null[0]) if len(non_null) == 1 else {
-            "anyOf": [_type_schema(a) for a in non_null]}
+        inner = (
+            _type_schema(non_null[0])
+            if len(non_null) == 1
+            else {"anyOf": [_type_schema(a) for a in non_null]}
+        )
         return {"anyOf": [inner, {"type": "null"}]} if len(non_null) < len(args) else inner
     if origin is typing.Literal:
         return {"enum": list(args)}
@@ -235,8 +250,11 @@ def json_schema(cls: type, *, title: str | None = None, top: bool = True) -> dic
         props[field.name] = prop
     schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
     if top:
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                  "title": title or cls.__name__, **schema}
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": title or cls.__name__,
+            **schema,
+        }
     return schema
 
 

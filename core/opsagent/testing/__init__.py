@@ -1,1 +1,155 @@
-"""Testing kit for capability authors (a pytest plugin, registered as ``pytest11``)."""
+"""Testing kit for capability authors, registered as a pytest plugin (``pytest11``).
+
+:class:`Harness` runs a real host -- real dispatch, journal, workers, isolation -- on
+the in-memory transport, so a test sends a request and gets its terminal outcome
+without a broker::
+
+    def test_hello(opsagent_harness):
+        h = opsagent_harness(modules=[my_plugin])
+        answer = h.send("hello", {"name": "x"})
+        assert answer["outcome"] == "ok"
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from opsagent import config as configuration
+from opsagent import plugins
+from opsagent.host import Host
+from opsagent.transport.memory import MemoryBroker, MemoryTransport
+
+
+class Harness:
+    """A host on an in-memory broker; requests in, terminal answers out."""
+
+    def __init__(self, *, tmp: Path, modules: Iterable[ModuleType] = (), entry_points: bool = False,
+                 config: dict[str, Any] | None = None) -> None:
+        raw = {"host": {"instance": "harness", "cache_dir": str(tmp / "cache"),
+                        "state_dir": str(tmp / "state"), "drain_seconds": 5,
+                        "kill_grace_seconds": 1}}
+        for section, values in (config or {}).items():
+            raw.setdefault(section, {}).update(values)
+        cfg_path = tmp / "opsagent.toml"
+        cfg_path.write_text(_toml(raw))
+        self.config = configuration.load(cfg_path)
+        from opsagent import builtin
+
+        mods = [(m.__name__, m) for m in modules]
+        if entry_points:
+            self.registry = plugins.load(extra_modules=mods)
+        else:
+            self.registry = plugins.load(entry_points_=[], extra_modules=[("builtin", builtin),
+                                                                         *mods])
+        self.broker = MemoryBroker()
+        self.transport = MemoryTransport(self.broker, self.config.broker.queue)
+        self.events: list[dict[str, Any]] = []
+        self._answers: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self.broker.subscribe_topic(self.config.broker.topic, self._on_event)
+        self.reply_to = "/queue/harness.reply"
+        self.host = Host(self.config, transport=self.transport, registry=self.registry)
+        self._thread = threading.Thread(target=self._run, name="harness-host", daemon=True)
+        self.exit_status: int | None = None
+        self._thread.start()
+        if not self.host.ready.wait(10):
+            raise RuntimeError("harness host did not start")
+
+    def _run(self) -> None:
+        self.exit_status = self.host.run(install_signals=False)
+
+    def _on_event(self, body: bytes, _headers: Any) -> None:
+        event = json.loads(body)
+        with self._cond:
+            self.events.append(event)
+            key = event.get("request_id") or event.get("job_id")
+            if key:
+                self._answers[key] = event
+            self._cond.notify_all()
+
+    def publish(self, msg_type: str, payload: dict[str, Any] | None = None, **envelope: Any
+                ) -> str:
+        """Publish without waiting; returns the request id."""
+        request_id = envelope.pop("request_id", None) or uuid.uuid4().hex
+        body = {"msg_type": msg_type, "namespace": self.config.host.namespace,
+                "request_id": request_id, **envelope, **(payload or {})}
+        self.broker.publish(self.config.broker.queue, json.dumps(body).encode())
+        return request_id
+
+    def publish_raw(self, body: bytes) -> None:
+        self.broker.publish(self.config.broker.queue, body)
+
+    def send(self, msg_type: str, payload: dict[str, Any] | None = None, *,
+             timeout: float = 30.0, **envelope: Any) -> dict[str, Any]:
+        """Publish a request and return its terminal event or rejection."""
+        request_id = self.publish(msg_type, payload, **envelope)
+        return self.wait_for(request_id, timeout)
+
+    def wait_for(self, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: request_id in self._answers, timeout):
+                raise TimeoutError(f"no answer for request {request_id} within {timeout} s")
+            return self._answers[request_id]
+
+    def ping(self, timeout: float = 5.0) -> dict[str, Any]:
+        """A health_ping round trip through the host (answers go to ``reply_to``)."""
+        got: list[dict[str, Any]] = []
+        done = threading.Event()
+        dest = f"/queue/harness.ping.{uuid.uuid4().hex}"
+        self.broker.subscribe_queue_callback(dest, lambda b: (got.append(json.loads(b)),
+                                                              done.set()))
+        self.publish("health_ping", reply_to=dest)
+        if not done.wait(timeout):
+            raise TimeoutError("no pong")
+        return got[0]
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait until every accepted job has ended and nothing waits in the broker."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if (self.broker.depth(self.config.broker.queue) == 0
+                    and not self.transport._unacked and self.host.ledger.idle.is_set()):
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"jobs still in flight after {timeout} s")
+
+    def stop(self) -> int | None:
+        self.host.stop()
+        self._thread.join(30)
+        return self.exit_status
+
+
+def _toml(raw: dict[str, Any]) -> str:
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def opsagent_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    """A factory of :class:`Harness` objects, stopped at the end of the test."""
+    made: list[Harness] = []
+
+    def make(**kwargs: Any) -> Harness:
+        h = Harness(tmp=tmp_path / f"h{len(made)}", **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
+__all__ = ["Harness", "opsagent_harness"]

@@ -1,0 +1,89 @@
+"""The child side of ``process`` isolation: ``python -m opsagent.child``.
+
+Reads a job spec (JSON) on standard input, imports only the plugin module that declared
+the capability, runs the doer through :func:`opsagent.execute.call` -- the same path as
+``opsagent do`` -- and writes the outcome to the result file named in the spec.
+The host started this process in its own session and kills the whole group at the time
+limit, so nothing here needs to watch the clock.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from opsagent import credentials as creds
+from opsagent.capability import Capability
+from opsagent.job import Job, MemoryNotes, Notes
+
+
+def find_capability(module_name: str, msg_type: str) -> Capability:
+    module = importlib.import_module(module_name)
+    found: list[Capability] = []
+    module.register_capabilities(register=found.append)
+    for cap in found:
+        if cap.msg_type == msg_type:
+            return cap
+    raise LookupError(f"{module_name} no longer declares {msg_type}")
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    from opsagent import execute, schema
+    from opsagent.config import section_from_table
+
+    cap = find_capability(spec["module"], spec["msg_type"])
+    inp = schema.structure(spec["input"], cap.input)
+    notes: Notes
+    if spec.get("journal"):
+        from opsagent.journal import Journal
+
+        notes = Journal(Path(spec["journal"]))
+    else:
+        notes = MemoryNotes()
+    job = Job(
+        id=spec["job_id"],
+        msg_type=cap.msg_type,
+        cache_dir=Path(spec["cache_dir"]),
+        time_limit=float(spec["time_limit"]),
+        config=section_from_table(spec.get("config") or {}, cap.config, cap.msg_type),
+        credentials=creds.from_env(cap.credentials, os.environ),
+        env=dict(os.environ),
+        notes=notes,
+        attempt=int(spec.get("attempt", 1)),
+    )
+    return execute.call(cap, inp, job).to_json()
+
+
+def main() -> int:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level=os.environ.get("OPSAGENT_CHILD_LOG_LEVEL", "INFO"),
+        diagnose=False,
+        format="{time:HH:mm:ss.SSS} {level} {message}",
+    )
+    spec = json.loads(sys.stdin.buffer.read())
+    result_path = Path(spec["result"])
+    try:
+        result = run_spec(spec)
+    except Exception as exc:  # noqa: BLE001 - reported as the job's outcome
+        logger.opt(exception=True).error("job could not start")
+        result = {
+            "status": "error",
+            "reason": f"job could not start: {type(exc).__name__}: {exc}",
+            "data": {},
+        }
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The ``opsagent`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from opsagent import config as configuration
+
+EXIT_STATUS = {"ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4}
+
+
+def _config(args: argparse.Namespace) -> configuration.Config:
+    path = args.config or os.environ.get("OPSAGENT_CONFIG")
+    return configuration.load(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loguru import logger
+
+    from opsagent import logs
+    from opsagent.host import Host, StartupError
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        print(f"opsagent: configuration error: {exc}", file=sys.stderr)
+        return 78
+    logs.setup(json_lines=args.log_json or cfg.host.log_json, level=cfg.host.log_level)
+    if args.strict:
+        import attrs
+
+        cfg = attrs.evolve(cfg, host=attrs.evolve(cfg.host, strict=True))
+    try:
+        host = Host(cfg)
+        return host.run()
+    except StartupError as exc:
+        logger.error("cannot start: {}", exc)
+        return exc.status
+    finally:
+        logger.complete()
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from opsagent import plugins
+
+    return plugins.load(strict=False)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    rows = []
+    for cap in sorted(registry.capabilities.values(), key=lambda c: c.msg_type):
+        rows.append(
+            {
+                "msg_type": cap.msg_type,
+                "distribution": cap.distribution,
+                "version": cap.version,
+                "time_limit": cap.time_limit,
+                "credentials": list(cap.credentials),
+                "isolation": "inline" if cap.control else cap.isolation,
+                "concurrency": cap.concurrency,
+                "status": "ok",
+                "error": None,
+            }
+        )
+    for b in registry.broken:
+        rows.append(
+            {
+                "msg_type": None,
+                "plugin": b.name,
+                "distribution": b.distribution,
+                "version": b.version,
+                "status": "broken",
+                "error": b.error,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        fmt = "{:<24} {:<28} {:>9} {:<9} {:<10} {}"
+        print(
+            fmt.format(
+                "MSG_TYPE", "DISTRIBUTION", "LIMIT_S", "ISOLATION", "STATUS", "CREDENTIALS / ERROR"
+            )
+        )
+        for r in rows:
+            if r["status"] == "ok":
+                print(
+                    fmt.format(
+                        r["msg_type"],
+                        f"{r['distribution']} {r['version']}",
+                        f"{r['time_limit']:g}",
+                        r["isolation"],
+                        "ok",
+                        ",".join(r["credentials"]) or "-",
+                    )
+                )
+            else:
+                print(
+                    fmt.format(
+                        f"({r['plugin']})",
+                        f"{r['distribution']} {r['version']}",
+                        "-",
+                        "-",
+                        "BROKEN",
+                        r["error"],
+                    )
+                )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from opsagent.schema import json_schema
+
+    cap = _registry(args).get(args.msg_type)
+    if cap is None:
+        print(
+            f"opsagent: no capability {args.msg_type!r} (see `opsagent plugins`)", file=sys.stderr
+        )
+        return 1
+    schema = json_schema(cap.input, title=cap.msg_type)
+    schema["properties"] = {"msg_type": {"const": cap.msg_type}, **schema["properties"]}
+    if cap.description:
+        schema["description"] = cap.description
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _fields(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if ":=" in pair:
+            key, raw = pair.split(":=", 1)
+            out[key] = json.loads(raw)
+        elif "=" in pair:
+            key, value = pair.split("=", 1)
+            out[key] = value
+        else:
+            raise SystemExit(f"opsagent: expected key=value or key:=json, got {pair!r}")
+    return out
+
+
+def _status_of(answer: dict[str, Any]) -> str:
+    if answer.get("msg_type") == "request_rejected":
+        return "rejected"
+    return str(answer.get("outcome", "ok"))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from opsagent.client import Client
+
+    cfg = _config(args)
+    body = {"msg_type": args.msg_type, "namespace": cfg.host.namespace, **_fields(args.fields)}
+    try:
+        client = Client(cfg.broker, connect_tries=args.tries)
+    except ConnectionError as exc:
+        print(f"opsagent: {exc}", file=sys.stderr)
+        return 75
+    try:
+        if not args.wait:
+            body.setdefault("request_id", os.urandom(8).hex())
+            client.publish(body)
+            print(json.dumps({"sent": body}))
+            return 0
+        request_id = client.request(body)
+        answer = client.wait(request_id, args.timeout)
+        if answer is None:
+            print(
+                f"opsagent: no answer to {args.msg_type} within {args.timeout:g} s", file=sys.stderr
+            )
+            return 124
+        print(json.dumps(answer, indent=2))
+        return EXIT_STATUS.get(_status_of(answer), 1)
+    finally:
+        client.close()
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from opsagent.client import Client
+
+    cfg = _config(args)
+    try:
+        client = Client(cfg.broker, connect_tries=args.tries)
+    except ConnectionError as exc:
+        print(f"opsagent: {exc}", file=sys.stderr)
+        return 75
+    try:
+        started = time.perf_counter()
+        request_id = client.request({"msg_type": "health_ping", "namespace": cfg.host.namespace})
+        answer = client.wait(request_id, args.timeout)
+        elapsed = (time.perf_counter() - started) * 1000
+        if answer is None or answer.get("msg_type") != "pong":
+            print(f"opsagent: no pong within {args.timeout:g} s", file=sys.stderr)
+            return 1
+        print(f"pong from {answer.get('agent')} (pid {answer.get('pid')}) in {elapsed:.2f} ms")
+        return 0
+    finally:
+        client.close()
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    from opsagent import credentials as creds
+    from opsagent import events, execute, logs
+    from opsagent.job import Job
+    from opsagent.schema import InputError, structure
+    from opsagent.workers import Workers  # noqa: F401 - same environment rules below
+
+    logs.setup(level="INFO")
+    cfg = _config(args)
+    cap = _registry(args).get(args.msg_type)
+    if cap is None or cap.control:
+        print(f"opsagent: no capability {args.msg_type!r} to run locally", file=sys.stderr)
+        return 1
+    raw = json.loads(args.json) if args.json else {}
+    try:
+        inp = structure(raw, cap.input)
+    except InputError as exc:
+        print(
+            json.dumps(
+                {
+                    "msg_type": "request_rejected",
+                    "request": cap.msg_type,
+                    "code": "invalid",
+                    "reason": str(exc),
+                    "errors": exc.errors,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_STATUS["rejected"]
+    resolved = {}
+    for name in cap.credentials:
+        try:
+            resolved[name] = creds.resolve(name, cfg.credentials)
+        except creds.CredentialMissing as exc:
+            print(f"opsagent: {cap.msg_type} is unavailable: {exc}", file=sys.stderr)
+            return EXIT_STATUS["error"]
+    env = {k: os.environ[k] for k in cfg.host.env_allow if k in os.environ}
+    env.update(creds.to_env(resolved))
+    job = Job(
+        id=f"do-{os.getpid()}",
+        msg_type=cap.msg_type,
+        cache_dir=Path(cfg.host.cache_dir),
+        time_limit=cap.time_limit,
+        config=configuration.section(cfg, cap.msg_type, cap.config),
+        credentials=resolved,
+        env=env,
+    )
+    outcome = execute.call(cap, inp, job)
+    body = events.job_event(
+        cap,
+        outcome,
+        cap.echo_of(inp),
+        job_id=job.id,
+        sender=cfg.host.instance,
+        namespace=cfg.host.namespace,
+    )
+    print(json.dumps(body, indent=2))
+    return EXIT_STATUS.get(outcome.status, 1)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opsagent", description=__doc__)
+    p.add_argument(
+        "--config",
+        help="TOML configuration file (default: $OPSAGENT_CONFIG, "
+        "else built-in defaults and ACTIVEMQ_* variables)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the host in the foreground")
+    r.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    r.add_argument("--strict", action="store_true", help="any broken plugin is fatal")
+    r.set_defaults(func=cmd_run)
+    pl = sub.add_parser("plugins", help="list capabilities and broken plugins")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+    s = sub.add_parser("schema", help="JSON Schema of a capability's input")
+    s.add_argument("msg_type")
+    s.set_defaults(func=cmd_schema)
+    se = sub.add_parser("send", help="publish a request (key=value, key:=json)")
+    se.add_argument("msg_type")
+    se.add_argument("fields", nargs="*")
+    se.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the outcome; exit status "
+        "0 ok, 1 error, 2 unrecorded, 3 timeout, 4 rejected, 124 no answer",
+    )
+    se.add_argument("--timeout", type=float, default=600.0)
+    se.add_argument("--tries", type=int, default=5, help="connection tries, with backoff")
+    se.set_defaults(func=cmd_send)
+    pi = sub.add_parser("ping", help="health_ping round trip; prints the latency")
+    pi.add_argument("--timeout", type=float, default=10.0)
+    pi.add_argument("--tries", type=int, default=3)
+    pi.set_defaults(func=cmd_ping)
+    d = sub.add_parser("do", help="run a capability once, locally, without a broker")
+    d.add_argument("msg_type")
+    d.add_argument("--json", default="{}", help="the input as a JSON object")
+    d.set_defaults(func=cmd_do)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A small STOMP client for callers: publish a request, wait for its answer (``send``, ``ping``)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import time
+import uuid
+from typing import Any
+
+import stomp
+
+from opsagent.config import BrokerConfig
+
+
+class Client:
+    """Publishes requests and waits for the reply on a private queue."""
+
+    def __init__(self, broker: BrokerConfig, *, connect_tries: int = 5) -> None:
+        self.broker = broker
+        self.reply_to = f"/queue/opsagent.reply.{uuid.uuid4().hex}"
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._conn = self._connect(connect_tries)
+
+    def _connect(self, tries: int) -> stomp.Connection12:
+        delay = 0.2
+        last: Exception | None = None
+        for attempt in range(tries):
+            conn = stomp.Connection12(
+                self.broker.host_ports(),
+                heartbeats=(0, 0),
+                auto_decode=False,
+                reconnect_attempts_max=1,
+                timeout=5,
+                try_loopback_connect=False,
+            )
+            if self.broker.use_ssl:
+                for hp in self.broker.host_ports():
+                    conn.set_ssl(for_hosts=[hp], ca_certs=self.broker.ca_certs)
+            outer = self
+
+            class Listener(stomp.ConnectionListener):
+                def on_message(self, frame: Any) -> None:
+                    try:
+                        outer._answers.put(json.loads(frame.body))
+                    except ValueError:
+                        pass
+
+            conn.set_listener("client", Listener())
+            try:
+                conn.connect(self.broker.user, self.broker.password, wait=True)
+                conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.subscribe(self.reply_to, id="reply", ack="auto")
+                return conn
+            except Exception as exc:  # noqa: BLE001 - retried, then raised
+                last = exc
+                if attempt + 1 < tries:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10)
+        raise ConnectionError(
+            f"broker {', '.join(self.broker.hosts)} unreachable after {tries} tries: {last}"
+        )
+
+    def publish(self, body: dict[str, Any], destination: str | None = None) -> None:
+        self._conn.send(
+            destination or self.broker.queue,
+            json.dumps(body).encode(),
+            content_type="application/json",
+            headers={"persistent": "true"},
+        )
+
+    def request(self, body: dict[str, Any]) -> str:
+        """Publish ``body`` with a fresh ``request_id`` and this client's ``reply_to``."""
+        request_id = body.setdefault("request_id", uuid.uuid4().hex)
+        body.setdefault("reply_to", self.reply_to)
+        self.publish(body)
+        return str(request_id)
+
+    def wait(self, request_id: str | None, timeout: float) -> dict[str, Any] | None:
+        """The next answer (for ``request_id`` when given), or ``None`` at the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                answer = self._answers.get(timeout=left)
+            except queue.Empty:
+                return None
+            if request_id is None or answer.get("request_id", answer.get("job_id")) in (
+                None,
+                request_id,
+            ):
+                return answer
+
+    def close(self) -> None:
+        try:
+            self._conn.disconnect()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,351 @@
+"""The receiver: parse, validate, check dedup, enqueue, return.
+
+:meth:`Dispatcher.on_delivery` runs on the transport's receiver thread.  It never
+blocks on work and nothing raised in it escapes.  Control capabilities are answered on
+the spot.  Every refused request gets one structured ``request_rejected`` (to
+``reply_to`` and on the topic) and is acknowledged, so a poison message never loops.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from loguru import logger
+
+from opsagent import events
+from opsagent.capability import Capability
+from opsagent.completion import Completion
+from opsagent.envelope import Envelope, EnvelopeError, parse
+from opsagent.job import Job
+from opsagent.journal import Journal
+from opsagent.ledger import Ledger, Ticket
+from opsagent.plugins import Registry
+from opsagent.schema import InputError, structure
+from opsagent.transport.base import Delivery, Transport, TransportError
+from opsagent.workers import Workers
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        transport: Transport,
+        journal: Journal,
+        ledger: Ledger,
+        workers: Workers,
+        completion: Completion,
+        namespace: str,
+        require_namespace: bool,
+        max_body: int,
+        control: Any,
+        unavailable: Mapping[str, str],
+    ) -> None:
+        self.registry = registry
+        self.transport = transport
+        self.journal = journal
+        self.ledger = ledger
+        self.workers = workers
+        self.completion = completion
+        self.namespace = namespace
+        self.require_namespace = require_namespace
+        self.max_body = max_body
+        self.control = control
+        self.unavailable = dict(unavailable)
+        self.accepting = True
+        self.counts: Counter[str] = Counter()
+        self.on_received: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    # -- entry point -------------------------------------------------------------------
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        """Handle one message; never raises."""
+        try:
+            self._handle(delivery)
+        except Exception as exc:  # noqa: BLE001 - the receiver loop must survive anything
+            logger.opt(exception=True).error(
+                "internal error handling message {}", delivery.message_id
+            )
+            self.counts["internal"] += 1
+            self._reject(
+                delivery, None, None, f"internal error: {type(exc).__name__}", [], "internal"
+            )
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _handle(self, delivery: Delivery) -> None:
+        self.counts["received"] += 1
+        if self.on_received is not None:
+            self.on_received()
+        try:
+            env = parse(delivery.body, max_body=self.max_body)
+        except EnvelopeError as exc:
+            self._reject(delivery, exc.msg_type, exc.reply_to, exc.reason, exc.errors, "malformed")
+            return
+        if not self._ours(env, delivery):
+            return
+        cap = self.registry.get(env.msg_type)
+        if cap is None:
+            self._reject_unknown(delivery, env)
+            return
+        if cap.control:
+            self._control(delivery, env, cap)
+            return
+        if cap.msg_type in self.unavailable:
+            self._reject(
+                delivery,
+                env.msg_type,
+                env.reply_to,
+                f"{env.msg_type} is unavailable: {self.unavailable[cap.msg_type]}",
+                [],
+                "unavailable",
+                env.request_id,
+            )
+            return
+        if not self.accepting:
+            self._reject(
+                delivery,
+                env.msg_type,
+                env.reply_to,
+                "the host is stopping and takes no new work; send again later",
+                [],
+                "stopping",
+                env.request_id,
+            )
+            return
+        try:
+            inp = structure(env.body, cap.input)
+        except InputError as exc:
+            self._reject(
+                delivery,
+                env.msg_type,
+                env.reply_to,
+                f"invalid input for {env.msg_type}: {exc}",
+                exc.errors,
+                "invalid",
+                env.request_id,
+            )
+            return
+        self._accept(delivery, env, cap, inp)
+
+    def _ours(self, env: Envelope, delivery: Delivery) -> bool:
+        if env.namespace is None and not self.require_namespace:
+            return True
+        if env.namespace == self.namespace:
+            return True
+        self.counts["ignored"] += 1
+        logger.info(
+            "ignored {} for namespace {!r} (this host serves {!r})",
+            env.msg_type,
+            env.namespace,
+            self.namespace,
+        )
+        self.transport.ack(delivery)
+        return False
+
+    def _reject_unknown(self, delivery: Delivery, env: Envelope) -> None:
+        broken = self.registry.broken_msg_type(env.msg_type)
+        if broken is not None:
+            self._reject(
+                delivery,
+                env.msg_type,
+                env.reply_to,
+                f"{env.msg_type} is unavailable: plugin {broken.name} "
+                f"({broken.distribution} {broken.version}) is broken: {broken.error}",
+                [],
+                "unavailable",
+                env.request_id,
+            )
+            return
+        known = ", ".join(sorted(self.registry.msg_types))
+        self._reject(
+            delivery,
+            env.msg_type,
+            env.reply_to,
+            f"unknown msg_type {env.msg_type!r}; this host knows: {known}",
+            [],
+            "unknown_msg_type",
+            env.request_id,
+        )
+
+    def _control(self, delivery: Delivery, env: Envelope, cap: Capability) -> None:
+        try:
+            inp = structure(env.body, cap.input)
+        except InputError as exc:
+            self._reject(
+                delivery,
+                env.msg_type,
+                env.reply_to,
+                f"invalid input for {env.msg_type}: {exc}",
+                exc.errors,
+                "invalid",
+                env.request_id,
+            )
+            return
+        from opsagent import execute
+
+        job = Job(
+            id=delivery.message_id,
+            msg_type=cap.msg_type,
+            cache_dir=self.workers.cache_dir,
+            time_limit=cap.time_limit,
+            config=self.control,
+        )
+        outcome = execute.call(cap, inp, job)
+        body = {
+            "msg_type": cap.event_for(outcome.status),
+            **outcome.data,
+            "sender": self.completion.sender,
+            "namespace": self.namespace,
+        }
+        if env.request_id is not None:
+            body["request_id"] = env.request_id
+        self.counts[cap.msg_type] += 1
+        try:
+            self.completion.reply(body, env.reply_to)
+        except TransportError as exc:
+            logger.warning("could not reply to {}: {}", env.msg_type, exc)
+        self.transport.ack(delivery)
+
+    def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
+        job_id = env.request_id or delivery.message_id
+        holder = self.ledger.get(job_id)
+        if holder is not None:
+            # The same message again (redelivered after a reconnect) while its job is
+            # still here: the job's end will acknowledge this newer delivery.
+            holder.delivery = delivery
+            self.counts["rejoined"] += 1
+            return
+        key = cap.key_of(inp)
+        entry = self.journal.accept(job_id, cap.msg_type, key, env.body)
+        if entry.state == "finished":
+            self._answer_finished(delivery, env, cap, inp, entry)
+            return
+        ticket = Ticket(
+            job_id=job_id,
+            cap=cap,
+            inp=inp,
+            body=env.body,
+            echo=cap.echo_of(inp),
+            dedup_key=key,
+            reply_to=env.reply_to,
+            delivery=delivery,
+            attempt=entry.attempts,
+        )
+        other = self.ledger.admit(ticket)
+        if other is not None:
+            self._finish_rejected(
+                job_id,
+                delivery,
+                env,
+                cap,
+                inp,
+                f"duplicate: {cap.msg_type} job {other.job_id} with the same "
+                f"key ({key}) is in flight; this request was not run",
+                "duplicate",
+            )
+            return
+        if not self.workers.submit(ticket):
+            self.ledger.release(ticket)
+            self._finish_rejected(
+                job_id,
+                delivery,
+                env,
+                cap,
+                inp,
+                f"busy: {cap.queue_limit} {cap.msg_type} jobs are already "
+                f"waiting; send again later",
+                "busy",
+            )
+            return
+        self.counts["accepted"] += 1
+
+    def _finish_rejected(
+        self,
+        job_id: str,
+        delivery: Delivery,
+        env: Envelope,
+        cap: Capability,
+        inp: Any,
+        reason: str,
+        code: str,
+    ) -> None:
+        # Recorded as finished so a redelivery of this message is not run either.
+        from opsagent.outcome import Outcome
+
+        self.journal.finish(job_id, Outcome.error(reason, rejected=code))
+        body = events.rejection(
+            env.msg_type,
+            reason,
+            [],
+            sender=self.completion.sender,
+            namespace=self.namespace,
+            request_id=env.request_id,
+            code=code,
+            echo=cap.echo_of(inp),
+        )
+        self.counts[code] += 1
+        logger.bind(msg_type=cap.msg_type, job_id=job_id).warning("rejected: {}", reason)
+        self.completion.publish_and_ack(job_id, body, env.reply_to, delivery)
+
+    def _answer_finished(
+        self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any, entry: Any
+    ) -> None:
+        self.counts["redelivered_finished"] += 1
+        if entry.published:
+            self.transport.ack(delivery)
+            return
+        outcome = entry.outcome
+        if outcome is not None and "rejected" in outcome.data:
+            body = events.rejection(
+                env.msg_type,
+                outcome.reason or "",
+                [],
+                sender=self.completion.sender,
+                namespace=self.namespace,
+                request_id=env.request_id,
+                code=outcome.data["rejected"],
+                echo=cap.echo_of(inp),
+            )
+        else:
+            body = events.job_event(
+                cap,
+                outcome,
+                cap.echo_of(inp),
+                job_id=entry.id,
+                sender=self.completion.sender,
+                namespace=self.namespace,
+            )
+        self.completion.publish_and_ack(entry.id, body, env.reply_to, delivery)
+
+    def _reject(
+        self,
+        delivery: Delivery,
+        msg_type: str | None,
+        reply_to: str | None,
+        reason: str,
+        errors: list[str],
+        code: str,
+        request_id: str | None = None,
+    ) -> None:
+        self.counts[code] += 1
+        logger.bind(msg_type=msg_type or "?").warning("rejected {}: {}", msg_type, reason)
+        body = events.rejection(
+            msg_type,
+            reason,
+            errors,
+            sender=self.completion.sender,
+            namespace=self.namespace,
+            request_id=request_id,
+            code=code,
+        )
+        try:
+            self.completion.send(body, reply_to)
+        except TransportError as exc:
+            logger.warning("could not publish rejection: {}", exc)
+            return  # unacknowledged: redelivered and rejected again once connected
+        self.transport.ack(delivery)

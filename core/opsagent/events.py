@@ -1,0 +1,73 @@
+"""The bodies the host sends: job events, replies and rejections (wire names from WIRE.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opsagent.capability import Capability
+from opsagent.outcome import Outcome
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def job_event(
+    cap: Capability,
+    outcome: Outcome,
+    echo: dict[str, Any],
+    *,
+    job_id: str,
+    sender: str,
+    namespace: str,
+) -> dict[str, Any]:
+    """The one terminal event of a job.
+
+    The capability's declared event name for the outcome, the identifying fields of the
+    input, the doer's data; ``ok``/``outcome`` always, ``reason`` and ``error`` (the name
+    ``rucio_snapshot_ready`` readers use) when the job did not succeed.
+    """
+    body: dict[str, Any] = {"msg_type": cap.event_for(outcome.status), **echo, **outcome.data}
+    body["ok"] = outcome.status == "ok"
+    body["outcome"] = outcome.status
+    if outcome.status != "ok":
+        reason = outcome.reason or outcome.status
+        body.setdefault("reason", reason)
+        body.setdefault("error", reason)
+    body["request"] = cap.msg_type
+    body["job_id"] = job_id
+    body["sender"] = sender
+    body["namespace"] = namespace
+    return body
+
+
+def rejection(
+    request: str | None,
+    reason: str,
+    errors: list[str],
+    *,
+    sender: str,
+    namespace: str,
+    request_id: str | None = None,
+    code: str = "invalid",
+    echo: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A structured refusal of a request that will not run.
+
+    ``code`` is one of ``malformed``, ``unknown_msg_type``, ``unavailable``, ``invalid``,
+    ``duplicate``, ``busy``, ``stopping``, ``internal``.
+    """
+    body: dict[str, Any] = {
+        "msg_type": "request_rejected",
+        "request": request,
+        "code": code,
+        "reason": reason,
+        "errors": errors,
+        **(echo or {}),
+        "sender": sender,
+        "namespace": namespace,
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body

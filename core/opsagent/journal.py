@@ -1,0 +1,163 @@
+"""The job journal: a SQLite database (WAL) in the state directory.
+
+A job is recorded when it is accepted and again when it finishes, before its message
+is acknowledged.  A redelivered message whose job is finished is not run again: its
+recorded outcome is published if it was not yet, and the message is acknowledged.
+Doers store durable per-job notes here (``Job.remember``), from the host's threads or
+from a child process, which opens the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from opsagent.outcome import Outcome
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    msg_type    TEXT NOT NULL,
+    dedup_key   TEXT,
+    body        TEXT NOT NULL,
+    state       TEXT NOT NULL,          -- accepted | finished
+    attempts    INTEGER NOT NULL,
+    outcome     TEXT,
+    published   INTEGER NOT NULL DEFAULT 0,
+    accepted_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+CREATE TABLE IF NOT EXISTS notes (
+    job_id TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+"""
+
+
+@attrs.frozen
+class Entry:
+    """What the journal knows of one job."""
+
+    id: str
+    msg_type: str
+    state: str
+    attempts: int
+    outcome: Outcome | None
+    published: bool
+    body: dict[str, Any]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a crash of this process (the case at hand: SIGKILL,
+    # OOM); only a power loss can lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Journal:
+    """Thread-safe access to the journal; one connection, one lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = _connect(path)
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def accept(
+        self, job_id: str, msg_type: str, dedup_key: str | None, body: dict[str, Any]
+    ) -> Entry:
+        """Record a delivery of ``job_id``; return the entry as it now stands.
+
+        A first delivery creates the job with ``attempts`` 1; a redelivery of a job that
+        has not finished counts one more attempt; a finished job is returned unchanged.
+        """
+        now = time.time()
+        text = json.dumps(body, separators=(",", ":"))
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts, accepted_at)"
+                " VALUES (?, ?, ?, ?, 'accepted', 1, ?)"
+                " ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1"
+                "   WHERE state = 'accepted'"
+                " RETURNING id",
+                (job_id, msg_type, dedup_key, text, now),
+            ).fetchone()
+            if row is not None:
+                got = self._db.execute(
+                    "SELECT attempts FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                return Entry(job_id, msg_type, "accepted", got[0], None, False, body)
+        entry = self.get(job_id)
+        assert entry is not None
+        return entry
+
+    def get(self, job_id: str) -> Entry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, msg_type, state, attempts, outcome, published, body"
+                " FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        outcome = Outcome.from_json(json.loads(row[4])) if row[4] else None
+        return Entry(row[0], row[1], row[2], row[3], outcome, bool(row[5]), json.loads(row[6]))
+
+    def finish(self, job_id: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ? WHERE id = ?",
+                (json.dumps(outcome.to_json(), separators=(",", ":")), time.time(), job_id),
+            )
+
+    def mark_published(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET published = 1 WHERE id = ?", (job_id,))
+
+    def put_note(self, job_id: str, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO notes (job_id, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT(job_id, key) DO UPDATE SET value = excluded.value",
+                (job_id, key, value),
+            )
+
+    def get_note(self, job_id: str, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM notes WHERE job_id = ? AND key = ?", (job_id, key)
+            ).fetchone()
+        return row[0] if row else None
+
+    def prune(self, older_than_s: float) -> int:
+        """Forget finished jobs older than ``older_than_s`` seconds; return how many."""
+        cutoff = time.time() - older_than_s
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM jobs WHERE state = 'finished' AND finished_at < ?", (cutoff,)
+            )
+            self._db.execute("DELETE FROM notes WHERE job_id NOT IN (SELECT id FROM jobs)")
+            return cur.rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}

@@ -1,0 +1,97 @@
+"""What is in flight: accepted jobs from acceptance to their end, and the dedup keys they hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from opsagent.capability import Capability
+from opsagent.transport.base import Delivery
+
+
+@attrs.define(eq=False)
+class Ticket:
+    """One accepted job.  ``delivery`` is replaced when the broker redelivers the message."""
+
+    job_id: str
+    cap: Capability
+    inp: Any
+    body: dict[str, Any]
+    echo: dict[str, Any]
+    dedup_key: str | None
+    reply_to: str | None
+    delivery: Delivery
+    attempt: int = 1
+    accepted_at: float = attrs.Factory(time.monotonic)
+    started_at: float | None = None
+    cancel: threading.Event = attrs.Factory(threading.Event)
+    ended: bool = False
+
+
+class Ledger:
+    """Thread-safe registry of tickets; ``claim`` makes a job's end happen exactly once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets: dict[str, Ticket] = {}
+        self._keys: dict[str, str] = {}
+        self._running = 0
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def admit(self, ticket: Ticket) -> Ticket | None:
+        """Hold ``ticket``'s dedup key; return the ticket already holding it, if any."""
+        with self._lock:
+            if ticket.dedup_key is not None:
+                holder = self._keys.get(ticket.dedup_key)
+                if holder is not None:
+                    return self._tickets[holder]
+                self._keys[ticket.dedup_key] = ticket.job_id
+            self._tickets[ticket.job_id] = ticket
+            self.idle.clear()
+            return None
+
+    def get(self, job_id: str) -> Ticket | None:
+        with self._lock:
+            return self._tickets.get(job_id)
+
+    def started(self, ticket: Ticket) -> None:
+        with self._lock:
+            ticket.started_at = time.monotonic()
+            self._running += 1
+
+    def claim(self, ticket: Ticket) -> bool:
+        """True for the first caller only: that caller ends the job."""
+        with self._lock:
+            if ticket.ended:
+                return False
+            ticket.ended = True
+            return True
+
+    def release(self, ticket: Ticket) -> None:
+        with self._lock:
+            if self._tickets.pop(ticket.job_id, None) is None:
+                return
+            if ticket.dedup_key is not None and self._keys.get(ticket.dedup_key) == ticket.job_id:
+                del self._keys[ticket.dedup_key]
+            if ticket.started_at is not None:
+                self._running -= 1
+            if not self._tickets:
+                self.idle.set()
+
+    def snapshot(self) -> list[Ticket]:
+        with self._lock:
+            return list(self._tickets.values())
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._tickets)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running

@@ -1,0 +1,53 @@
+"""The transport interface the host is written against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+
+class TransportError(RuntimeError):
+    """Sending or acknowledging failed (the connection is down)."""
+
+
+@attrs.frozen
+class Delivery:
+    """One message as delivered; ``token`` is the transport's own acknowledgement handle."""
+
+    body: bytes
+    message_id: str
+    redelivered: bool = False
+    headers: Mapping[str, str] = attrs.Factory(dict)
+    token: Any = None
+
+
+OnDelivery = Callable[[Delivery], None]
+
+
+class Transport(Protocol):
+    """What the host needs from a broker connection.
+
+    ``ensure`` is called from the host's own loop (never from a delivery callback) and
+    (re)connects and (re)subscribes when needed.  Deliveries arrive on the transport's
+    receiver thread through the callback given to ``ensure``.
+    """
+
+    def ensure(self, on_delivery: OnDelivery) -> bool:
+        """Connect and subscribe if not connected; True when connected and subscribed."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Send one message; raises :class:`TransportError` when not connected."""
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Acknowledge ``delivery``; False when its connection is gone (it will be redelivered)."""
+
+    def stop_intake(self) -> None:
+        """Unsubscribe: no new deliveries; unacknowledged ones stay with the broker."""
+
+    def close(self) -> None:
+        """Disconnect; unacknowledged messages are redelivered to another consumer."""

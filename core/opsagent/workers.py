@@ -1,0 +1,282 @@
+"""Workers: per capability, a bounded queue and a bounded number of jobs running at once.
+
+``process`` isolation runs each job in ``python -m opsagent.child`` in its own session
+(the same code path as ``opsagent do``), with an allow-listed environment plus the
+declared credentials, output captured up to a cap, and the whole process group killed
+at the time limit (TERM, grace, KILL).  ``thread`` isolation calls the doer in a worker
+thread: a thread cannot be killed, so at the limit the host ends the job with
+``timeout``, discards whatever the doer returns later, and starts a replacement worker
+so the capability keeps its concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from opsagent import execute, proc, schema
+from opsagent.capability import Capability
+from opsagent.credentials import Credential, to_env
+from opsagent.job import Job, Notes
+from opsagent.ledger import Ledger, Ticket
+from opsagent.outcome import Outcome
+
+Finish = Callable[[Ticket, Outcome], None]
+
+
+class Lane:
+    """The queue and worker threads of one capability."""
+
+    def __init__(
+        self,
+        cap: Capability,
+        run: Callable[[Ticket], Outcome | None],
+        finish: Finish,
+        ledger: Ledger,
+    ) -> None:
+        self.cap = cap
+        self.queue: queue.Queue[Ticket | None] = queue.Queue(maxsize=cap.queue_limit)
+        self._run = run
+        self._finish = finish
+        self._ledger = ledger
+        self._threads: set[threading.Thread] = set()
+        self._retired: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self.stopping = False
+        for _ in range(cap.concurrency):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=self._loop, name=f"worker-{self.cap.msg_type}", daemon=True)
+        with self._lock:
+            self._threads.add(t)
+        t.start()
+
+    def retire_current_of(self, ticket: Ticket) -> None:
+        """A thread job overran its limit: its thread leaves after it returns; replace it."""
+        with self._lock:
+            for t in self._threads:
+                if getattr(t, "ticket", None) is ticket and t not in self._retired:
+                    self._retired.add(t)
+                    break
+            else:
+                return
+        self._spawn()
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            ticket = self.queue.get()
+            if ticket is None:
+                return
+            if self.stopping or ticket.cancel.is_set():
+                # Handed back: not acknowledged, so the broker redelivers it.
+                self._ledger.release(ticket)
+                continue
+            me.ticket = ticket  # type: ignore[attr-defined]
+            self._ledger.started(ticket)
+            log = logger.bind(
+                job_id=ticket.job_id, msg_type=self.cap.msg_type, capability=self.cap.distribution
+            )
+            log.info(
+                "job {} started ({} attempt {})", ticket.job_id, self.cap.msg_type, ticket.attempt
+            )
+            try:
+                outcome = self._run(ticket)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                log.opt(exception=True).error("worker failed running {}", ticket.job_id)
+                outcome = Outcome.error(f"host failed to run the job: {type(exc).__name__}: {exc}")
+            me.ticket = None  # type: ignore[attr-defined]
+            if outcome is None:
+                log.info("job {} handed back for redelivery", ticket.job_id)
+                self._ledger.release(ticket)
+            else:
+                self._finish(ticket, outcome)
+            with self._lock:
+                if me in self._retired:
+                    self._retired.discard(me)
+                    self._threads.discard(me)
+                    return
+
+    def stop(self) -> None:
+        self.stopping = True
+        with self._lock:
+            n = len(self._threads)
+        for _ in range(n):
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                # Make room: queued tickets are handed back anyway.
+                try:
+                    dropped = self.queue.get_nowait()
+                    if dropped is not None:
+                        self._ledger.release(dropped)
+                except queue.Empty:
+                    pass
+                self.queue.put_nowait(None)
+
+
+class Workers:
+    """All lanes, and the two ways of running a job."""
+
+    def __init__(
+        self,
+        caps: Mapping[str, Capability],
+        *,
+        finish: Finish,
+        ledger: Ledger,
+        cache_dir: Path,
+        state_dir: Path,
+        journal: Notes,
+        journal_path: Path | None,
+        configs: Mapping[str, Any],
+        tables: Mapping[str, dict[str, Any]],
+        credentials: Mapping[str, Mapping[str, Credential]],
+        env_allow: list[str],
+        grace: float,
+        output_cap: int,
+    ) -> None:
+        self.caps = caps
+        self.ledger = ledger
+        self.cache_dir = cache_dir
+        self.state_dir = state_dir
+        self.journal = journal
+        self.journal_path = journal_path
+        self.configs = configs
+        self.tables = tables
+        self.credentials = credentials
+        self.env_allow = env_allow
+        self.grace = grace
+        self.output_cap = output_cap
+        self._finish = finish
+        self.results_dir = state_dir / "results"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.lanes = {
+            m: Lane(cap, self._run, finish, ledger) for m, cap in caps.items() if not cap.control
+        }
+
+    def submit(self, ticket: Ticket) -> bool:
+        """Queue ``ticket``; False when the capability's queue is full."""
+        try:
+            self.lanes[ticket.cap.msg_type].queue.put_nowait(ticket)
+            return True
+        except queue.Full:
+            return False
+
+    def queued(self) -> int:
+        return sum(lane.queue.qsize() for lane in self.lanes.values())
+
+    def base_env(self, cap: Capability) -> dict[str, str]:
+        env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
+        env["SWF_TMP_DIR"] = str(self.cache_dir)
+        env.update(to_env(self.credentials.get(cap.msg_type, {})))
+        return env
+
+    def _run(self, ticket: Ticket) -> Outcome | None:
+        if ticket.cap.isolation == "thread":
+            return self._run_thread(ticket)
+        return self._run_process(ticket)
+
+    def _job(self, ticket: Ticket, env: Mapping[str, str]) -> Job:
+        cap = ticket.cap
+        return Job(
+            id=ticket.job_id,
+            msg_type=cap.msg_type,
+            cache_dir=self.cache_dir,
+            time_limit=cap.time_limit,
+            config=self.configs.get(cap.msg_type),
+            credentials=self.credentials.get(cap.msg_type, {}),
+            env=env,
+            notes=self.journal,
+            attempt=ticket.attempt,
+        )
+
+    def _run_thread(self, ticket: Ticket) -> Outcome | None:
+        return execute.call(ticket.cap, ticket.inp, self._job(ticket, self.base_env(ticket.cap)))
+
+    def _run_process(self, ticket: Ticket) -> Outcome | None:
+        cap = ticket.cap
+        result = self.results_dir / f"{os.getpid()}-{threading.get_ident()}.json"
+        result.unlink(missing_ok=True)
+        spec = {
+            "module": cap.entry_point,
+            "msg_type": cap.msg_type,
+            "input": schema.unstructure(ticket.inp),
+            "job_id": ticket.job_id,
+            "cache_dir": str(self.cache_dir),
+            "time_limit": cap.time_limit,
+            "config": self.tables.get(cap.msg_type, {}),
+            "journal": str(self.journal_path) if self.journal_path else None,
+            "attempt": ticket.attempt,
+            "result": str(result),
+        }
+        env = self.base_env(cap)
+        done = proc.run(
+            [sys.executable, "-m", "opsagent.child"],
+            env=env,
+            cwd=str(self.state_dir),
+            timeout=cap.time_limit,
+            grace=self.grace,
+            output_cap=self.output_cap,
+            stdin_data=json.dumps(spec).encode(),
+            cancel=ticket.cancel,
+        )
+        log = logger.bind(job_id=ticket.job_id, msg_type=cap.msg_type)
+        if done.output.strip():
+            log.debug("output of {}:\n{}", ticket.job_id, done.output)
+        try:
+            if done.cancelled:
+                return None
+            if done.timed_out:
+                return Outcome.timeout(
+                    f"{cap.msg_type} did not finish within its time limit of "
+                    f"{cap.time_limit:g} s; its process group was killed"
+                )
+            try:
+                return Outcome.from_json(json.loads(result.read_text()))
+            except (OSError, ValueError, KeyError):
+                how = (
+                    f"was killed by signal {-done.returncode}"
+                    if done.returncode < 0
+                    else f"exited with status {done.returncode}"
+                )
+                tail = done.tail(500)
+                return Outcome.error(
+                    f"{cap.msg_type} job process {how} without an outcome"
+                    + (f": {tail}" if tail else "")
+                )
+        finally:
+            result.unlink(missing_ok=True)
+
+    def check_deadlines(self) -> None:
+        """End thread jobs that overran their limit (process jobs are killed by proc.run)."""
+        now = time.monotonic()
+        for ticket in self.ledger.snapshot():
+            cap = ticket.cap
+            if (
+                cap.isolation == "thread"
+                and ticket.started_at is not None
+                and not ticket.ended
+                and now - ticket.started_at > cap.time_limit
+            ):
+                self.lanes[cap.msg_type].retire_current_of(ticket)
+                self._finish(
+                    ticket,
+                    Outcome.timeout(
+                        f"{cap.msg_type} did not finish within its time limit of "
+                        f"{cap.time_limit:g} s (thread job; its result will be discarded)"
+                    ),
+                )
+
+    def stop(self) -> None:
+        for lane in self.lanes.values():
+            lane.stop()

@@ -1,0 +1,83 @@
+"""Capabilities used by the host's own tests (installed for them through a dist-info on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import attrs
+
+from opsagent import Capability, Digits, Job, JobFailed, Outcome, hookimpl, pattern
+
+
+@attrs.frozen
+class EchoInput:
+    text: str = ""
+    fail: bool = False
+
+
+def echo(inp: EchoInput, job: Job) -> Outcome:
+    if inp.fail:
+        raise JobFailed(f"asked to fail: {inp.text}")
+    return Outcome.ok(text=inp.text, pid=os.getpid())
+
+
+@attrs.frozen
+class SleepInput:
+    seconds: float
+    key: str = "k"
+    grandchild: bool = False
+    marker: str = attrs.field(default="", validator=pattern(r"[A-Za-z0-9_-]*", "a marker word"))
+
+
+def sleep(inp: SleepInput, job: Job) -> Outcome:
+    if inp.grandchild:
+        # A grandchild that would outlive a naive kill of the direct child.
+        subprocess.Popen(["sleep", str(inp.seconds + 600)], env=dict(job.env))  # noqa: S603
+    time.sleep(inp.seconds)
+    return Outcome.ok(slept=inp.seconds, pid=os.getpid())
+
+
+@attrs.frozen
+class WriteInput:
+    n: Digits
+
+
+def side_effect(inp: WriteInput, job: Job) -> Outcome:
+    """An idempotent file write plus a counter of how often the work ran."""
+    base = job.cache_dir / "side-effects"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / f"{inp.n}.done").write_text(inp.n)
+    with open(base / f"{inp.n}.runs", "a") as fh:
+        fh.write(f"{job.id}\n")
+    return Outcome.ok(n=inp.n)
+
+
+@attrs.frozen
+class EnvInput:
+    pass
+
+
+def show_env(inp: EnvInput, job: Job) -> Outcome:
+    return Outcome.ok(env=sorted(os.environ), cred=job.credential("testcred").read())
+
+
+@hookimpl
+def register_capabilities(register):
+    register(Capability(msg_type="test_echo", input=EchoInput, doer=echo, isolation="thread",
+                        events={"ok": "test_echoed", "error": "test_echo_failed"}, concurrency=2,
+                        echo=lambda inp: {"text": inp.text}))
+    register(Capability(msg_type="test_sleep", input=SleepInput, doer=sleep, time_limit=2.0,
+                        events={"ok": "test_slept", "error": "test_sleep_failed"},
+                        dedup_key=lambda inp: inp.key, concurrency=1, queue_limit=5))
+    register(Capability(msg_type="test_sleep_thread", input=SleepInput, doer=sleep,
+                        time_limit=0.5, isolation="thread",
+                        events={"ok": "test_slept", "error": "test_sleep_failed"}))
+    register(Capability(msg_type="test_side_effect", input=WriteInput, doer=side_effect,
+                        events={"ok": "test_written", "error": "test_write_failed"},
+                        echo=lambda inp: {"n": inp.n}, concurrency=2, queue_limit=20000))
+    register(Capability(msg_type="test_env", input=EnvInput, doer=show_env,
+                        credentials=("testcred",),
+                        events={"ok": "test_env_shown", "error": "test_env_failed"}))

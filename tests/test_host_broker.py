@@ -1,0 +1,286 @@
+"""The host against the real ActiveMQ: dispatch, control, rejections, isolation, delivery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from support import OPSAGENT, SITEBROKEN, SITECAPS, processes_with
+
+pytestmark = pytest.mark.broker
+
+
+def test_request_runs_and_its_event_reaches_topic_and_reply_to(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_echo", {"text": "hello", "web_extra_field": 1})
+    event = caller.wait_event(rid)
+    assert event["msg_type"] == "test_echoed"
+    assert event["ok"] is True and event["outcome"] == "ok"
+    assert event["text"] == "hello"
+    assert event["sender"] == "host" and event["namespace"] == "prodops"
+    reply = caller.wait_reply(lambda r: r.get("job_id") == rid)
+    assert reply == event
+    assert "job " + rid + " ended ok" in host.text()
+
+
+def test_process_job_failure_is_an_error_event_with_the_reason(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_sleep", {"seconds": 0, "marker": "bad word!"})
+    event = caller.wait_event(rid)
+    assert event["msg_type"] == "request_rejected"
+    assert event["errors"] == ["$.marker: expected a marker word, got 'bad word!'"]
+    rid = caller.send("test_echo", {"text": "x", "fail": True})
+    event = caller.wait_event(rid)
+    assert event["msg_type"] == "test_echo_failed" and event["outcome"] == "error"
+    assert event["reason"] == "asked to fail: x"
+
+
+def test_pong_while_every_worker_is_busy_and_jobs_are_queued(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    # test_sleep: concurrency 1, queue limit 5 -- one running, the rest queued.
+    sleepers = [caller.send("test_sleep", {"seconds": 1.5, "key": f"k{i}"}) for i in range(4)]
+    host.wait_log("started (test_sleep")
+    started = time.monotonic()
+    caller.send("health_ping", {})
+    pong = caller.wait_reply(lambda r: r.get("msg_type") == "pong", timeout=5)
+    elapsed = time.monotonic() - started
+    assert pong["agent"] == "host" and isinstance(pong["pid"], int)
+    assert elapsed < 0.5, f"pong took {elapsed:.3f} s behind busy workers"
+    for rid in sleepers:
+        assert caller.wait_event(rid, timeout=20)["outcome"] == "ok"
+
+
+def test_namespace_rules(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    caller.send("test_echo", {"text": "foreign"}, namespace="testbed")
+    rid_none = caller.send("test_echo", {"text": "none"}, namespace=None)
+    assert caller.wait_event(rid_none)["text"] == "none"
+    host.wait_log("ignored test_echo for namespace 'testbed'")
+    assert not [e for e in caller.events if e.get("text") == "foreign"]
+
+    strict = host_factory(extra={"host": {"require_namespace": True}}).start()
+    caller2 = caller_for(strict)
+    caller2.send("test_echo", {"text": "none"}, namespace=None)
+    rid = caller2.send("test_echo", {"text": "ours"})
+    assert caller2.wait_event(rid)["text"] == "ours"
+    strict.wait_log("ignored test_echo for namespace None")
+    assert not [e for e in caller2.events if e.get("text") == "none"]
+
+
+@pytest.mark.parametrize("body, code, error", [
+    (b"\xff\xfe{", "malformed", "not valid UTF-8"),
+    (b'{"msg_type": "test_echo",', "malformed", "not valid JSON"),
+    (b"[1, 2]", "malformed", "must be a JSON object"),
+    (b'{"msg_type": "test_echo", "text": NaN}', "malformed", "NaN"),
+    (b'{"msg_type": "nope"}', "unknown_msg_type", "unknown msg_type 'nope'"),
+    (b'{"msg_type": "test_echo", "text": 5}', "invalid", "$.text: expected a string"),
+])
+def test_each_rejection_is_published_and_the_host_keeps_consuming(
+        host_factory, caller_for, body, code, error):
+    host = host_factory().start()
+    caller = caller_for(host)
+    caller.send_raw(body)
+    rid = caller.send("test_echo", {"text": "after"})
+    assert caller.wait_event(rid)["text"] == "after"
+    rejected = [e for e in caller.events if e["msg_type"] == "request_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["code"] == code
+    assert error in rejected[0]["reason"] + " ".join(rejected[0]["errors"])
+
+
+def test_duplicate_of_a_job_in_flight_is_rejected_to_reply_to(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    first = caller.send("test_sleep", {"seconds": 1.0, "key": "same"})
+    dup = caller.send("test_sleep", {"seconds": 1.0, "key": "same"})
+    rejection = caller.wait_reply(lambda r: r.get("request_id") == dup)
+    assert rejection["code"] == "duplicate"
+    assert first in rejection["reason"]
+    assert caller.wait_event(first)["outcome"] == "ok"
+
+
+def test_unavailable_capability_is_rejected_with_the_reason(host_factory, caller_for):
+    host = host_factory().start()  # no credential configured for test_env
+    caller = caller_for(host)
+    rid = caller.send("test_env", {})
+    rejection = caller.wait_event(rid)
+    assert rejection["code"] == "unavailable"
+    assert "credential 'testcred'" in rejection["reason"]
+
+
+def test_job_environment_is_the_allow_list_plus_declared_credentials(
+        host_factory, caller_for, tmp_path):
+    secret = tmp_path / "testcred"
+    secret.write_text("s3cret-token\n")
+    secret.chmod(0o600)
+    host = host_factory(extra={"credentials.testcred": {"file": str(secret)}},
+                        env={"SOME_HOST_SECRET": "do-not-pass"}).start()
+    caller = caller_for(host)
+    event = caller.wait_event(caller.send("test_env", {}))
+    assert event["outcome"] == "ok", event
+    assert "SOME_HOST_SECRET" not in event["env"]
+    assert "OPSAGENT_CREDENTIAL_TESTCRED" in event["env"]
+    assert event["cred"] == "s3cret-token"
+    assert set(event["env"]) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER",
+                                 "LOGNAME", "TMPDIR", "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV",
+                                 "SYSTEMD_EXEC_PID", "OPSAGENT_CREDENTIAL_TESTCRED"}
+
+
+def test_hung_job_with_grandchild_is_killed_at_its_limit(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    started = time.monotonic()
+    rid = caller.send("test_sleep", {"seconds": 30, "grandchild": True})
+    event = caller.wait_event(rid, timeout=15)
+    took = time.monotonic() - started
+    assert event["outcome"] == "timeout" and event["msg_type"] == "test_sleep_failed"
+    assert "time limit of 2 s" in event["reason"]
+    assert 2.0 <= took < 6.0
+    time.sleep(0.2)
+    assert processes_with("sleep 630") == []
+    # the host is still serving
+    assert caller.wait_event(caller.send("test_echo", {"text": "alive"}))["ok"]
+
+
+def test_thread_job_overrunning_its_limit_times_out_and_the_lane_keeps_working(
+        host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_sleep_thread", {"seconds": 3})
+    assert caller.wait_event(rid, timeout=5)["outcome"] == "timeout"
+    rid2 = caller.send("test_sleep_thread", {"seconds": 0.01})
+    assert caller.wait_event(rid2, timeout=5)["outcome"] == "ok"
+
+
+def test_sigkill_mid_job_then_restart_publishes_one_outcome_and_loses_nothing(
+        host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    running = caller.send("test_sleep", {"seconds": 1.0, "key": "a"})
+    queued = [caller.send("test_side_effect", {"n": str(i)}) for i in range(20)]
+    host.wait_log("started (test_sleep")
+    host.kill9()
+    assert not caller.events_for(running)
+    again = host_factory(queue=host.queue, topic=host.topic)
+    again.tmp = host.tmp
+    again.config = host.config  # same state directory: the same journal
+    again.start()
+    assert caller.wait_event(running, timeout=20)["outcome"] == "ok"
+    for rid in queued:
+        caller.wait_event(rid, timeout=20)
+    time.sleep(1.0)  # anything published twice would have arrived by now
+    for rid in [running, *queued]:
+        assert len(caller.events_for(rid)) == 1, rid
+    assert "attempt 2" in again.text()
+
+
+def test_finished_job_redelivered_is_not_run_again(host_factory, caller_for, tmp_path):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_side_effect", {"n": "7"})
+    caller.wait_event(rid)
+    # The same request again (a caller retry, or a redelivery): the journal answers.
+    caller.send("test_side_effect", {"n": "7"}, request_id=rid)
+    caller.send("test_echo", {"text": "fence"})
+    time.sleep(1.0)
+    runs = (host.tmp / "cache" / "side-effects" / "7.runs").read_text().split()
+    assert runs == [rid]
+    assert len(caller.events_for(rid)) == 1
+
+
+def test_sigterm_drains_running_job_and_exits_zero(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_sleep", {"seconds": 1.0})
+    host.wait_log("started (test_sleep")
+    host.signal(signal.SIGTERM)
+    assert host.wait(20) == 0
+    assert caller.wait_event(rid)["outcome"] == "ok"
+
+
+def test_shutdown_message_exits_100(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    caller.send("shutdown", {"reason": "test"})
+    assert host.wait(20) == 100
+    assert caller.wait_reply(lambda r: r.get("msg_type") == "shutdown_ack")
+
+
+def test_broken_plugin_is_reported_and_does_not_stop_the_host(host_factory, caller_for):
+    env_paths = (SITECAPS, SITEBROKEN)
+    host = host_factory(paths=env_paths).start()
+    assert "opsagent-testbroken 0.3) is broken" in host.text()
+    caller = caller_for(host)
+    assert caller.wait_event(caller.send("test_echo", {"text": "x"}))["ok"]
+    out = subprocess.run([*OPSAGENT, "plugins", "--json"], env=host.env, capture_output=True,
+                         text=True, check=True).stdout
+    rows = json.loads(out)
+    broken = [r for r in rows if r["status"] == "broken"]
+    assert broken == [{"msg_type": None, "plugin": "testbroken",
+                       "distribution": "opsagent-testbroken", "version": "0.3",
+                       "status": "broken", "error": "ImportError: opsagent_testbroken needs a "
+                       "library that is not installed (on purpose)"}]
+    assert {r["msg_type"] for r in rows if r["status"] == "ok"} >= {"test_echo", "health_ping"}
+
+
+def test_strict_mode_and_missing_required_capability_stop_startup_with_78(host_factory):
+    strict = host_factory(paths=(SITECAPS, SITEBROKEN))
+    strict.proc = subprocess.Popen([*OPSAGENT, "--config", str(strict.config), "run",
+                                    "--strict"], env=strict.env, stderr=subprocess.PIPE)
+    assert strict.proc.wait(20) == 78
+    required = host_factory(extra={"capabilities": {"require": ["fetch_nothing"]}})
+    proc = subprocess.run([*OPSAGENT, "--config", str(required.config), "run"], env=required.env,
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 78
+    assert "required capability fetch_nothing not available" in proc.stderr
+
+
+def test_broker_unreachable_at_start_exits_75(tmp_path):
+    from support import HostProcess
+
+    host = HostProcess(tmp_path, {"ACTIVEMQ_HOST": "127.0.0.1", "ACTIVEMQ_PORT": "9"},
+                       extra={"broker": {"connect_attempts": 2}})
+    proc = subprocess.run([*OPSAGENT, "--config", str(host.config), "run"], env=host.env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 75, proc.stderr
+    assert "unreachable after 2 tries" in proc.stderr
+
+
+def test_cli_send_wait_ping_schema_do(host_factory, tmp_path):
+    host = host_factory().start()
+    cli = [*OPSAGENT, "--config", str(host.config)]
+    ping = subprocess.run([*cli, "ping"], env=host.env, capture_output=True, text=True,
+                          timeout=20)
+    assert ping.returncode == 0 and "pong from host" in ping.stdout
+    ok = subprocess.run([*cli, "send", "test_echo", "text=hi", "--wait", "--timeout", "20"],
+                        env=host.env, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["text"] == "hi"
+    bad = subprocess.run([*cli, "send", "test_echo", "text:=5", "--wait", "--timeout", "20"],
+                         env=host.env, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 4 and json.loads(bad.stdout)["code"] == "invalid"
+    failed = subprocess.run([*cli, "send", "test_echo", "text=x", "fail:=true", "--wait"],
+                            env=host.env, capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 1
+    schema = json.loads(subprocess.run([*cli, "schema", "test_sleep"], env=host.env,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert schema["required"] == ["seconds"]
+    assert schema["properties"]["marker"]["pattern"] == "^(?:[A-Za-z0-9_-]*)$"
+    do = subprocess.run([*cli, "do", "test_side_effect", "--json", '{"n": 42}'], env=host.env,
+                        capture_output=True, text=True, timeout=30)
+    assert do.returncode == 0, do.stderr
+    assert json.loads(do.stdout)["n"] == "42"
+    assert (host.tmp / "cache" / "side-effects" / "42.done").read_text() == "42"
+    do_bad = subprocess.run([*cli, "do", "test_side_effect", "--json", '{"n": "../x"}'],
+                            env=host.env, capture_output=True, text=True, timeout=30)
+    assert do_bad.returncode == 4
+    assert json.loads(do_bad.stdout)["errors"] == ["$.n: expected digits, got '../x'"]
+    _ = uuid
