@@ -42,7 +42,7 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             control=True,
             events={"ok": "pong", "error": "pong"},
             time_limit=1,
-            description="Liveness: replies pong to reply_to at once, even when every worker is busy.",
+            description="Liveness: pong to reply_to at once, even when every worker is busy.",
             samples=({"reply_to": "/queue/opsagent.selftest"},),
         )
     )

@@ -65,6 +65,14 @@ def _freeze_events(value: Mapping[str, str]) -> Mapping[str, str]:
     return dict(value)
 
 
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _tuple_of_samples(value: Any) -> tuple[Mapping[str, Any], ...]:
+    return tuple(value)
+
+
 def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise DeclarationError(f"{attr.name}: expected a positive number, got {value!r}")
@@ -95,7 +103,7 @@ class Capability:
     events: Mapping[str, str] = attrs.field(converter=_freeze_events, validator=_check_events)
     time_limit: float = attrs.field(default=60.0, validator=_positive)
     credentials: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_check_credentials
+        default=(), converter=_tuple_of_str, validator=_check_credentials
     )
     dedup_key: Callable[[Any], str | None] | None = None
     echo: Callable[[Any], dict[str, Any]] | None = None
@@ -106,9 +114,9 @@ class Capability:
     )
     config: type | None = None
     control: bool = False
-    programs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    programs: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     description: str = ""
-    samples: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=tuple)
+    samples: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_tuple_of_samples)
     # Filled in by the plugin manager from the entry point's distribution.
     distribution: str = ""
     version: str = ""

@@ -14,6 +14,17 @@ import stomp
 from opsagent.config import BrokerConfig
 
 
+class _Answers(stomp.ConnectionListener):
+    def __init__(self, answers: queue.Queue[dict[str, Any]]) -> None:
+        self.answers = answers
+
+    def on_message(self, frame: Any) -> None:
+        try:
+            self.answers.put(json.loads(frame.body))
+        except ValueError:
+            pass
+
+
 class Client:
     """Publishes requests and waits for the reply on a private queue."""
 
@@ -38,16 +49,7 @@ class Client:
             if self.broker.use_ssl:
                 for hp in self.broker.host_ports():
                     conn.set_ssl(for_hosts=[hp], ca_certs=self.broker.ca_certs)
-            outer = self
-
-            class Listener(stomp.ConnectionListener):
-                def on_message(self, frame: Any) -> None:
-                    try:
-                        outer._answers.put(json.loads(frame.body))
-                    except ValueError:
-                        pass
-
-            conn.set_listener("client", Listener())
+            conn.set_listener("client", _Answers(self._answers))
             try:
                 conn.connect(self.broker.user, self.broker.password, wait=True)
                 conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

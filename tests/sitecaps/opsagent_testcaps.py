@@ -1,14 +1,12 @@
-"""Capabilities used by the host's own tests (installed for them through a dist-info on PYTHONPATH)."""
+"""Capabilities for the host's own tests (found through a dist-info on PYTHONPATH)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import attrs
-
 from opsagent import Capability, Digits, Job, JobFailed, Outcome, hookimpl, pattern
 
 
@@ -64,8 +62,24 @@ def show_env(inp: EnvInput, job: Job) -> Outcome:
     return Outcome.ok(env=sorted(os.environ), cred=job.credential("testcred").read())
 
 
+@attrs.frozen
+class NoopInput:
+    seconds: float = 0.0
+
+
+def noop(inp: NoopInput, job: Job) -> Outcome:
+    if inp.seconds:
+        time.sleep(inp.seconds)
+    return Outcome.ok()
+
+
 @hookimpl
 def register_capabilities(register):
+    register(Capability(msg_type="test_noop", input=NoopInput, doer=noop, isolation="thread",
+                        events={"ok": "test_noop_done", "error": "test_noop_failed"},
+                        concurrency=2, queue_limit=200000, time_limit=120))
+    register(Capability(msg_type="test_noop_process", input=NoopInput, doer=noop,
+                        events={"ok": "test_noop_done", "error": "test_noop_failed"}))
     register(Capability(msg_type="test_echo", input=EchoInput, doer=echo, isolation="thread",
                         events={"ok": "test_echoed", "error": "test_echo_failed"}, concurrency=2,
                         echo=lambda inp: {"text": inp.text}))

@@ -105,8 +105,12 @@ class Harness:
         got: list[dict[str, Any]] = []
         done = threading.Event()
         dest = f"/queue/harness.ping.{uuid.uuid4().hex}"
-        self.broker.subscribe_queue_callback(dest, lambda b: (got.append(json.loads(b)),
-                                                              done.set()))
+
+        def on_reply(body: bytes) -> None:
+            got.append(json.loads(body))
+            done.set()
+
+        self.broker.subscribe_queue_callback(dest, on_reply)
         self.publish("health_ping", reply_to=dest)
         if not done.wait(timeout):
             raise TimeoutError("no pong")

@@ -37,6 +37,7 @@ import email.parser
 import email.policy
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -59,6 +60,8 @@ class Request:
     body: bytes
     params: Mapping[str, str] = attrs.Factory(dict)
     client: str = ""
+    #: ``time.monotonic()`` when the request arrived (for backoff and ordering checks).
+    received: float = 0.0
 
     def arg(self, name: str) -> str | None:
         """The first value of query parameter ``name``, or ``None``."""
@@ -150,6 +153,13 @@ def _as_response(value: Any) -> Response:
     )
 
 
+def _fixed(response: Response) -> Handler:
+    def answer(_request: Request) -> Response:
+        return response
+
+    return answer
+
+
 def _match(pattern: str, path: str) -> dict[str, str] | None:
     want, got = pattern.split("/"), path.split("/")
     if len(want) != len(got):
@@ -179,8 +189,10 @@ class FakeServer:
 
     # -- routes -----------------------------------------------------------------------
 
-    def route(self, method: str, path: str, handler: Handler | Response | None = None) -> Any:
-        """Register ``handler`` (a function, or a fixed :class:`Response`) for method+path.
+    def route(self, method: str, path: str, handler: Any = None) -> Any:
+        """Register ``handler`` for method+path: a function of the :class:`Request`, or a
+        fixed answer (a :class:`Response`, or a ``dict``/``list``/``str`` as a handler
+        would return it).
 
         Without ``handler`` it returns a decorator.  A later registration for the same
         method and path replaces the earlier one, so a test can change behaviour midway.
@@ -192,9 +204,7 @@ class FakeServer:
                 return fn
 
             return decorator
-        fn: Handler = (
-            (lambda _req, fixed=handler: fixed) if isinstance(handler, Response) else handler
-        )
+        fn: Handler = handler if callable(handler) else _fixed(_as_response(handler))
         with self._lock:
             self._routes = [r for r in self._routes if (r[0], r[1]) != (method.upper(), path)]
             self._routes.append((method.upper(), path, fn))
@@ -291,6 +301,7 @@ class FakeServer:
             headers=dict(h.headers.items()),
             body=body,
             client=str(h.client_address[0]),
+            received=time.monotonic(),
         )
         found = self._find(method, split.path)
         if found is not None:

@@ -1,0 +1,58 @@
+# The commands the README names.  `make run` and `make test` do all the set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+SERVICES ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv services stop-services run test lint dist bench clean
+
+$(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
+	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
+	touch $@
+
+venv: $(VENV)/.installed
+
+services:
+	scripts/services.sh install $(SERVICES)
+	scripts/services.sh start $(SERVICES)
+
+stop-services:
+	scripts/services.sh stop $(SERVICES)
+
+## Run the host in the foreground against the local services (Ctrl-C stops it).
+run: venv
+	scripts/services.sh install activemq
+	scripts/services.sh start activemq
+	mkdir -p .state .cache
+	OPSAGENT_CONFIG=$${OPSAGENT_CONFIG:-contrib/dev.toml} $(VENV)/bin/opsagent run
+
+## Install and start what the tests need, run every test, stop the services.
+test: venv
+	scripts/services.sh install
+	scripts/services.sh start
+	trap 'scripts/services.sh stop' EXIT; \
+	$(VENV)/bin/ruff check core plugins tests bench && \
+	$(VENV)/bin/mypy && \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check core plugins tests bench
+	$(VENV)/bin/mypy
+
+## Wheels and sdists of the host and of each plugin, into dist/.
+dist: venv
+	rm -rf dist && mkdir -p dist
+	$(PY) -m build --outdir dist .
+	for p in $(PLUGINS); do $(PY) -m build --outdir dist $$p || exit 1; done
+
+## Every benchmark; figures printed and written to docs/performance.md.
+bench: venv
+	scripts/services.sh install activemq
+	scripts/services.sh start activemq
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf dist build .state .cache

@@ -1,0 +1,124 @@
+"""Shared pieces of the benchmarks: a host process, raw stomp.py baselines, percentiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import stomp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import HostProcess, service_env  # noqa: E402
+
+
+def broker() -> dict[str, str]:
+    return service_env("activemq")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(pct(values, 50) * 1000, 3), "p99_ms": round(pct(values, 99) * 1000, 3),
+            "mean_ms": round(statistics.fmean(values) * 1000, 3), "n": len(values)}
+
+
+def connect(env: dict[str, str], nodelay: bool = True, listener: Any = None
+            ) -> stomp.Connection12:
+    conn = stomp.Connection12([(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"]))],
+                              auto_decode=False)
+    if listener is not None:
+        conn.set_listener("l", listener)
+    conn.connect(wait=True)
+    if nodelay:
+        conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+class RoundTrip:
+    """A caller measuring request/reply round trips over a private reply queue."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.reply_to = f"/queue/bench.reply.{uuid.uuid4().hex[:10]}"
+        self.got = threading.Event()
+        outer = self
+
+        class L(stomp.ConnectionListener):
+            def on_message(self, frame: Any) -> None:
+                outer.got.set()
+
+        self.conn = connect(env, listener=L())
+        self.conn.subscribe(self.reply_to, id="r", ack="auto")
+
+    def measure(self, queue: str, body: dict[str, Any], n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            self.got.clear()
+            payload = json.dumps({**body, "reply_to": self.reply_to}).encode()
+            t0 = time.perf_counter()
+            self.conn.send(queue, payload)
+            if not self.got.wait(10):
+                raise RuntimeError(f"no reply on {queue}")
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def close(self) -> None:
+        self.conn.disconnect()
+
+
+class RawResponder:
+    """The baseline: a plain stomp.py consumer that acks each message, then replies."""
+
+    def __init__(self, env: dict[str, str], queue: str, nodelay: bool) -> None:
+        self.queue = queue
+        outer = self
+
+        class L(stomp.ConnectionListener):
+            def on_message(self, frame: Any) -> None:
+                body = json.loads(frame.body)
+                outer.conn.ack(frame.headers["ack"])
+                outer.conn.send(body["reply_to"], b'{"msg_type":"pong"}')
+
+        self.conn = connect(env, nodelay=nodelay, listener=L())
+        self.conn.subscribe(queue, id="s", ack="client-individual")
+
+    def close(self) -> None:
+        self.conn.disconnect()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python "
+            f"{platform.python_version()}, {platform.platform()}")
+
+
+__all__ = ["HostProcess", "RawResponder", "RoundTrip", "broker", "machine", "rss_kb",
+           "summary_ms"]

@@ -1,0 +1,55 @@
+"""health_ping round trip: idle, and with every worker busy and 1,000 jobs queued.
+
+Baselines in the same run on the same broker: a plain stomp.py responder that acks then
+replies, without and with TCP_NODELAY.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from common import HostProcess, RawResponder, RoundTrip, broker, connect, summary_ms
+
+N = 400
+
+
+def run() -> dict[str, dict[str, float]]:
+    env = broker()
+    out: dict[str, dict[str, float]] = {}
+    rt = RoundTrip(env)
+    for name, nodelay in (("baseline_raw_no_nodelay", False), ("baseline_raw_nodelay", True)):
+        q = f"/queue/bench.raw.{uuid.uuid4().hex[:8]}"
+        responder = RawResponder(env, q, nodelay)
+        rt.measure(q, {"msg_type": "health_ping"}, 20)
+        out[name] = summary_ms(rt.measure(q, {"msg_type": "health_ping"}, N))
+        responder.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        host = HostProcess(Path(tmp), env).start()
+        try:
+            ping = {"msg_type": "health_ping", "namespace": "prodops"}
+            rt.measure(host.queue, ping, 20)
+            out["opsagent_idle"] = summary_ms(rt.measure(host.queue, ping, N))
+            # test_noop: thread capability, concurrency 2 -- 2 running + 1,000 queued.
+            filler = connect(env)
+            for i in range(1002):
+                filler.send(host.queue, json.dumps({"msg_type": "test_noop", "seconds": 60,
+                                                     "request_id": f"busy-{i}"}).encode())
+            deadline = time.monotonic() + 30
+            while host.text().count("started (test_noop") < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # let the broker hand over the queued 1,000
+            out["opsagent_saturated"] = summary_ms(rt.measure(host.queue, ping, N))
+            filler.disconnect()
+        finally:
+            host.kill9()
+    rt.close()
+    return out
+
+
+if __name__ == "__main__":
+    for k, v in run().items():
+        print(f"{k:28} {v}")
