@@ -55,10 +55,12 @@ class RoundTrip:
     def __init__(self, env: dict[str, str]) -> None:
         self.reply_to = f"/queue/bench.reply.{uuid.uuid4().hex[:10]}"
         self.got = threading.Event()
+        self.last: dict[str, Any] = {}
         outer = self
 
         class L(stomp.ConnectionListener):
             def on_message(self, frame: Any) -> None:
+                outer.last = json.loads(frame.body)
                 outer.got.set()
 
         self.conn = connect(env, listener=L())
@@ -73,6 +75,8 @@ class RoundTrip:
             self.conn.send(queue, payload)
             if not self.got.wait(10):
                 raise RuntimeError(f"no reply on {queue}")
+            if self.last.get("ok") is False or self.last.get("msg_type") == "request_rejected":
+                raise RuntimeError(f"request failed: {self.last}")
             out.append(time.perf_counter() - t0)
         return out
 

@@ -59,6 +59,11 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    return main_with(json.loads(sys.stdin.buffer.read()))
+
+
+def main_with(spec: dict[str, Any]) -> int:
+    """Run one job spec and write its outcome to ``spec["result"]``."""
     from loguru import logger
 
     logger.remove()
@@ -68,7 +73,6 @@ def main() -> int:
         diagnose=False,
         format="{time:HH:mm:ss.SSS} {level} {message}",
     )
-    spec = json.loads(sys.stdin.buffer.read())
     result_path = Path(spec["result"])
     try:
         result = run_spec(spec)

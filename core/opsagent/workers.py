@@ -23,7 +23,7 @@ from typing import Any
 
 from loguru import logger
 
-from opsagent import execute, proc, schema
+from opsagent import execute, forking, proc, schema
 from opsagent.capability import Capability
 from opsagent.credentials import Credential, to_env
 from opsagent.job import Job, Notes
@@ -144,6 +144,7 @@ class Workers:
         env_allow: list[str],
         grace: float,
         output_cap: int,
+        fork_server: bool = True,
     ) -> None:
         self.caps = caps
         self.ledger = ledger
@@ -158,6 +159,11 @@ class Workers:
         self.grace = grace
         self.output_cap = output_cap
         self._finish = finish
+        self.fork_server = fork_server
+        if fork_server:
+            process_caps = [c for c in caps.values() if c.isolation == "process" and not c.control]
+            env = {k: os.environ[k] for k in env_allow if k in os.environ}
+            forking.start(sorted({c.entry_point for c in process_caps if c.entry_point}), env)
         self.results_dir = state_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.lanes = {
@@ -220,16 +226,27 @@ class Workers:
             "result": str(result),
         }
         env = self.base_env(cap)
-        done = proc.run(
-            [sys.executable, "-m", "opsagent.child"],
-            env=env,
-            cwd=str(self.state_dir),
-            timeout=cap.time_limit,
-            grace=self.grace,
-            output_cap=self.output_cap,
-            stdin_data=json.dumps(spec).encode(),
-            cancel=ticket.cancel,
-        )
+        if self.fork_server:
+            done = forking.run_job(
+                spec,
+                env=env,
+                workdir=self.results_dir,
+                timeout=cap.time_limit,
+                grace=self.grace,
+                output_cap=self.output_cap,
+                cancel=ticket.cancel,
+            )
+        else:
+            done = proc.run(
+                [sys.executable, "-m", "opsagent.child"],
+                env=env,
+                cwd=str(self.state_dir),
+                timeout=cap.time_limit,
+                grace=self.grace,
+                output_cap=self.output_cap,
+                stdin_data=json.dumps(spec).encode(),
+                cancel=ticket.cancel,
+            )
         log = logger.bind(job_id=ticket.job_id, msg_type=cap.msg_type)
         if done.output.strip():
             log.debug("output of {}:\n{}", ticket.job_id, done.output)

@@ -32,11 +32,23 @@ from opsagent.transport.memory import MemoryBroker, MemoryTransport
 class Harness:
     """A host on an in-memory broker; requests in, terminal answers out."""
 
-    def __init__(self, *, tmp: Path, modules: Iterable[ModuleType] = (), entry_points: bool = False,
-                 config: dict[str, Any] | None = None) -> None:
-        raw = {"host": {"instance": "harness", "cache_dir": str(tmp / "cache"),
-                        "state_dir": str(tmp / "state"), "drain_seconds": 5,
-                        "kill_grace_seconds": 1}}
+    def __init__(
+        self,
+        *,
+        tmp: Path,
+        modules: Iterable[ModuleType] = (),
+        entry_points: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        raw = {
+            "host": {
+                "instance": "harness",
+                "cache_dir": str(tmp / "cache"),
+                "state_dir": str(tmp / "state"),
+                "drain_seconds": 5,
+                "kill_grace_seconds": 1,
+            }
+        }
         for section, values in (config or {}).items():
             raw.setdefault(section, {}).update(values)
         cfg_path = tmp / "opsagent.toml"
@@ -48,8 +60,9 @@ class Harness:
         if entry_points:
             self.registry = plugins.load(extra_modules=mods)
         else:
-            self.registry = plugins.load(entry_points_=[], extra_modules=[("builtin", builtin),
-                                                                         *mods])
+            self.registry = plugins.load(
+                entry_points_=[], extra_modules=[("builtin", builtin), *mods]
+            )
         self.broker = MemoryBroker()
         self.transport = MemoryTransport(self.broker, self.config.broker.queue)
         self.events: list[dict[str, Any]] = []
@@ -76,20 +89,30 @@ class Harness:
                 self._answers[key] = event
             self._cond.notify_all()
 
-    def publish(self, msg_type: str, payload: dict[str, Any] | None = None, **envelope: Any
-                ) -> str:
+    def publish(self, msg_type: str, payload: dict[str, Any] | None = None, **envelope: Any) -> str:
         """Publish without waiting; returns the request id."""
         request_id = envelope.pop("request_id", None) or uuid.uuid4().hex
-        body = {"msg_type": msg_type, "namespace": self.config.host.namespace,
-                "request_id": request_id, **envelope, **(payload or {})}
+        body = {
+            "msg_type": msg_type,
+            "namespace": self.config.host.namespace,
+            "request_id": request_id,
+            **envelope,
+            **(payload or {}),
+        }
         self.broker.publish(self.config.broker.queue, json.dumps(body).encode())
         return request_id
 
     def publish_raw(self, body: bytes) -> None:
         self.broker.publish(self.config.broker.queue, body)
 
-    def send(self, msg_type: str, payload: dict[str, Any] | None = None, *,
-             timeout: float = 30.0, **envelope: Any) -> dict[str, Any]:
+    def send(
+        self,
+        msg_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        **envelope: Any,
+    ) -> dict[str, Any]:
         """Publish a request and return its terminal event or rejection."""
         request_id = self.publish(msg_type, payload, **envelope)
         return self.wait_for(request_id, timeout)
@@ -120,8 +143,11 @@ class Harness:
         """Wait until every accepted job has ended and nothing waits in the broker."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if (self.broker.depth(self.config.broker.queue) == 0
-                    and not self.transport._unacked and self.host.ledger.idle.is_set()):
+            if (
+                self.broker.depth(self.config.broker.queue) == 0
+                and not self.transport._unacked
+                and self.host.ledger.idle.is_set()
+            ):
                 return
             time.sleep(0.01)
         raise TimeoutError(f"jobs still in flight after {timeout} s")

@@ -1,0 +1,158 @@
+"""Process isolation without paying for interpreter start-up and imports on every job.
+
+A fork server (``multiprocessing``'s ``forkserver``) is started once, with an
+allow-listed environment, and imports the host and the plugin modules of every
+``process`` capability.  Each job is a fork of it that first makes itself a session
+leader (so the host can kill the whole process group at the time limit), points its
+standard output and error at a FIFO the host reads with a size cap, replaces its
+environment with the job's (allow-list plus declared credentials), and then runs
+:func:`opsagent.child.run_spec` -- the same code path as ``python -m opsagent.child``
+and ``opsagent do``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from opsagent import proc
+
+_CTX = multiprocessing.get_context("forkserver")
+
+
+def start(preload: Iterable[str], env: Mapping[str, str]) -> None:
+    """Start the fork server with ``preload`` imported and only ``env`` in its environment.
+
+    Call while the host is still single-threaded (the environment is swapped briefly).
+    """
+    _CTX.set_forkserver_preload(["opsagent.child", *preload])
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _job_main(spec: dict[str, Any], env: dict[str, str], fifo: str) -> None:
+    os.setsid()
+    fd = os.open(fifo, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    from opsagent import child
+
+    child.main_with(spec)
+
+
+class _Reader:
+    """Drains the FIFO into a capped capture until told to stop."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.capture = proc._Capture(cap)
+        self.rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        # Our own writer end keeps the FIFO from reporting EOF before the child opens it.
+        self.wfd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self.stop = threading.Event()
+        self.wake_r, self.wake_w = os.pipe()
+        self.thread = threading.Thread(target=self._loop, name="capture", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> bool:
+        try:
+            chunk = os.read(self.rfd, 65536)
+        except BlockingIOError:
+            return False
+        if chunk:
+            self.capture.feed(chunk)
+            return True
+        return False
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.rfd, self.wake_r], [], [], 1.0)
+            if self.rfd in ready:
+                while self._drain():
+                    pass
+        while self._drain():
+            pass
+
+    def close(self) -> str:
+        self.stop.set()
+        os.write(self.wake_w, b"x")
+        self.thread.join(2.0)
+        for fd in (self.wfd, self.rfd, self.wake_r, self.wake_w):
+            os.close(fd)
+        return self.capture.text()
+
+
+def run_job(
+    spec: dict[str, Any],
+    *,
+    env: Mapping[str, str],
+    workdir: Path,
+    timeout: float,
+    grace: float,
+    output_cap: int,
+    cancel: threading.Event,
+) -> proc.Completed:
+    """Run one job spec in a fork of the fork server, like :func:`opsagent.proc.run`."""
+    fifo = workdir / f"{spec['job_id'][:40].replace('/', '_')}-{threading.get_ident()}.out"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
+    reader = _Reader(fifo, output_cap)
+    started = time.monotonic()
+    p = _CTX.Process(
+        target=_job_main, args=(spec, dict(env), str(fifo)), name=f"job-{spec['msg_type']}"
+    )
+    timed_out = cancelled = False
+    exitcode = -9
+    try:
+        p.start()
+        deadline = started + timeout
+        while True:
+            p.join(0.05)
+            if p.exitcode is not None:
+                break
+            if cancel.is_set():
+                cancelled = True
+            elif time.monotonic() >= deadline:
+                timed_out = True
+            else:
+                continue
+            if p.pid is not None and not proc.group_alive(p.pid):
+                p.kill()  # not yet a session leader: only itself to kill
+            elif p.pid is not None:
+                proc.terminate_group(p.pid, grace)
+            p.join()
+            break
+        if p.pid is not None:
+            proc.kill_group(p.pid, signal.SIGKILL)  # whatever the job left in its group
+        if p.exitcode is not None:
+            exitcode = p.exitcode
+            p.close()
+    finally:
+        output = reader.close()
+        fifo.unlink(missing_ok=True)
+    return proc.Completed(
+        argv=(sys.executable, "forkserver", spec["msg_type"]),
+        returncode=exitcode,
+        output=output,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        duration=time.monotonic() - started,
+        dropped_bytes=reader.capture.dropped,
+    )
