@@ -23,6 +23,8 @@ from opsagent.schema import Digits, InputError, json_schema, pattern, structure
     (b'{"namespace": "prodops"}', "$.msg_type: expected a non-empty string, got None"),
     (b'{"msg_type": 5}', "$.msg_type: expected a non-empty string, got 5"),
     (b'{"msg_type": "x", "reply_to": "bare"}', "$.reply_to: expected a /queue/ or /topic/"),
+    (b'{"msg_type": "x", "request_id": "../../cache"}', "$.request_id: expected 1-128 letters"),
+    (b'{"msg_type": "x", "request_id": ".."}', "$.request_id: expected 1-128 letters"),
     (b'{"msg_type": "x", "pad": "' + b"a" * (1 << 20) + b'"}', "over the cap of"),
 ])
 def test_rejections(raw, reason):

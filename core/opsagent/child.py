@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return execute.call(cap, inp, job).to_json()
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    # The host is killing this job: programs the doer started in sessions of their own
+    # (opsagent.proc.run) go with it.
+    from opsagent import proc
+
+    proc.kill_live_groups()
+    os._exit(128 + signum)
+
+
 def main() -> int:
     return main_with(json.loads(sys.stdin.buffer.read()))
 
@@ -74,6 +84,7 @@ def main_with(spec: dict[str, Any]) -> int:
         format="{time:HH:mm:ss.SSS} {level} {message}",
     )
     result_path = Path(spec["result"])
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         result = run_spec(spec)
     except Exception as exc:  # noqa: BLE001 - reported as the job's outcome

@@ -8,6 +8,7 @@ refusal is an :class:`EnvelopeError` with a reason a person can act on.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
@@ -17,6 +18,7 @@ from opsagent.schema import shown
 MAX_BODY = 1 << 20
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 40
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 class EnvelopeError(ValueError):
@@ -149,9 +151,11 @@ def parse(raw: bytes | str, *, max_body: int = MAX_BODY) -> Envelope:
     if request_id is not None:
         if isinstance(request_id, int) and not isinstance(request_id, bool):
             request_id = str(request_id)
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 128:
+        # It becomes the job id, which capabilities may use in names: no separators.
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             errors.append(
-                f"$.request_id: expected a string of 1-128 characters, got {shown(request_id)}"
+                "$.request_id: expected 1-128 letters, digits, '_', '-', '.', ':' starting "
+                f"with a letter or digit, got {shown(request_id)}"
             )
             request_id = None
     if errors:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -86,16 +86,33 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-def terminate_group(pgid: int, grace: float) -> None:
-    """TERM the group, wait up to ``grace`` seconds, then KILL what is left."""
+def terminate_group(pgid: int, grace: float, reap: Callable[[], object] | None = None) -> None:
+    """TERM the group, wait up to ``grace`` seconds, then KILL what is left.
+
+    ``reap`` collects the group leader when it is our child: an exited but unreaped
+    leader still counts as a member, which would make every kill wait the full grace.
+    """
     if not kill_group(pgid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
         if not group_alive(pgid):
             return
         time.sleep(0.02)
     kill_group(pgid, signal.SIGKILL)
+
+
+#: Process groups started by :func:`run` in this process and still running.  A job
+#: process kills them when it is itself terminated (see :mod:`opsagent.child`), since
+#: they are in sessions of their own that the host's kill of the job's group misses.
+LIVE_GROUPS: set[int] = set()
+
+
+def kill_live_groups() -> None:
+    for pgid in list(LIVE_GROUPS):
+        kill_group(pgid, signal.SIGKILL)
 
 
 def run(
@@ -125,6 +142,7 @@ def run(
         close_fds=True,
     )
     pgid = proc.pid  # leader of its own new session and group
+    LIVE_GROUPS.add(pgid)
     if callable(on_start):
         on_start(proc.pid)
     capture = _Capture(output_cap)
@@ -163,11 +181,12 @@ def run(
             timed_out = True
         else:
             continue
-        terminate_group(pgid, grace)
+        terminate_group(pgid, grace, reap=proc.poll)
         proc.wait()
         break
     # Whatever the program left in its group (a daemonised grandchild) goes too.
     kill_group(pgid, signal.SIGKILL)
+    LIVE_GROUPS.discard(pgid)
     # Grandchildren may hold the pipe open; they are dead now, so EOF follows.
     reader.join(timeout=2.0)
     proc.stdout.close()

@@ -51,6 +51,7 @@ class Harness:
         }
         for section, values in (config or {}).items():
             raw.setdefault(section, {}).update(values)
+        tmp.mkdir(parents=True, exist_ok=True)
         cfg_path = tmp / "opsagent.toml"
         cfg_path.write_text(_toml(raw))
         self.config = configuration.load(cfg_path)

@@ -1,0 +1,74 @@
+"""Capability ``submit_task``: submit a catalogue production task to PanDA, record its id.
+
+A person clicks Submit; the catalogue (PCS) publishes ``submit_task``; this capability
+fetches the task's ``prun`` command from the catalogue, runs it -- as an argument vector,
+never through a shell -- in a fresh sandbox with a private copy of the operator's PanDA
+token, parses ``jediTaskID=<n>`` and records it in the catalogue.  A task is never
+submitted twice: see :mod:`opsagent_submit_task.submit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+from opsagent.capability import Capability
+from opsagent.hookspecs import hookimpl
+from opsagent.schema import pattern
+
+from opsagent_submit_task.config import SubmitConfig, declared_time_limit
+from opsagent_submit_task.submit import submit
+
+__all__ = ["SubmitConfig", "SubmitInput", "register_capabilities", "submit"]
+__version__ = "0.1.0"
+
+#: Composed catalogue names (``group.EIC.26.06.0.epic_craterlake.p3001.e1.s1.r1``):
+#: no path separator, no blank, no control character, no leading dot.
+TASK_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}"
+#: A monitor user name (Django: letters, digits and @ . + - _).
+OWNER = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}"
+
+
+@attrs.frozen
+class SubmitInput:
+    task_name: str = attrs.field(
+        validator=pattern(TASK_NAME, "a catalogue task name"),
+        metadata={"description": "ProdTask name in the catalogue (PCS)"},
+    )
+    owner: str | None = attrs.field(
+        default=None,
+        validator=pattern(OWNER, "a user name"),
+        metadata={"description": "user the submission is recorded for (X-Remote-User)"},
+    )
+
+
+@hookimpl
+def register_capabilities(register: Callable[[Capability], None]) -> None:
+    register(
+        Capability(
+            msg_type="submit_task",
+            input=SubmitInput,
+            doer=submit,
+            events={
+                "ok": "prodtask_submitted",
+                "unrecorded": "prodtask_submit_unrecorded",
+                "error": "prodtask_submit_failed",
+                "timeout": "prodtask_submit_failed",
+            },
+            time_limit=declared_time_limit(),
+            credentials=("panda_oidc_token", "pcs_token"),
+            dedup_key=lambda inp: inp.task_name,
+            echo=lambda inp: {"task_name": inp.task_name},
+            isolation="process",
+            config=SubmitConfig,
+            programs=("prun",),
+            description="Submit a catalogue production task to PanDA with the operator's token "
+            "(prun, never a shell), record its jediTaskID, never twice.",
+            samples=(
+                {
+                    "task_name": "group.EIC.26.06.0.epic_craterlake.p3001.e1.s1.r1",
+                    "owner": "wenauseic",
+                },
+            ),
+        )
+    )

@@ -1,0 +1,151 @@
+"""``[capability.submit_task]``: where the catalogue and panda-client are, and the budgets.
+
+The job's time limit must be longer than everything the job may wait for -- two
+catalogue calls, prun (and the grace period to kill it), three record tries with their
+backoff -- or a task that PanDA accepted would be reported as failed.  A configuration
+where it is not is refused when it is loaded, with the numbers in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from urllib.parse import urlsplit
+
+import attrs
+
+#: The default time limit of a submission (WIRE.md: 300 s, ``EPICPROD_SUBMIT_TIMEOUT``).
+DEFAULT_TIME_LIMIT = 300.0
+
+#: Set by the capability itself; a ``panda_env`` entry may not override them.
+RESERVED_ENV = frozenset(
+    {
+        "PANDA_AUTH",
+        "PANDA_AUTH_VO",
+        "PANDA_CONFIG_ROOT",
+        "PANDA_SYS",
+        "VIRTUAL_ENV",
+        "PANDA_AUTH_ID_TOKEN",
+        "OIDC_AUTH_ID_TOKEN",
+        "OIDC_AUTH_TOKEN_FILE",
+        "OIDC_AUTH_VO",
+        "HOME",
+        "PATH",
+    }
+)
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+#: Time for what is not a network call or prun: sandbox set-up, token copy, clean-up.
+SETUP_SECONDS = 5.0
+
+
+def declared_time_limit() -> float:
+    """The job time limit from ``EPICPROD_SUBMIT_TIMEOUT`` (seconds), default 300."""
+    raw = os.environ.get("EPICPROD_SUBMIT_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIME_LIMIT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"EPICPROD_SUBMIT_TIMEOUT: expected seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"EPICPROD_SUBMIT_TIMEOUT: expected a positive number, got {raw!r}")
+    return value
+
+
+def _default_panda_sys() -> str:
+    return os.environ.get("PANDA_SYS") or sys.prefix
+
+
+def _url(_inst: object, attr: attrs.Attribute, value: str) -> None:
+    if value == "":
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ValueError(f"{attr.name}: expected an http(s) base URL, got {value!r}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name}: expected a positive number, got {value!r}")
+
+
+def _panda_env(_inst: object, attr: attrs.Attribute, value: dict[str, str]) -> None:
+    for name in value:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"{attr.name}: {name!r} is not an environment variable name")
+        if name in RESERVED_ENV:
+            raise ValueError(
+                f"{attr.name}: {name} is set by the capability itself "
+                f"(see docs/submit_task.md); remove it"
+            )
+
+
+@attrs.frozen
+class SubmitConfig:
+    """Settings of ``submit_task``; every key has a default except ``monitor_url``.
+
+    ``monitor_url`` (default ``$SWF_MONITOR_HTTP_URL``) is the base the catalogue paths
+    ``/pcs/api/prod-tasks/...`` are appended to.  ``panda_env`` holds the panda-client
+    variables of the site (``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDACACHE_URL``,
+    ``PANDAMON_URL``, ``X509_CERT_DIR``...); the capability sets ``PANDA_AUTH=oidc``,
+    ``PANDA_AUTH_VO=<vo>`` and ``PANDA_CONFIG_ROOT`` itself.
+    """
+
+    monitor_url: str = attrs.field(
+        factory=lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"),
+        converter=lambda v: v.rstrip("/") if isinstance(v, str) else v,
+        validator=_url,
+    )
+    #: CA bundle for an https monitor_url (default: the system's).
+    ca_bundle: str | None = None
+    vo: str = "EIC.production"
+    #: The environment panda-client is installed in (``$PANDA_SYS``; prun is ``bin/prun``).
+    panda_sys: str = attrs.field(factory=_default_panda_sys)
+    panda_env: dict[str, str] = attrs.field(factory=dict, validator=_panda_env)
+    #: Limit of each catalogue request, in seconds.
+    pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
+    #: prun's own limit; at the limit prun and everything it started are killed.
+    prun_timeout: float = attrs.field(default=180.0, validator=_positive)
+    kill_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    record_tries: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: Wait before the second record try; doubled before each later one.
+    record_backoff: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    #: Bytes of prun output kept (head and tail) for the reason of a failure.
+    output_cap: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(4096))
+
+    def __attrs_post_init__(self) -> None:
+        self.check_time_limit(declared_time_limit())
+
+    def backoffs(self) -> list[float]:
+        """The waits between record tries."""
+        return [self.record_backoff * 2**k for k in range(self.record_tries - 1)]
+
+    def budget(self) -> list[tuple[str, float]]:
+        """Everything one job may wait for, itemised."""
+        return [
+            ("catalogue look-ups", 2 * self.pcs_timeout),
+            ("prun", self.prun_timeout),
+            ("prun kill grace", self.kill_grace),
+            (f"{self.record_tries} record tries", self.record_tries * self.pcs_timeout),
+            ("record backoff", sum(self.backoffs())),
+            ("set-up and clean-up", SETUP_SECONDS),
+        ]
+
+    def check_time_limit(self, time_limit: float) -> None:
+        """Raise ``ValueError`` naming the numbers unless ``time_limit`` covers the budget."""
+        items = self.budget()
+        total = sum(s for _, s in items)
+        if time_limit <= total:
+            detail = " + ".join(f"{label} {s:g} s" for label, s in items)
+            raise ValueError(
+                f"time limit {time_limit:g} s is not longer than the inner budgets "
+                f"({detail} = {total:g} s): a task PanDA accepted could be reported as "
+                f"failed; raise the time limit (EPICPROD_SUBMIT_TIMEOUT or time_limit in "
+                f"[capability.submit_task]) or lower prun_timeout, pcs_timeout or record_tries"
+            )
+
+    @property
+    def prun(self) -> str:
+        return os.path.join(self.panda_sys, "bin", "prun")

@@ -1,0 +1,159 @@
+"""Helpers of the submit_task tests: tokens, configuration, jobs, durable notes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+from opsagent.credentials import Credential
+from opsagent.job import Job, MemoryNotes, Notes
+from opsagent_submit_task import SubmitConfig
+from submit_task_fakes import FakeCatalogue, FakePanda
+
+TASK = "group.EIC.26.06.0.epic_craterlake.p3001.e1.s1.r1"
+
+#: What the catalogue serves: the layout of PCS's build_panda_command (parts joined by
+#: backslash-newline), for a production task that prun accepts.
+COMMAND = (
+    "prun \\\n"
+    '  --exec "./run.sh; echo done" \\\n'
+    f"  --outDS {TASK} \\\n"
+    "  --containerImage docker://eicweb/jug_xl:26.06.0-stable \\\n"
+    "  --site BNL_PanDA_1 \\\n"
+    "  --prodSourceLabel test \\\n"
+    "  --vo wlcg \\\n"
+    "  --nJobs 2 \\\n"
+    "  --noBuild \\\n"
+    "  --official\n"
+)
+
+
+def b64(obj: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def token_file_bytes(exp_in: float = 86400.0, **claims: Any) -> tuple[bytes, str]:
+    """A panda-client ``.token`` file (an OIDC token endpoint answer) and its id token."""
+    payload = {
+        "name": "Ops Operator",
+        "preferred_username": "opsop",
+        "groups": ["EIC", "EIC/production"],
+        "exp": int(time.time() + exp_in),
+        "sub": "0000-1111",
+        **claims,
+    }
+    payload = {k: v for k, v in payload.items() if v is not None}
+    id_token = f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{b64(payload)}.c2lnbmF0dXJl"
+    doc = {
+        "access_token": "acc.ess.token",
+        "expires_in": 3600,
+        "id_token": id_token,
+        "refresh_token": "refresh-token-secret-0123456789",
+        "scope": "openid profile",
+        "token_type": "Bearer",
+    }
+    return json.dumps(doc).encode(), id_token
+
+
+@attrs.define
+class OperatorToken:
+    path: Path
+    id_token: str = attrs.field(repr=False)
+    raw: bytes = attrs.field(repr=False)
+    mtime_ns: int
+
+    def rewrite(self, raw: bytes, id_token: str) -> None:
+        """Install another token (a test's own set-up, before the capability runs)."""
+        self.path.write_bytes(raw)
+        st = self.path.stat()
+        self.raw, self.id_token, self.mtime_ns = raw, id_token, st.st_mtime_ns
+
+    def assert_untouched(self) -> None:
+        assert self.path.is_file(), f"the operator's token {self.path} is gone"
+        assert self.path.read_bytes() == self.raw, "the operator's token was rewritten"
+        assert self.path.stat().st_mtime_ns == self.mtime_ns, "the token's mtime changed"
+        assert sorted(p.name for p in self.path.parent.iterdir()) == [".token"], (
+            "something was written next to the operator's token"
+        )
+
+
+def make_config(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> SubmitConfig:
+    values: dict[str, Any] = dict(
+        monitor_url=pcs.url,
+        panda_sys=sys.prefix,
+        panda_env=panda.env(),
+        pcs_timeout=3.0,
+        prun_timeout=30.0,
+        kill_grace=1.0,
+        record_backoff=0.05,
+    )
+    values.update(overrides)
+    return SubmitConfig(**values)
+
+
+class SqliteNotes:
+    """Durable job notes in SQLite, as the host's journal keeps them (survive SIGKILL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS notes (job TEXT, key TEXT, value TEXT, "
+                "PRIMARY KEY (job, key))"
+            )
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None)
+
+    def put_note(self, job_id: str, key: str, value: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO notes VALUES (?, ?, ?)", (job_id, key, value))
+
+    def get_note(self, job_id: str, key: str) -> str | None:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT value FROM notes WHERE job = ? AND key = ?", (job_id, key)
+            ).fetchone()
+        return row[0] if row else None
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """An allow-listed job environment like the host builds."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "TMPDIR") if k in os.environ}
+    env.update(extra)
+    return env
+
+
+def make_job(
+    cache: Path,
+    token: Path | None,
+    config: SubmitConfig,
+    *,
+    notes: Notes | None = None,
+    job_id: str = "job-0001",
+    time_limit: float = 300.0,
+    pcs_token: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Job:
+    creds: dict[str, Credential] = {}
+    if token is not None:
+        creds["panda_oidc_token"] = Credential("panda_oidc_token", path=token)
+    if pcs_token is not None:
+        creds["pcs_token"] = Credential("pcs_token", value=pcs_token)
+    return Job(
+        id=job_id,
+        msg_type="submit_task",
+        cache_dir=cache,
+        time_limit=time_limit,
+        config=config,
+        credentials=creds,
+        env=env if env is not None else job_env(),
+        notes=notes if notes is not None else MemoryNotes(),
+    )

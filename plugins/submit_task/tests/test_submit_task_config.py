@@ -1,0 +1,105 @@
+"""The declaration and its configuration: WIRE.md's events, a time limit that fits."""
+
+from __future__ import annotations
+
+import opsagent_submit_task
+import pytest
+from opsagent import plugins
+from opsagent.capability import Capability
+from opsagent.schema import InputError, structure
+from opsagent_submit_task import SubmitConfig, SubmitInput
+
+
+def declared() -> Capability:
+    caps: list[Capability] = []
+    opsagent_submit_task.register_capabilities(register=caps.append)
+    (cap,) = caps
+    return cap
+
+
+def test_the_installed_entry_point_declares_submit_task_as_wire_md_says() -> None:
+    registry = plugins.load()
+    cap = registry.get("submit_task")
+    assert cap is not None, [b.error for b in registry.broken]
+    assert cap.distribution == "opsagent-submit-task"
+    assert cap.events == {
+        "ok": "prodtask_submitted",
+        "unrecorded": "prodtask_submit_unrecorded",
+        "error": "prodtask_submit_failed",
+        "timeout": "prodtask_submit_failed",
+    }
+    assert cap.time_limit == 300
+    assert cap.credentials == ("panda_oidc_token", "pcs_token")
+    assert cap.isolation == "process" and cap.programs == ("prun",)
+    inp = structure({"task_name": "t.1", "owner": "bob", "sender": "web"}, SubmitInput)
+    assert cap.key_of(inp) == "submit_task:t.1"
+    assert cap.echo_of(inp) == {"task_name": "t.1"}
+    for sample in cap.samples:
+        structure(dict(sample), SubmitInput)
+
+
+def test_epicprod_submit_timeout_sets_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "600")
+    assert declared().time_limit == 600
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"task_name": "../x"}, "$.task_name: expected a catalogue task name, got '../x'"),
+        ({"task_name": "a/b"}, "$.task_name: expected a catalogue task name"),
+        ({"task_name": "a b"}, "$.task_name: expected a catalogue task name"),
+        ({"task_name": "a\nb"}, "$.task_name: expected a catalogue task name"),
+        ({"task_name": ".hidden"}, "$.task_name: expected a catalogue task name"),
+        ({"task_name": ""}, "$.task_name: expected a catalogue task name"),
+        ({"task_name": 12}, "$.task_name: expected a string"),
+        ({}, "$.task_name: required field missing"),
+        ({"task_name": "t", "owner": "eve\r\nX-Admin: 1"}, "$.owner: expected a user name"),
+    ],
+)
+def test_input_is_checked(fields: dict[str, object], error: str) -> None:
+    with pytest.raises(InputError) as info:
+        structure(fields, SubmitInput)
+    assert any(e.startswith(error) for e in info.value.errors), info.value.errors
+
+
+def test_the_default_budget_fits_the_default_time_limit() -> None:
+    cfg = SubmitConfig()
+    total = sum(s for _, s in cfg.budget())
+    assert total == 2 * 15 + 180 + 5 + 3 * 15 + (2 + 4) + 5
+    assert total < 300
+
+
+def test_a_budget_that_does_not_fit_is_refused_at_load_with_the_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(InputError) as info:
+        structure({"prun_timeout": 280}, SubmitConfig)
+    (error,) = info.value.errors
+    assert "time limit 300 s is not longer than the inner budgets" in error
+    assert "prun 280 s" in error and "= 371 s" in error
+
+    monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "120")
+    with pytest.raises(InputError, match="time limit 120 s .* = 271 s"):
+        structure({}, SubmitConfig)
+    assert structure({"prun_timeout": 20}, SubmitConfig).prun_timeout == 20  # 111 s fits
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ({"panda_env": {"PANDA_CONFIG_ROOT": "/x"}}, "PANDA_CONFIG_ROOT is set by the capability"),
+        (
+            {"panda_env": {"PANDA_AUTH_ID_TOKEN": "x"}},
+            "PANDA_AUTH_ID_TOKEN is set by the capability",
+        ),
+        ({"panda_env": {"bad name": "x"}}, "'bad name' is not an environment variable name"),
+        ({"monitor_url": "ftp://host"}, "expected an http(s) base URL"),
+        ({"record_tries": 0}, "record_tries"),
+        ({"prun_timeout": "180"}, "expected a number"),
+    ],
+)
+def test_bad_settings_are_refused(table: dict[str, object], error: str) -> None:
+    with pytest.raises(InputError) as info:
+        structure(table, SubmitConfig)
+    assert error in "; ".join(info.value.errors)
