@@ -25,7 +25,7 @@ def test_request_runs_and_its_event_reaches_topic_and_reply_to(host_factory, cal
     assert event["sender"] == "host" and event["namespace"] == "prodops"
     reply = caller.wait_reply(lambda r: r.get("job_id") == rid)
     assert reply == event
-    assert "job " + rid + " ended ok" in host.text()
+    host.wait_log("job " + rid + " ended ok")
 
 
 def test_process_job_failure_is_an_error_event_with_the_reason(host_factory, caller_for):

@@ -7,6 +7,7 @@ broker redelivers and the journal answers (see :mod:`opsagent.dispatch`).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from loguru import logger
@@ -59,17 +60,17 @@ class Completion:
         )
 
     def finish(self, ticket: Ticket, outcome: Outcome) -> None:
-        """End ``ticket`` with ``outcome`` (exactly once; later calls are ignored)."""
+        """End ``ticket`` with ``outcome`` (exactly once; later calls are ignored).
+
+        Published first, then recorded together with the fact that it was published
+        (one journal write), then acknowledged.  Dying between the publication and the
+        record means the job runs again on redelivery: at least once, never lost.
+        """
         if not self.ledger.claim(ticket):
             return
         try:
-            self.journal.finish(ticket.job_id, outcome)
             self.outcomes[outcome.status] = self.outcomes.get(outcome.status, 0) + 1
-            duration = 0.0
-            if ticket.started_at is not None:
-                import time
-
-                duration = time.monotonic() - ticket.started_at
+            duration = 0.0 if ticket.started_at is None else time.monotonic() - ticket.started_at
             log = logger.bind(
                 job_id=ticket.job_id,
                 msg_type=ticket.cap.msg_type,
@@ -87,11 +88,26 @@ class Completion:
                     duration,
                     outcome.reason,
                 )
-            self.publish_and_ack(
-                ticket.job_id, self.event_of(ticket, outcome), ticket.reply_to, ticket.delivery
-            )
+            try:
+                self.send(self.event_of(ticket, outcome), ticket.reply_to)
+                published = True
+            except TransportError as exc:
+                # Left unacknowledged: the broker redelivers after the reconnect and the
+                # journal's recorded outcome is published then.
+                log.warning("outcome of {} not published yet: {}", ticket.job_id, exc)
+                published = False
+            self.journal.finish(ticket.job_id, outcome, published=published)
+            if published:
+                self._ack(ticket.job_id, ticket.delivery)
         finally:
             self.ledger.release(ticket)
+
+    def _ack(self, job_id: str, delivery: Delivery) -> None:
+        if not self.transport.ack(delivery):
+            logger.bind(job_id=job_id).info(
+                "message of {} belongs to an earlier connection; its redelivery will be acked",
+                job_id,
+            )
 
     def publish_and_ack(
         self, job_id: str, body: dict[str, Any], reply_to: str | None, delivery: Delivery

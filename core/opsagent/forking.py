@@ -47,7 +47,13 @@ def start(preload: Iterable[str], env: Mapping[str, str]) -> None:
 
 def _job_main(spec: dict[str, Any], env: dict[str, str], fifo: str) -> None:
     os.setsid()
-    fd = os.open(fifo, os.O_WRONLY)
+    try:
+        # Non-blocking open: if the host died before we started, there is no reader and
+        # we must exit rather than wait forever.
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        os._exit(75)
+    os.set_blocking(fd, True)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

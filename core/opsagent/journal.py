@@ -97,14 +97,11 @@ class Journal:
                 " VALUES (?, ?, ?, ?, 'accepted', 1, ?)"
                 " ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1"
                 "   WHERE state = 'accepted'"
-                " RETURNING id",
+                " RETURNING attempts",
                 (job_id, msg_type, dedup_key, text, now),
             ).fetchone()
-            if row is not None:
-                got = self._db.execute(
-                    "SELECT attempts FROM jobs WHERE id = ?", (job_id,)
-                ).fetchone()
-                return Entry(job_id, msg_type, "accepted", got[0], None, False, body)
+        if row is not None:
+            return Entry(job_id, msg_type, "accepted", row[0], None, False, body)
         entry = self.get(job_id)
         assert entry is not None
         return entry
@@ -121,11 +118,18 @@ class Journal:
         outcome = Outcome.from_json(json.loads(row[4])) if row[4] else None
         return Entry(row[0], row[1], row[2], row[3], outcome, bool(row[5]), json.loads(row[6]))
 
-    def finish(self, job_id: str, outcome: Outcome) -> None:
+    def finish(self, job_id: str, outcome: Outcome, *, published: bool = False) -> None:
+        """Record the outcome; ``published`` when it has already gone out."""
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ? WHERE id = ?",
-                (json.dumps(outcome.to_json(), separators=(",", ":")), time.time(), job_id),
+                "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ?, published = ?"
+                " WHERE id = ?",
+                (
+                    json.dumps(outcome.to_json(), separators=(",", ":")),
+                    time.time(),
+                    int(published),
+                    job_id,
+                ),
             )
 
     def mark_published(self, job_id: str) -> None:

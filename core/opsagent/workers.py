@@ -159,6 +159,7 @@ class Workers:
         self.grace = grace
         self.output_cap = output_cap
         self._finish = finish
+        self._envs: dict[str, dict[str, str]] = {}
         self.fork_server = fork_server
         if fork_server:
             process_caps = [c for c in caps.values() if c.isolation == "process" and not c.control]
@@ -182,9 +183,13 @@ class Workers:
         return sum(lane.queue.qsize() for lane in self.lanes.values())
 
     def base_env(self, cap: Capability) -> dict[str, str]:
-        env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
-        env["SWF_TMP_DIR"] = str(self.cache_dir)
-        env.update(to_env(self.credentials.get(cap.msg_type, {})))
+        """The environment of ``cap``'s jobs: the allow-list plus its credentials (cached)."""
+        env = self._envs.get(cap.msg_type)
+        if env is None:
+            env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
+            env["SWF_TMP_DIR"] = str(self.cache_dir)
+            env.update(to_env(self.credentials.get(cap.msg_type, {})))
+            self._envs[cap.msg_type] = env
         return env
 
     def _run(self, ticket: Ticket) -> Outcome | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from stomp.exception import StompException
 
 from opsagent.config import BrokerConfig
 from opsagent.transport.base import Delivery, OnDelivery, TransportError
+
+SEND_TIMEOUT = 30  # seconds
 
 
 class _Listener(stomp.ConnectionListener):
@@ -126,10 +129,7 @@ class StompTransport:
         with self._lock:
             old = self._conn
             if old is not None:
-                try:
-                    old.disconnect()
-                except Exception:  # noqa: BLE001 - the old connection is already broken
-                    pass
+                self._drop(old)
             self._generation += 1
             generation = self._generation
             conn = self._new_connection()
@@ -146,13 +146,10 @@ class StompTransport:
                     self._subscribe(conn)
             except (StompException, OSError, TimeoutError) as exc:
                 self._failures += 1
+                self._drop(conn)
                 delay = min(self.config.reconnect_max_delay, 0.2 * 2 ** min(self._failures, 10))
                 self._next_try = now + delay * (0.8 + 0.4 * random.random())  # noqa: S311
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                try:
-                    conn.disconnect()
-                except Exception:  # noqa: BLE001
-                    pass
                 return False
             self._conn = conn
             self._failures = 0
@@ -165,10 +162,28 @@ class StompTransport:
         return self._failures
 
     @staticmethod
+    def _drop(conn: stomp.Connection12) -> None:
+        """Close a broken connection's socket without the DISCONNECT handshake.
+
+        A graceful disconnect waits for the broker's receipt, which never comes from a
+        connection that is wedged (e.g. blocked by producer flow control).
+        """
+        try:
+            conn.transport.running = False
+            conn.transport.disconnect_socket()
+        except Exception:  # noqa: BLE001 - the old connection is already broken
+            pass
+
+    @staticmethod
     def _nodelay(conn: stomp.Connection12) -> None:
         sock = getattr(conn.transport, "socket", None)
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A send that cannot complete within SEND_TIMEOUT (a wedged broker) fails,
+            # so a worker never hangs forever; the message stays unacknowledged.
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0)
+            )
 
     def _subscribe(self, conn: stomp.Connection12) -> None:
         headers = {"activemq.prefetchSize": str(self.prefetch)}

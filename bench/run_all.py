@@ -1,0 +1,80 @@
+"""Run every benchmark of the host and write docs/performance.md with the figures."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import footprint  # noqa: E402
+import isolation  # noqa: E402
+import ping  # noqa: E402
+import throughput  # noqa: E402
+from common import ROOT, machine  # noqa: E402
+
+
+def main() -> None:
+    results = {}
+    for name, fn in (("ping", ping.run), ("isolation", isolation.run),
+                     ("throughput", throughput.run), ("footprint", footprint.run)):
+        results[name] = fn()
+        print(name, json.dumps(results[name]), flush=True)
+    p, i, t, f = (results[k] for k in ("ping", "isolation", "throughput", "footprint"))
+    rss_key = next(k for k in f if k.startswith("rss_after_") and k.endswith("requests_mb")
+                   and "warmup" not in k)
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `make bench` on {datetime.date.today()} on {machine()}, against the "
+        "local ActiveMQ 5.17 started by `scripts/services.sh`. Every figure has its baseline "
+        "from the same run beside it.",
+        "",
+        "## health_ping round trip (ms)",
+        "",
+        "| case | p50 | p99 | target |",
+        "|---|---|---|---|",
+        f"| baseline: raw stomp.py responder, ack then reply, no TCP_NODELAY | "
+        f"{p['baseline_raw_no_nodelay']['p50_ms']} | {p['baseline_raw_no_nodelay']['p99_ms']} | |",
+        f"| baseline: same with TCP_NODELAY (the floor) | {p['baseline_raw_nodelay']['p50_ms']} | "
+        f"{p['baseline_raw_nodelay']['p99_ms']} | |",
+        f"| opsagent idle | {p['opsagent_idle']['p50_ms']} | {p['opsagent_idle']['p99_ms']} | "
+        "p50 ≤ 1, p99 ≤ 5 |",
+        f"| opsagent, every worker busy, 1,000 jobs queued | {p['opsagent_saturated']['p50_ms']} "
+        f"| {p['opsagent_saturated']['p99_ms']} | p99 ≤ 10 |",
+        "",
+        "## Throughput, no-op `thread` capability",
+        "",
+        "| requests | raw consume-and-ack loop (msg/s) | opsagent (requests/s, with journal, "
+        "event and ack) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| {t['requests']} | {t['raw_consume_ack_per_s']} | {t['opsagent_per_s']} | "
+        f"{t['ratio']} | ≥ 0.8 |",
+        "",
+        "## Process isolation overhead per job",
+        "",
+        "| thread job p50 (ms) | process job p50 (ms) | overhead p50 (ms) | target |",
+        "|---|---|---|---|",
+        f"| {i['thread_job_p50_ms']} | {i['process_job_p50_ms']} | "
+        f"{i['process_overhead_p50_ms']} | ≤ 50 |",
+        "",
+        "## Start-up and memory",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| start-up to subscribed, bundled plugins installed (s) | "
+        f"{f['startup_to_subscribed_s']} | ≤ 1 |",
+        f"| idle RSS (MB) | {f['idle_rss_mb']} | ≤ 60 |",
+        f"| RSS after 2,000-request warm-up (MB) | {f['rss_after_warmup_mb']} | |",
+        f"| {rss_key.replace('_', ' ')} | {f[rss_key]} | |",
+        f"| growth over those requests (MB) | {f['rss_growth_mb']} | ≤ 5 |",
+        "",
+    ]
+    (ROOT / "docs" / "performance.md").write_text("\n".join(lines))
+    print("wrote docs/performance.md")
+
+
+if __name__ == "__main__":
+    main()
