@@ -284,3 +284,25 @@ def test_cli_send_wait_ping_schema_do(host_factory, tmp_path):
     assert do_bad.returncode == 4
     assert json.loads(do_bad.stdout)["errors"] == ["$.n: expected digits, got '../x'"]
     _ = uuid
+
+
+def test_full_local_queue_rejects_as_busy_and_keeps_answering_pings(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    # test_sleep: concurrency 1, queue limit 5 -> 1 running + 5 queued; the rest are busy.
+    rids = [caller.send("test_sleep", {"seconds": 0.5, "key": f"b{i}"}) for i in range(9)]
+    busy = [caller.wait_reply(lambda r, rid=rid: r.get("request_id") == rid, timeout=10)
+            for rid in rids[6:]]
+    assert {b["code"] for b in busy} == {"busy"}
+    assert "5 test_sleep jobs are already waiting" in busy[0]["reason"]
+    caller.send("health_ping", {})
+    assert caller.wait_reply(lambda r: r.get("msg_type") == "pong", timeout=5)
+    for rid in rids[:6]:
+        assert caller.wait_event(rid, timeout=20)["outcome"] == "ok"
+
+
+def test_broker_list_fails_over_to_the_next_broker(host_factory, caller_for, broker):
+    good = f"{broker['ACTIVEMQ_HOST']}:{broker['ACTIVEMQ_PORT']}"
+    host = host_factory(extra={"broker": {"hosts": ["127.0.0.1:9", good]}}).start()
+    caller = caller_for(host)
+    assert caller.wait_event(caller.send("test_echo", {"text": "via second"}))["ok"]

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 
 from opsagent.credentials import CredentialSource
-from opsagent.schema import InputError, structure
+from opsagent.schema import InputError, make_converter, structure
 
 
 class ConfigError(ValueError):
@@ -152,7 +151,7 @@ class Config:
         return Path(self.host.state_dir)
 
 
-_conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+_conv = make_converter(forbid_extra_keys=True)
 
 OVERRIDES = ("time_limit", "concurrency", "queue_limit")
 

@@ -104,9 +104,12 @@ def _strict_list(value: Any, t: Any) -> list[Any]:
     return value
 
 
-def make_converter() -> cattrs.Converter:
-    """The converter every capability input goes through; extra keys are ignored."""
-    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """The converter every capability input goes through; extra keys are ignored.
+
+    Configuration uses the same strict rules but refuses unknown keys.
+    """
+    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=forbid_extra_keys)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
