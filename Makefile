@@ -7,7 +7,7 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 SERVICES ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv services stop-services run test lint dist bench clean
+.PHONY: venv services stop-services run test lint dist bench docs clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
 	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
@@ -24,8 +24,9 @@ stop-services:
 
 ## Run the host in the foreground against the local services (Ctrl-C stops it).
 run: venv
-	scripts/services.sh install activemq
-	scripts/services.sh start activemq
+	scripts/services.sh install activemq xrootd rucio
+	scripts/services.sh start activemq xrootd rucio
+	$(PY) -m opsagent_fetch_payload_log.demo > /dev/null
 	mkdir -p .state .cache
 	OPSAGENT_CONFIG=$${OPSAGENT_CONFIG:-contrib/dev.toml} $(VENV)/bin/opsagent run
 
@@ -34,12 +35,12 @@ test: venv
 	scripts/services.sh install
 	scripts/services.sh start
 	trap 'scripts/services.sh stop' EXIT; \
-	$(VENV)/bin/ruff check core plugins tests bench && \
+	$(VENV)/bin/ruff check core plugins tests bench templates scripts && \
 	$(VENV)/bin/mypy && \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check core plugins tests bench
+	$(VENV)/bin/ruff check core plugins tests bench templates scripts
 	$(VENV)/bin/mypy
 
 ## Wheels and sdists of the host and of each plugin, into dist/.
@@ -54,5 +55,10 @@ bench: venv
 	scripts/services.sh start activemq
 	$(PY) bench/run_all.py
 
+## The reference pages regenerated from the code, then the site built strictly into site/.
+docs: venv
+	$(PY) scripts/gen_docs.py
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf dist build .state .cache
+	rm -rf dist build .state .cache site

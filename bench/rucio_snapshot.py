@@ -42,26 +42,30 @@ def rucio_env() -> dict[str, str]:
 
     path = services_dir() / "rucio.env"
     if not path.exists():
-        sys.exit("Rucio is not running: scripts/services.sh install rucio && "
-                 "scripts/services.sh start rucio")
+        sys.exit(
+            "Rucio is not running: scripts/services.sh install rucio && "
+            "scripts/services.sh start rucio"
+        )
     return dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
 
 
 def seed(env: dict[str, str], count: int) -> None:
+    from opsagent_rucio_snapshot.fetch import private_token
     from rucio_seed import admin_client, seed_campaign
 
-    from opsagent_rucio_snapshot.fetch import private_token
-
     with private_token():
-        client = admin_client(env["RUCIO_TEST_URL"], env["RUCIO_TEST_ACCOUNT"],
-                              env["RUCIO_TEST_USERNAME"], env["RUCIO_TEST_PASSWORD"])
+        client = admin_client(
+            env["RUCIO_TEST_URL"],
+            env["RUCIO_TEST_ACCOUNT"],
+            env["RUCIO_TEST_USERNAME"],
+            env["RUCIO_TEST_PASSWORD"],
+        )
         seed_campaign(client, VERSION, count)
 
 
 def child(url: str, parallel: int, cache: str) -> None:
     """One snapshot run in this process; prints its figures as JSON."""
     from loguru import logger
-
     from opsagent.credentials import Credential
     from opsagent.job import Job
     from opsagent_rucio_snapshot.inputs import SnapshotConfig, SnapshotInput
@@ -69,35 +73,59 @@ def child(url: str, parallel: int, cache: str) -> None:
 
     logger.remove()
     env = rucio_env()
-    cfg = SnapshotConfig(rucio_url=url, rucio_account=env["RUCIO_TEST_ACCOUNT"],
-                         rucio_username=env["RUCIO_TEST_USERNAME"], parallel=parallel)
-    job = Job(id="bench", msg_type="rucio_snapshot_update", cache_dir=Path(cache),
-              time_limit=900, config=cfg,
-              credentials={"rucio_userpass": Credential("rucio_userpass",
-                                                        value=env["RUCIO_TEST_PASSWORD"])})
+    cfg = SnapshotConfig(
+        rucio_url=url,
+        rucio_account=env["RUCIO_TEST_ACCOUNT"],
+        rucio_username=env["RUCIO_TEST_USERNAME"],
+        parallel=parallel,
+    )
+    job = Job(
+        id="bench",
+        msg_type="rucio_snapshot_update",
+        cache_dir=Path(cache),
+        time_limit=900,
+        config=cfg,
+        credentials={
+            "rucio_userpass": Credential("rucio_userpass", value=env["RUCIO_TEST_PASSWORD"])
+        },
+    )
     started = time.perf_counter()
     outcome = update_snapshots(SnapshotInput(campaigns=[VERSION]), job)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": round(seconds, 3),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                           / 1024, 1),
-                      "datasets": outcome.data["snapshots"][VERSION]["datasets"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 3),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "datasets": outcome.data["snapshots"][VERSION]["datasets"],
+            }
+        )
+    )
 
 
 def measure(url: str, parallel: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-rucio-") as cache:
-        out = subprocess.run([sys.executable, __file__, "--child", url, str(parallel), cache],
-                             check=True, capture_output=True, text=True, timeout=900)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", url, str(parallel), cache],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def pair(url: str, parallel: int) -> dict[str, Any]:
     one = measure(url, 1)
     bounded = measure(url, parallel)
-    return {"one_at_a_time_s": one["seconds"], "bounded_s": bounded["seconds"],
-            "ratio": round(one["seconds"] / bounded["seconds"], 2),
-            "peak_rss_one_at_a_time_mb": one["peak_rss_mb"],
-            "peak_rss_bounded_mb": bounded["peak_rss_mb"], "datasets": bounded["datasets"]}
+    return {
+        "one_at_a_time_s": one["seconds"],
+        "bounded_s": bounded["seconds"],
+        "ratio": round(one["seconds"] / bounded["seconds"], 2),
+        "peak_rss_one_at_a_time_mb": one["peak_rss_mb"],
+        "peak_rss_bounded_mb": bounded["peak_rss_mb"],
+        "datasets": bounded["datasets"],
+    }
 
 
 def run(datasets: int = 2000, delay_ms: float = 10.0, parallel: int = 16) -> dict[str, Any]:
@@ -105,8 +133,11 @@ def run(datasets: int = 2000, delay_ms: float = 10.0, parallel: int = 16) -> dic
 
     env = rucio_env()
     seed(env, datasets)
-    result: dict[str, Any] = {"datasets": datasets, "parallel": parallel,
-                              "direct": pair(env["RUCIO_TEST_URL"], parallel)}
+    result: dict[str, Any] = {
+        "datasets": datasets,
+        "parallel": parallel,
+        "direct": pair(env["RUCIO_TEST_URL"], parallel),
+    }
     with RucioRelay(env["RUCIO_TEST_URL"], delay=delay_ms / 1000) as relay:
         result["delayed"] = {"delay_ms": delay_ms, **pair(relay.url, parallel)}
     return result

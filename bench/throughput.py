@@ -20,10 +20,11 @@ from common import HostProcess, broker, connect
 N = 20000
 
 
-def fill(env: dict[str, str], queue: str, n: int, body: dict[str, Any]) -> None:
+def fill(env: dict[str, str], queue: str, n: int, body: dict[str, Any], prefix: str = "r"
+         ) -> None:
     conn = connect(env)
     for i in range(n):
-        conn.send(queue, json.dumps({**body, "request_id": f"r{i}"}).encode())
+        conn.send(queue, json.dumps({**body, "request_id": f"{prefix}{i}"}).encode())
     conn.disconnect()
 
 

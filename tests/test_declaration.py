@@ -105,6 +105,14 @@ def test_every_hook_is_documented_and_exercised():
     from opsagent import hookspecs
 
     specs = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "opsagent_spec")]
-    assert specs == ["register_capabilities"]
+    # register_capabilities: every test that loads a plugin; capability_checks:
+    # tests/test_selftest.py (tests/siteops implements it).
+    assert specs == ["capability_checks", "register_capabilities"]
     for name in specs:
         assert getattr(hookspecs, name).__doc__
+
+
+def test_optional_credentials_must_be_declared_credentials():
+    assert cap(credentials=("a", "b"), optional_credentials=("b",)).optional_credentials == ("b",)
+    with pytest.raises(DeclarationError, match=r"optional_credentials: \['c'\] not among"):
+        cap(credentials=("a",), optional_credentials=("c",))

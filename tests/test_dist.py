@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,16 @@ def test_wheels_install_into_a_fresh_venv_and_list_every_capability(tmp_path: Pa
     wheels = sorted(dist.glob("*.whl"))
     sdists = sorted(dist.glob("*.tar.gz"))
     assert len(wheels) == len(sdists) == 1 + len(PLUGINS)
+    # `opsagent new` works from the wheel: the capability template ships inside it.
+    (host_wheel,) = [w for w in wheels if w.name.startswith("opsagent-")]
+    template = ROOT / "templates" / "capability"
+    with zipfile.ZipFile(host_wheel) as zf:
+        shipped = {n for n in zf.namelist() if n.startswith("opsagent/templates/capability/")}
+    assert shipped == {
+        f"opsagent/templates/capability/{p.relative_to(template)}"
+        for p in template.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     py = target / "bin" / "python"

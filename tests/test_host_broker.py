@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -128,7 +129,9 @@ def test_job_environment_is_the_allow_list_plus_declared_credentials(
     assert event["outcome"] == "ok", event
     assert "SOME_HOST_SECRET" not in event["env"]
     assert "OPSAGENT_CREDENTIAL_TESTCRED" in event["env"]
-    assert event["cred"] == "s3cret-token"
+    # The job read the secret; the host scrubbed it from the event.
+    assert event["cred_sha256"] == hashlib.sha256(b"s3cret-token").hexdigest()
+    assert event["cred"] == "[redacted]"
     assert set(event["env"]) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER",
                                  "LOGNAME", "TMPDIR", "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV",
                                  "SYSTEMD_EXEC_PID", "OPSAGENT_CREDENTIAL_TESTCRED"}
@@ -306,3 +309,17 @@ def test_broker_list_fails_over_to_the_next_broker(host_factory, caller_for, bro
     host = host_factory(extra={"broker": {"hosts": ["127.0.0.1:9", good]}}).start()
     caller = caller_for(host)
     assert caller.wait_event(caller.send("test_echo", {"text": "via second"}))["ok"]
+
+
+def test_tls_with_a_ca_bundle(host_factory, caller_for, broker):
+    tls = {"hosts": [f"127.0.0.1:{broker['ACTIVEMQ_SSL_PORT']}"], "use_ssl": True,
+           "ca_certs": broker["ACTIVEMQ_SSL_CA_CERTS"]}
+    host = host_factory(extra={"broker": tls}).start()
+    caller = caller_for(host)  # plain STOMP to the same broker
+    assert caller.wait_event(caller.send("test_echo", {"text": "over tls"}))["ok"]
+    wrong_ca = {**tls, "ca_certs": "/etc/ssl/certs/ca-certificates.crt", "connect_attempts": 2}
+    refused = host_factory(extra={"broker": wrong_ca})
+    proc = subprocess.run([*OPSAGENT, "--config", str(refused.config), "run"], env=refused.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 75
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr

@@ -105,6 +105,9 @@ class Capability:
     credentials: tuple[str, ...] = attrs.field(
         default=(), converter=_tuple_of_str, validator=_check_credentials
     )
+    #: Names among ``credentials`` the capability can do without: when one is not
+    #: configured the capability stays available and its jobs simply do not get it.
+    optional_credentials: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     dedup_key: Callable[[Any], str | None] | None = None
     echo: Callable[[Any], dict[str, Any]] | None = None
     concurrency: int = attrs.field(default=1, validator=_positive)
@@ -125,6 +128,11 @@ class Capability:
     def __attrs_post_init__(self) -> None:
         if self.msg_type in CONTROL_TYPES and self.distribution not in ("", "opsagent"):
             raise DeclarationError(f"msg_type: {self.msg_type!r} is reserved for the host")
+        extra = set(self.optional_credentials) - set(self.credentials)
+        if extra:
+            raise DeclarationError(
+                f"optional_credentials: {sorted(extra)} not among credentials {self.credentials!r}"
+            )
         if self.config is not None and not (
             isinstance(self.config, type) and attrs.has(self.config)
         ):

@@ -36,14 +36,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         import attrs
 
         cfg = attrs.evolve(cfg, host=attrs.evolve(cfg.host, strict=True))
+    from opsagent.redaction import scrub_stdio
+    from opsagent.systemd import Notifier
+
+    # A copy: the host's own notifier takes the variables out of the environment.
+    told = Notifier(dict(os.environ))
     try:
         host = Host(cfg)
+        # What plugin code prints in this process goes through the same redaction.
+        scrub_stdio(host.redactor)
         return host.run()
     except StartupError as exc:
         logger.error("cannot start: {}", exc)
+        told.status(f"cannot start (exit status {exc.status}): {exc}")
         return exc.status
     finally:
         logger.complete()
+
+
+def _redactor(args: argparse.Namespace) -> Any:
+    """Redaction of every secret the configuration can reach, installed for logging."""
+    from opsagent import credentials as creds
+    from opsagent.redaction import Redactor
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError:
+        cfg = configuration.Config()
+    redactor = Redactor(creds.secrets_of(cfg.credentials))
+    redactor.learn(cfg.broker.password, os.environ.get("SWF_API_TOKEN"))
+    redactor.install()
+    return redactor
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -53,6 +76,7 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    redactor = _redactor(args)
     registry = _registry(args)
     rows = []
     for cap in sorted(registry.capabilities.values(), key=lambda c: c.msg_type):
@@ -63,6 +87,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "version": cap.version,
                 "time_limit": cap.time_limit,
                 "credentials": list(cap.credentials),
+                "optional_credentials": list(cap.optional_credentials),
                 "isolation": "inline" if cap.control else cap.isolation,
                 "concurrency": cap.concurrency,
                 "status": "ok",
@@ -77,7 +102,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "distribution": b.distribution,
                 "version": b.version,
                 "status": "broken",
-                "error": b.error,
+                "error": redactor.scrub(b.error),
             }
         )
     if args.json:
@@ -234,13 +259,15 @@ def cmd_do(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_STATUS["rejected"]
-    resolved = {}
-    for name in cap.credentials:
-        try:
-            resolved[name] = creds.resolve(name, cfg.credentials)
-        except creds.CredentialMissing as exc:
-            print(f"opsagent: {cap.msg_type} is unavailable: {exc}", file=sys.stderr)
-            return EXIT_STATUS["error"]
+    redactor = _redactor(args)
+    resolved, problem, _found = creds.for_capability(
+        cap.credentials, cap.optional_credentials, cfg.credentials
+    )
+    if problem is not None:
+        print(f"opsagent: {cap.msg_type} is unavailable: {problem}", file=sys.stderr)
+        return EXIT_STATUS["error"]
+    for cred in resolved.values():
+        redactor.learn(cred.read())
     env = {k: os.environ[k] for k in cfg.host.env_allow if k in os.environ}
     env.update(creds.to_env(resolved))
     job = Job(
@@ -252,7 +279,7 @@ def cmd_do(args: argparse.Namespace) -> int:
         credentials=resolved,
         env=env,
     )
-    outcome = execute.call(cap, inp, job)
+    outcome = redactor.outcome(execute.call(cap, inp, job))
     body = events.job_event(
         cap,
         outcome,
@@ -263,6 +290,42 @@ def cmd_do(args: argparse.Namespace) -> int:
     )
     print(json.dumps(body, indent=2))
     return EXIT_STATUS.get(outcome.status, 1)
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from opsagent import scaffold
+
+    try:
+        path = scaffold.new(
+            scaffold.parse_answers(args.answers),
+            output_dir=Path(args.output_dir),
+            interactive=not args.no_input,
+            overwrite=args.force,
+        )
+    except scaffold.ScaffoldError as exc:
+        print(f"opsagent: {exc}", file=sys.stderr)
+        return 1
+    print(f"created {path}\nnext:\n{scaffold.next_steps(path)}")
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from opsagent import selftest
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        findings = [selftest.Finding("host", selftest.Check.fail("configuration", str(exc)))]
+    else:
+        _redactor(args)
+        findings = selftest.run(
+            cfg, capability=args.capability, live=args.live, live_timeout=args.timeout
+        )
+    if args.json:
+        print(json.dumps(selftest.to_json(findings), indent=2))
+    else:
+        print(selftest.table(findings))
+    return 1 if selftest.failed(findings) else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -303,6 +366,24 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("msg_type")
     d.add_argument("--json", default="{}", help="the input as a JSON object")
     d.set_defaults(func=cmd_do)
+    st = sub.add_parser(
+        "selftest",
+        help="check plugins, declarations, samples, credentials, programs and directories; "
+        "exit status 1 when anything fails",
+    )
+    st.add_argument("--capability", metavar="MSG_TYPE", help="check only this capability")
+    st.add_argument(
+        "--live", action="store_true", help="also a health_ping round trip through the broker"
+    )
+    st.add_argument("--timeout", type=float, default=10.0, help="for --live (seconds)")
+    st.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    st.set_defaults(func=cmd_selftest)
+    n = sub.add_parser("new", help="a new capability distribution from the template")
+    n.add_argument("answers", nargs="*", metavar="KEY=VALUE", help="e.g. msg_type=hello_world")
+    n.add_argument("-o", "--output-dir", default=".", help="where to create it (default: .)")
+    n.add_argument("--no-input", action="store_true", help="ask nothing; defaults for the rest")
+    n.add_argument("--force", action="store_true", help="write into an existing directory")
+    n.set_defaults(func=cmd_new)
     return p
 
 

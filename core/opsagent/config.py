@@ -54,7 +54,9 @@ class BrokerConfig:
 
     hosts: list[str] = attrs.Factory(_default_hosts)
     user: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_USER") or None)
-    password: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_PASSWORD") or None)
+    password: str | None = attrs.field(
+        factory=lambda: os.environ.get("ACTIVEMQ_PASSWORD") or None, repr=False
+    )
     use_ssl: bool = attrs.Factory(lambda: _env_bool("ACTIVEMQ_USE_SSL", False))
     ca_certs: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_SSL_CA_CERTS") or None)
     queue: str = attrs.Factory(lambda: _env("EPICPROD_OPS_QUEUE", "/queue/epicprod.ops"))
@@ -118,6 +120,8 @@ class HostConfig:
     output_cap_bytes: int = 64 * 1024
     #: Variables passed from the host's environment to jobs; credentials are added.
     env_allow: list[str] = attrs.Factory(lambda: list(ENV_ALLOW))
+    #: How often credentials are looked at again (renewals, expiry, mode changes).
+    credential_check_seconds: float = 60.0
     strict: bool = False
     log_json: bool = False
     log_level: str = "INFO"
@@ -133,10 +137,86 @@ class CapabilitiesConfig:
 
 
 @attrs.frozen
+class MonitorConfig:
+    """``[monitor]``: heartbeats and action-log records to the existing monitor (WIRE.md).
+
+    Off by default.  Posts go from a background thread through a bounded queue with
+    short timeouts, so a slow or dead monitor never delays a message.
+    """
+
+    enabled: bool = False
+    #: Base of the heartbeat API (``<url>/api/systemagents/heartbeat/``).
+    url: str = attrs.Factory(lambda: os.environ.get("SWF_MONITOR_URL", "").rstrip("/"))
+    #: Base of the action log (``<http_url>/api/logs/``); default: ``url``.
+    http_url: str = attrs.Factory(lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"))
+    #: The API token: this credential when it is configured or in
+    #: ``$CREDENTIALS_DIRECTORY``, else the environment variable ``SWF_API_TOKEN``.
+    token_credential: str = "swf_api_token"  # noqa: S105 - a credential name
+    agent_type: str = "PRODOPS"
+    #: ``app_name`` and ``instance_name`` of action-log records, as the old agent sent them.
+    log_app_name: str = "epicprod"
+    log_instance_name: str = "ops-agent"
+    heartbeat_seconds: float = 30.0
+    #: Connect and read timeout of each post.
+    timeout_seconds: float = 3.0
+    #: Records waiting to be posted; beyond this new ones are dropped (and counted).
+    queue_limit: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled and not (self.url or self.http_url):
+            raise ValueError(
+                "monitor: enabled but no url; set [monitor] url = ... or SWF_MONITOR_URL"
+            )
+        if not 0 < self.heartbeat_seconds <= 60:
+            raise ValueError(
+                "monitor.heartbeat_seconds: the monitor marks an agent EXITED after 3 min of "
+                f"silence and expects a heartbeat at least every 60 s, got {self.heartbeat_seconds}"
+            )
+        if not 0 < self.timeout_seconds <= 30:
+            raise ValueError(
+                f"monitor.timeout_seconds: expected 0 < t <= 30, got {self.timeout_seconds}"
+            )
+        if self.queue_limit < 1:
+            raise ValueError(f"monitor.queue_limit: expected >= 1, got {self.queue_limit}")
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: a Prometheus endpoint, on loopback only (off by default)."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    #: 0 picks a free port (logged at start-up).
+    port: int = 9464
+
+    def __attrs_post_init__(self) -> None:
+        if not _loopback(self.address):
+            raise ValueError(
+                f"metrics.address: {self.address!r} is not a loopback address; the endpoint "
+                f"has no authentication -- scrape it through a local agent or proxy"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"metrics.port: expected 0-65535, got {self.port}")
+
+
+@attrs.frozen
 class Config:
     host: HostConfig = attrs.Factory(HostConfig)
     broker: BrokerConfig = attrs.Factory(BrokerConfig)
     capabilities: CapabilitiesConfig = attrs.Factory(CapabilitiesConfig)
+    monitor: MonitorConfig = attrs.Factory(MonitorConfig)
+    metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)

@@ -13,6 +13,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from opsagent.capability import Capability
+    from opsagent.job import Job
+    from opsagent.selftest import Check
 
 PROJECT = "opsagent"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -24,4 +26,15 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
     """Called once at start-up; call ``register(Capability(...))`` for each capability.
 
     Every implementation is called; nothing is returned.
+    """
+
+
+@hookspec
+def capability_checks(capability: Capability, job: Job, register: Callable[[Check], None]) -> None:
+    """Called by ``opsagent selftest`` for each capability of this plugin module only.
+
+    ``job`` is what the doer would get (configuration, credentials, environment);
+    call ``register(Check.ok/warn/fail(name, detail))`` for each of the capability's own
+    checks (its service reachable, say).  Nothing is returned; an exception is reported
+    as a failed check.
     """

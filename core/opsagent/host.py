@@ -1,10 +1,15 @@
 """The host: wires configuration, plugins, journal, workers and transport, and runs the loop.
 
 The main loop (not a stomp.py callback) keeps the broker connection up, ends thread
-jobs that overran, and watches for a stop.  A stop -- SIGTERM/SIGINT (exit 0) or a
-``shutdown`` request (exit 100) -- stops intake, lets running jobs finish within the
-drain budget, kills the rest's process groups, and disconnects: whatever was not
-finished stays unacknowledged and is redelivered.
+jobs that overran, looks at credentials again, keeps systemd informed (``STATUS=``, and
+``WATCHDOG=1`` only while the receiver is alive) and watches for a stop.  A stop --
+SIGTERM/SIGINT (exit 0) or a ``shutdown`` request (exit 100) -- stops intake, lets
+running jobs finish within the drain budget, kills the rest's process groups, and
+disconnects: whatever was not finished stays unacknowledged and is redelivered.
+
+Exit statuses (the unit's ``SuccessExitStatus=100`` and ``RestartPreventExitStatus=78
+100`` rely on them): 0 clean stop, 100 deliberate ``shutdown``, 78 configuration error or
+missing required capability, 75 broker unreachable at start after the configured tries.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +26,27 @@ from loguru import logger
 
 from opsagent import config as configuration
 from opsagent import credentials as creds
-from opsagent import plugins
+from opsagent import health, plugins
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.dispatch import Dispatcher
 from opsagent.journal import Journal
-from opsagent.ledger import Ledger
-from opsagent.transport.base import Transport
+from opsagent.ledger import Ledger, Ticket
+from opsagent.outcome import Outcome
+from opsagent.redaction import Redactor
+from opsagent.systemd import Notifier
+from opsagent.transport.base import Delivery, Transport
 from opsagent.workers import Workers
 
 EXIT_OK = 0
 EXIT_DELIBERATE = 100
 EXIT_CONFIG = 78
 EXIT_UNREACHABLE = 75
+
+#: Seconds between two STATUS= refreshes (each reads the ledger).
+STATUS_EVERY = 1.0
+#: A credential closer than this to its expiry is warned about (once).
+EXPIRY_WARNING = 86400.0
 
 
 class StartupError(RuntimeError):
@@ -49,6 +63,18 @@ def effective(cap: Capability, cfg: configuration.Config) -> Capability:
     return attrs.evolve(cap, **over) if over else cap
 
 
+def monitor_token(cfg: configuration.Config) -> str | None:
+    """The monitor's API token: its credential when there is one, else ``$SWF_API_TOKEN``."""
+    name = cfg.monitor.token_credential
+    if name in cfg.credentials or os.environ.get("CREDENTIALS_DIRECTORY"):
+        try:
+            return creds.resolve(name, cfg.credentials).read()
+        except (creds.CredentialError, OSError) as exc:
+            if name in cfg.credentials:
+                logger.warning("monitor token: {}", exc)
+    return os.environ.get("SWF_API_TOKEN") or None
+
+
 class Host:
     def __init__(
         self,
@@ -63,6 +89,15 @@ class Host:
         self._stop = threading.Event()
         self.exit_status = EXIT_OK
         self.stop_reason = ""
+        self.phase = health.STARTING
+        self.notifier = Notifier()
+        # Before anything is logged: every secret the configuration can reach.
+        self.redactor = Redactor(creds.secrets_of(cfg.credentials))
+        self.redactor.learn(cfg.broker.password)
+        self.monitor_token = monitor_token(cfg) if cfg.monitor.enabled else None
+        self.redactor.learn(self.monitor_token)
+        self.redactor.install()
+        self.notifier.status("loading plugins")
         if registry is None:
             try:
                 registry = plugins.load(
@@ -86,8 +121,6 @@ class Host:
         registry.capabilities.update(caps)
         configs: dict[str, Any] = {}
         tables: dict[str, dict[str, Any]] = {}
-        unavailable: dict[str, str] = {}
-        resolved: dict[str, dict[str, creds.Credential]] = {}
         for m, cap in caps.items():
             if cap.control:
                 continue
@@ -96,19 +129,22 @@ class Host:
                 configs[m] = configuration.section(cfg, m, cap.config)
             except configuration.ConfigError as exc:
                 raise StartupError(str(exc), EXIT_CONFIG) from exc
-            resolved[m] = {}
-            for name in cap.credentials:
-                try:
-                    resolved[m][name] = creds.resolve(name, cfg.credentials)
-                except creds.CredentialMissing as exc:
-                    unavailable[m] = str(exc)
-            if m in unavailable:
-                logger.warning("{} is unavailable: {}", m, unavailable[m])
-                if m in cfg.capabilities.require:
-                    raise StartupError(
-                        f"required capability {m} is unavailable: {unavailable[m]}", EXIT_CONFIG
-                    )
-        self.unavailable = unavailable
+        self.availability = creds.Availability(
+            {
+                m: (cap.credentials, cap.optional_credentials)
+                for m, cap in caps.items()
+                if not cap.control
+            },
+            cfg.credentials,
+        )
+        self._expiry_warned: set[tuple[str, float]] = set()
+        self._check_credentials(initial=True)
+        for m in cfg.capabilities.require:
+            if m in self.availability.unavailable:
+                raise StartupError(
+                    f"required capability {m} is unavailable: {self.availability.unavailable[m]}",
+                    EXIT_CONFIG,
+                )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         journal_path = cfg.state_dir / "journal.sqlite3"
         self.journal = Journal(journal_path)
@@ -131,9 +167,14 @@ class Host:
             sender=self.instance,
             namespace=cfg.host.namespace,
         )
+        #: Called with a :class:`~opsagent.health.JobEnd` after each job's outcome is
+        #: published (metrics, the monitor's action log); never on a hot lock.
+        self.job_observers: list[Callable[[health.JobEnd], None]] = []
+        self._ending: set[str] = set()
+        self._ending_lock = threading.Lock()
         self.workers = Workers(
             caps,
-            finish=self.completion.finish,
+            finish=self.end_job,
             ledger=self.ledger,
             cache_dir=cfg.cache_dir,
             state_dir=cfg.state_dir,
@@ -141,7 +182,7 @@ class Host:
             journal_path=journal_path,
             configs=configs,
             tables=tables,
-            credentials=resolved,
+            credentials=self.availability.usable,
             env_allow=cfg.host.env_allow,
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
@@ -157,9 +198,36 @@ class Host:
             require_namespace=cfg.host.require_namespace,
             max_body=cfg.host.max_body_bytes,
             control=self,
-            unavailable=unavailable,
+            unavailable=self.availability.unavailable,
         )
+        # One mapping, kept current by the credential checks in the main loop.
+        self.dispatcher.unavailable = self.availability.unavailable
+        self.monitor = None
+        if cfg.monitor.enabled:
+            from opsagent.monitor import Monitor
+
+            self.monitor = Monitor(
+                cfg.monitor,
+                instance=self.instance,
+                namespace=cfg.host.namespace,
+                token=self.monitor_token,
+                snapshot=self.snapshot,
+                scrub=self.redactor.scrub,
+            )
+            self.job_observers.append(self.monitor.job_ended)
+        self.metrics = None
+        if cfg.metrics.enabled:
+            from opsagent.metrics import Metrics
+
+            self.metrics = Metrics(self.snapshot)
+            self.job_observers.append(self.metrics.job_ended)
+        self._delivering = 0
         self.ready = threading.Event()
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Capabilities that take no requests now, with the reason."""
+        return self.availability.unavailable
 
     # -- Control (health_ping, shutdown) ---------------------------------------------
 
@@ -179,22 +247,151 @@ class Host:
         """READY (no job in flight) or PROCESSING, as the monitor shows it."""
         return "PROCESSING" if self.ledger.in_flight else "READY"
 
+    # -- what the host says about itself ---------------------------------------------
+
+    def snapshot(self) -> health.Snapshot:
+        in_flight: dict[str, int] = {}
+        for ticket in self.ledger.snapshot():
+            in_flight[ticket.cap.msg_type] = in_flight.get(ticket.cap.msg_type, 0) + 1
+        queued = {m: lane.queue.qsize() for m, lane in self.workers.lanes.items()}
+        if self.phase == health.RUNNING:
+            state = health.PROCESSING if in_flight else health.READY
+        else:
+            state = self.phase
+        return health.Snapshot(
+            state=state,
+            broker_connected=self.transport.connected,
+            capabilities=tuple(sorted(self.registry.capabilities)),
+            unavailable=dict(self.availability.unavailable),
+            broken=tuple(b.name for b in self.registry.broken),
+            in_flight=in_flight,
+            queued=queued,
+            credential_expiry=self.availability.expiries(),
+            counts=_copy_counts(self.dispatcher.counts),
+        )
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        """The transport's callback: the dispatcher's, counted so that a stop waits for
+        the message in hand (a ``shutdown``'s own acknowledgement) to be answered."""
+        self._delivering += 1
+        try:
+            self.dispatcher.on_delivery(delivery)
+        finally:
+            self._delivering -= 1
+
+    def receiver_alive(self) -> bool:
+        """False when the transport says it is connected but its receiver is deaf.
+
+        While the connection is down the main loop itself is reconnecting: a restart
+        would not help, and during a long broker outage it would only run the unit into
+        its start limit.
+        """
+        if not self.transport.connected:
+            return True
+        return bool(getattr(self.transport, "receiving", True))
+
+    # -- the end of a job ------------------------------------------------------------
+
+    def end_job(self, ticket: Ticket, outcome: Outcome) -> None:
+        """What workers call when a job ends: scrub, complete, then tell the observers.
+
+        Exactly once per ticket, like :meth:`Completion.finish`, which it wraps: a
+        thread job that overran is ended by the main loop and its late return ignored.
+        """
+        with self._ending_lock:
+            if ticket.ended or ticket.job_id in self._ending:
+                return
+            self._ending.add(ticket.job_id)
+        try:
+            outcome = self.redactor.outcome(outcome)
+            self.completion.finish(ticket, outcome)
+        finally:
+            with self._ending_lock:
+                self._ending.discard(ticket.job_id)
+        if not self.job_observers:
+            return
+        started = ticket.started_at
+        end = health.JobEnd(
+            job_id=ticket.job_id,
+            msg_type=ticket.cap.msg_type,
+            status=outcome.status,
+            duration=0.0 if started is None else time.monotonic() - started,
+            reason=outcome.reason,
+            echo=ticket.echo,
+            module=ticket.cap.entry_point,
+        )
+        for observe in self.job_observers:
+            try:
+                observe(end)
+            except Exception:  # noqa: BLE001 - an observer never fails a job
+                logger.opt(exception=True).warning("job observer {} failed", observe)
+
+    # -- credentials -----------------------------------------------------------------
+
+    def _check_credentials(self, *, initial: bool = False) -> None:
+        now = time.time()
+        changed = self.availability.refresh(now)
+        for cred in self.availability.found.values():
+            try:
+                self.redactor.learn(cred.read())
+            except OSError:
+                pass
+            left = None if cred.expires_at is None else cred.expires_at - now
+            key = (cred.name, cred.expires_at or 0.0)
+            if left is not None and 0 < left < EXPIRY_WARNING and key not in self._expiry_warned:
+                self._expiry_warned.add(key)
+                logger.warning(
+                    "credential {} expires {} (in {:.1f} h); renew it",
+                    cred.name,
+                    creds.utc(cred.expires_at or 0.0),
+                    left / 3600,
+                )
+        for msg_type, reason in changed.items():
+            if reason is not None:
+                logger.warning("{} is unavailable: {}", msg_type, reason)
+            elif not initial:
+                logger.info("{} is available again: its credentials are usable", msg_type)
+        if not initial:
+            for msg_type in self.availability.handed_over_changed:
+                self._credentials_changed(msg_type)
+        every = self.cfg.host.credential_check_seconds
+        upcoming = self.availability.next_expiry(now)
+        self._next_credential_check = min(
+            now + every, upcoming + 0.05 if upcoming is not None else now + every
+        )
+
+    def _credentials_changed(self, msg_type: str) -> None:
+        # Workers cache each capability's job environment; a credential that appeared or
+        # went away changes it.
+        forget = getattr(self.workers, "forget_env", None)
+        if forget is not None:
+            forget(msg_type)
+        else:
+            getattr(self.workers, "_envs", {}).pop(msg_type, None)
+
     # -- the loop --------------------------------------------------------------------
 
     def connect(self) -> None:
         """Connect at start-up, or raise :class:`StartupError` (75) after the configured tries."""
         attempts = max(1, self.cfg.broker.connect_attempts)
+        hosts = ", ".join(self.cfg.broker.hosts)
         tries = 0
+        told = -1
         while not self._stop.is_set():
-            if self.transport.ensure(self.dispatcher.on_delivery):
+            if self.transport.ensure(self.on_delivery):
                 return
             tries = getattr(self.transport, "failures", tries + 1)
             if tries >= attempts:
                 raise StartupError(
-                    f"broker {', '.join(self.cfg.broker.hosts)} unreachable after {tries} "
+                    f"broker {hosts} unreachable after {tries} "
                     f"tries: {getattr(self.transport, 'last_error', '')}",
                     EXIT_UNREACHABLE,
                 )
+            if tries != told:
+                told = tries
+                # Each try may wait for the connect timeout and the back-off.
+                self.notifier.extend_timeout(self.cfg.broker.reconnect_max_delay + 15)
+                self.notifier.status(f"connecting to {hosts}: try {tries + 1} of {attempts}")
             time.sleep(0.1)
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -202,28 +399,83 @@ class Host:
             signal.signal(signal.SIGTERM, lambda *_: self.stop(EXIT_OK, "SIGTERM"))
             signal.signal(signal.SIGINT, lambda *_: self.stop(EXIT_OK, "SIGINT"))
         started = time.monotonic()
-        self.connect()
-        logger.info(
-            "{} subscribed to {} in {:.3f} s: capabilities {}; broken {}",
-            self.instance,
-            self.cfg.broker.queue,
-            time.monotonic() - started,
-            ", ".join(sorted(self.registry.msg_types)),
-            ", ".join(b.name for b in self.registry.broken) or "none",
-        )
-        self.ready.set()
+        try:
+            self._start_reporting()
+            self.notifier.status(f"connecting to {', '.join(self.cfg.broker.hosts)}")
+            self.connect()
+            logger.info(
+                "{} subscribed to {} in {:.3f} s: capabilities {}; broken {}",
+                self.instance,
+                self.cfg.broker.queue,
+                time.monotonic() - started,
+                ", ".join(sorted(self.registry.msg_types)),
+                ", ".join(b.name for b in self.registry.broken) or "none",
+            )
+            self.phase = health.RUNNING
+            self.ready.set()
+            self.notifier.ready(self.snapshot().line())
+            self._loop()
+            self.drain()
+        finally:
+            self._stop_reporting()
+        return self.exit_status
+
+    def _loop(self) -> None:
         was_up = True
+        deaf_since: float | None = None
+        next_status = 0.0
         while not self._stop.wait(0.1):
-            up = self.transport.ensure(self.dispatcher.on_delivery)
+            up = self.transport.ensure(self.on_delivery)
             if up and not was_up:
                 logger.info("broker connection restored")
             was_up = up
             self.workers.check_deadlines()
-        self.drain()
-        return self.exit_status
+            now = time.monotonic()
+            alive = self.receiver_alive()
+            if not alive and deaf_since is None:
+                deaf_since = now
+                logger.error(
+                    "the broker connection is up but its receiver is dead or has heard nothing "
+                    "within twice the heart-beat interval; withholding WATCHDOG=1 so systemd "
+                    "restarts the host"
+                )
+            elif alive and deaf_since is not None:
+                logger.info("the receiver hears the broker again")
+                deaf_since = None
+            self.notifier.watchdog(alive, now)
+            if now >= next_status:
+                next_status = now + STATUS_EVERY
+                self.notifier.status(self.snapshot().line())
+            if time.time() >= self._next_credential_check:
+                self._check_credentials()
+
+    def _start_reporting(self) -> None:
+        if self.metrics is not None:
+            where = f"{self.cfg.metrics.address}:{self.cfg.metrics.port}"
+            try:
+                port = self.metrics.start(self.cfg.metrics.address, self.cfg.metrics.port)
+            except OSError as exc:
+                raise StartupError(
+                    f"metrics: cannot listen on {where}: {exc.strerror}; choose another "
+                    f"[metrics] port",
+                    EXIT_CONFIG,
+                ) from exc
+            logger.info("metrics on http://{}:{}/metrics", self.cfg.metrics.address, port)
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def _stop_reporting(self) -> None:
+        self.phase = health.EXITED
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.notifier.close()
 
     def drain(self) -> None:
         budget = self.cfg.host.drain_seconds
+        grace = self.cfg.host.kill_grace_seconds
+        self.phase = health.STOPPING
         logger.info(
             "stopping ({}): intake stopped, draining {} job(s) for up to {:g} s",
             self.stop_reason,
@@ -232,6 +484,11 @@ class Host:
         )
         self.dispatcher.accepting = False
         self.transport.stop_intake()
+        self.notifier.stopping(
+            f"stopping ({self.stop_reason}): draining {self.ledger.running} job(s) for up to "
+            f"{budget:g} s",
+            budget + grace + 15,
+        )
         # Queued jobs that have not started are handed back at once.
         for ticket in self.ledger.snapshot():
             if ticket.started_at is None:
@@ -240,18 +497,37 @@ class Host:
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline and self.ledger.running:
             self.workers.check_deadlines()
+            self.notifier.watchdog(True)
             time.sleep(0.05)
         left = self.ledger.snapshot()
         for ticket in left:
             ticket.cancel.set()
-        end = time.monotonic() + self.cfg.host.kill_grace_seconds + 2
+        if left:
+            self.notifier.extend_timeout(grace + 15)
+            self.notifier.status(f"stopping: killing {len(left)} job(s) still running")
+        end = time.monotonic() + grace + 2
         while time.monotonic() < end and self.ledger.running:
+            self.notifier.watchdog(True)
             time.sleep(0.05)
         if left:
             logger.warning("{} job(s) handed back unacknowledged for redelivery", len(left))
+        end = time.monotonic() + 2
+        while self._delivering and time.monotonic() < end:
+            time.sleep(0.005)
         self.transport.close()
         self.journal.close()
+        self.notifier.status(f"stopped with exit status {self.exit_status}")
         logger.info("stopped with exit status {}", self.exit_status)
+
+
+def _copy_counts(counts: Any) -> dict[str, int]:
+    # The receiver thread adds keys while a scrape or a heartbeat reads them.
+    for _ in range(5):
+        try:
+            return dict(counts)
+        except RuntimeError:
+            continue
+    return {}
 
 
 def state_dir_default() -> Path:

@@ -1,13 +1,22 @@
 # ActiveMQ Classic 5.17 (Debian package), STOMP only, loopback only, one PID.
 # ACTIVEMQ_PERSISTENT=true keeps messages across broker restarts (KahaDB).
 ACTIVEMQ_STOMP_PORT=${ACTIVEMQ_STOMP_PORT:-61613}
+ACTIVEMQ_STOMP_SSL_PORT=${ACTIVEMQ_STOMP_SSL_PORT:-$((ACTIVEMQ_STOMP_PORT + 1))}
 
 activemq_install() { apt_once activemq default-jre-headless; }
 
 activemq_start() {
   local d=$SERVICES/activemq
-  rm -rf "$d/conf" "$d/tmp"; mkdir -p "$d/conf" "$d/data" "$d/tmp"
+  rm -rf "$d/conf" "$d/tmp"; mkdir -p "$d/conf" "$d/data" "$d/tmp" "$d/tls"
   [ "${ACTIVEMQ_PERSISTENT:-false}" = true ] || rm -rf "$d/data"/*
+  # A self-signed key for the STOMP+TLS connector; its certificate is the clients' CA bundle.
+  if [ ! -f "$d/tls/broker.ks" ]; then
+    keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+      -dname "CN=localhost" -ext "SAN=ip:127.0.0.1,dns:localhost" -ext "BC=ca:true" \
+      -keystore "$d/tls/broker.ks" -storepass opsagent-test -keypass opsagent-test >/dev/null 2>&1
+    keytool -exportcert -rfc -alias broker -keystore "$d/tls/broker.ks" \
+      -storepass opsagent-test -file "$d/tls/ca.pem" >/dev/null 2>&1
+  fi
   cat > "$d/conf/activemq.xml" <<XML
 <beans xmlns="http://www.springframework.org/schema/beans" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
   xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
@@ -15,8 +24,12 @@ activemq_start() {
   <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test" useJmx="false"
           persistent="${ACTIVEMQ_PERSISTENT:-false}" schedulerSupport="false" dataDirectory="\${activemq.data}">
+    <sslContext>
+      <sslContext keyStore="file:$d/tls/broker.ks" keyStorePassword="opsagent-test"/>
+    </sslContext>
     <transportConnectors>
       <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}"/>
+      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:${ACTIVEMQ_STOMP_SSL_PORT}"/>
     </transportConnectors>
   </broker>
 </beans>
@@ -31,9 +44,12 @@ XML
     > "$d/activemq.log" 2>&1 &
   echo $! > "$RUN/activemq.pid"
   wait_port 127.0.0.1 "$ACTIVEMQ_STOMP_PORT" 60
+  wait_port 127.0.0.1 "$ACTIVEMQ_STOMP_SSL_PORT" 30
 }
 
 activemq_env() {
   echo "ACTIVEMQ_HOST=127.0.0.1"
   echo "ACTIVEMQ_PORT=$ACTIVEMQ_STOMP_PORT"
+  echo "ACTIVEMQ_SSL_PORT=$ACTIVEMQ_STOMP_SSL_PORT"
+  echo "ACTIVEMQ_SSL_CA_CERTS=$SERVICES/activemq/tls/ca.pem"
 }

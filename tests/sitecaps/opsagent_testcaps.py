@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import time
@@ -59,7 +60,10 @@ class EnvInput:
 
 
 def show_env(inp: EnvInput, job: Job) -> Outcome:
-    return Outcome.ok(env=sorted(os.environ), cred=job.credential("testcred").read())
+    secret = job.credential("testcred").read()
+    # ``cred`` is scrubbed by the host; the digest shows the job read the right value.
+    return Outcome.ok(env=sorted(os.environ), cred=secret,
+                      cred_sha256=hashlib.sha256(secret.encode()).hexdigest())
 
 
 @attrs.frozen

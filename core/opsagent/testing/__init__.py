@@ -8,6 +8,10 @@ without a broker::
         h = opsagent_harness(modules=[my_plugin])
         answer = h.send("hello", {"name": "x"})
         assert answer["outcome"] == "ok"
+
+Also here: :func:`declared` and :func:`make_job` to call a doer directly with a job like
+the host's, :class:`FakeCredentials` (fixture ``opsagent_credentials``), and loopback
+HTTP fakes (:mod:`opsagent.testing.http`, fixture ``opsagent_http``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import entry_points as entry_points_of
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +31,9 @@ import pytest
 from opsagent import config as configuration
 from opsagent import plugins
 from opsagent.host import Host
+from opsagent.testing.credentials import FakeCredentials
+from opsagent.testing.http import FakeServer
+from opsagent.testing.jobs import declared, make_job
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -55,15 +63,16 @@ class Harness:
         cfg_path = tmp / "opsagent.toml"
         cfg_path.write_text(_toml(raw))
         self.config = configuration.load(cfg_path)
-        from opsagent import builtin
-
         mods = [(m.__name__, m) for m in modules]
         if entry_points:
             self.registry = plugins.load(extra_modules=mods)
         else:
-            self.registry = plugins.load(
-                entry_points_=[], extra_modules=[("builtin", builtin), *mods]
-            )
+            # The host's own capabilities through its real entry point: registered under
+            # any other distribution, health_ping and shutdown would be refused as reserved.
+            builtin = [
+                ep for ep in entry_points_of(group=plugins.GROUP) if ep.value == "opsagent.builtin"
+            ]
+            self.registry = plugins.load(entry_points_=builtin, extra_modules=mods)
         self.broker = MemoryBroker()
         self.transport = MemoryTransport(self.broker, self.config.broker.queue)
         self.events: list[dict[str, Any]] = []
@@ -183,4 +192,43 @@ def opsagent_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         h.stop()
 
 
-__all__ = ["Harness", "opsagent_harness"]
+@pytest.fixture
+def opsagent_credentials(tmp_path: Path) -> FakeCredentials:
+    """Fake credential files for this test (see :class:`FakeCredentials`)."""
+    return FakeCredentials(tmp_path / "credentials")
+
+
+@pytest.fixture
+def opsagent_http() -> Iterator[Callable[..., FakeServer]]:
+    """A factory of started loopback :class:`~opsagent.testing.http.FakeServer` objects.
+
+    ``opsagent_http(routes)`` takes what :class:`FakeServer` takes.  Every server is
+    closed after the test, and a handler that raised fails the test: a fake that breaks
+    is a broken test, not a service answering 500.
+    """
+    made: list[FakeServer] = []
+
+    def make(*args: Any, **kwargs: Any) -> FakeServer:
+        server = FakeServer(*args, **kwargs).start()
+        made.append(server)
+        return server
+
+    yield make
+    errors = []
+    for server in made:
+        server.close()
+        errors += [repr(e) for e in server.errors]
+    if errors:
+        pytest.fail("a fake server's handler raised: " + "; ".join(errors))
+
+
+__all__ = [
+    "FakeCredentials",
+    "FakeServer",
+    "Harness",
+    "declared",
+    "make_job",
+    "opsagent_credentials",
+    "opsagent_harness",
+    "opsagent_http",
+]

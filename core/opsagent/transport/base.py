@@ -40,6 +40,14 @@ class Transport(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def receiving(self) -> bool:
+        """Connected, and the receiver thread runs and still hears from the broker.
+
+        False while connected means the host is deaf: the main loop then withholds
+        systemd's ``WATCHDOG=1`` so that the host is restarted.
+        """
+
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         """Send one message; raises :class:`TransportError` when not connected."""
 

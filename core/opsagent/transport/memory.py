@@ -127,6 +127,11 @@ class MemoryTransport:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def receiving(self) -> bool:
+        thread = self._thread
+        return self._connected and thread is not None and thread.is_alive()
+
     def ensure(self, on_delivery: OnDelivery) -> bool:
         if self._connected:
             return True

@@ -96,6 +96,20 @@ class StompTransport:
         conn = self._conn
         return self._up and conn is not None and conn.is_connected()
 
+    @property
+    def receiving(self) -> bool:
+        """Connected, stomp.py's receiver thread runs, and the broker was heard (a frame or
+        a heart-beat) within twice the negotiated interval."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return False
+        receiver = getattr(conn.transport, "io_thread", None)
+        if receiver is None or not receiver.is_alive():
+            return False
+        interval = conn.heartbeats[1] / 1000 if conn.heartbeats else 0
+        heard = conn.received_heartbeat
+        return not (interval and heard is not None and time.monotonic() - heard > 2 * interval)
+
     def _lost(self, generation: int, why: str) -> None:
         if generation == self._generation and self._up:
             self._up = False
@@ -150,11 +164,22 @@ class StompTransport:
                 delay = min(self.config.reconnect_max_delay, 0.2 * 2 ** min(self._failures, 10))
                 self._next_try = now + delay * (0.8 + 0.4 * random.random())  # noqa: S311
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "cannot connect to {} (try {}): {}; next try in {:.1f} s",
+                    ", ".join(self.config.hosts),
+                    self._failures,
+                    self.last_error,
+                    self._next_try - now,
+                )
                 return False
             self._conn = conn
             self._failures = 0
             self._up = True
             self.connects += 1
+            if self.connects > 1:
+                logger.info(
+                    "broker connection restored (connection {}); subscribed again", self.connects
+                )
             return True
 
     @property

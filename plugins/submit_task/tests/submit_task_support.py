@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import opsagent_submit_task
+from opsagent import testing
 from opsagent.credentials import Credential
-from opsagent.job import Job, MemoryNotes, Notes
+from opsagent.job import Job, Notes
 from opsagent_submit_task import SubmitConfig
 from submit_task_fakes import FakeCatalogue, FakePanda
+
+CAPABILITY = testing.declared(opsagent_submit_task)["submit_task"]
 
 TASK = "group.EIC.26.06.0.epic_craterlake.p3001.e1.s1.r1"
 
@@ -142,18 +146,20 @@ def make_job(
     pcs_token: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Job:
+    """A job as the host builds it (``opsagent.testing.make_job``): by default the host's
+    allow-listed environment with the credentials handed over in it."""
     creds: dict[str, Credential] = {}
     if token is not None:
         creds["panda_oidc_token"] = Credential("panda_oidc_token", path=token)
     if pcs_token is not None:
         creds["pcs_token"] = Credential("pcs_token", value=pcs_token)
-    return Job(
-        id=job_id,
-        msg_type="submit_task",
+    return testing.make_job(
+        CAPABILITY,
         cache_dir=cache,
-        time_limit=time_limit,
         config=config,
         credentials=creds,
-        env=env if env is not None else job_env(),
-        notes=notes if notes is not None else MemoryNotes(),
+        env=env,
+        notes=notes,
+        job_id=job_id,
+        time_limit=time_limit,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import opsagent_submit_task
 import pytest
-from opsagent.testing import Harness
+from opsagent.testing import FakeCredentials, Harness
 from submit_task_fakes import FakeCatalogue, FakePanda
 from submit_task_support import TASK, OperatorToken
 
@@ -19,21 +19,17 @@ from submit_task_support import TASK, OperatorToken
 @pytest.fixture
 def host(
     opsagent_harness: Callable[..., Harness],
+    opsagent_credentials: FakeCredentials,
     pcs: FakeCatalogue,
     panda: FakePanda,
     operator_token: OperatorToken,
-    tmp_path: Path,
 ) -> Harness:
-    pcs_token = tmp_path / "pcs_token"
-    pcs_token.write_text("pcs-secret\n")
-    pcs_token.chmod(0o600)
-    # The harness writes its config into <tmp>/h<n>/ without creating it (reported).
-    (tmp_path / "h0").mkdir(exist_ok=True)
+    opsagent_credentials.add("pcs_token", "pcs-secret\n")
     return opsagent_harness(
         modules=[opsagent_submit_task],
         config={
+            **opsagent_credentials.config(),
             "credentials.panda_oidc_token": {"file": str(operator_token.path)},
-            "credentials.pcs_token": {"file": str(pcs_token)},
             "capability.submit_task": {
                 "monitor_url": pcs.url,
                 "pcs_timeout": 3,
@@ -115,6 +111,7 @@ def _processes_with_in_environ(marker: str) -> list[int]:
 
 def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
     opsagent_harness: Callable[..., Harness],
+    opsagent_credentials: FakeCredentials,
     pcs: FakeCatalogue,
     panda: FakePanda,
     operator_token: OperatorToken,
@@ -123,15 +120,13 @@ def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
     # prun runs in a session of its own (so that its own limit kills all it started);
     # the host's signal to the job's process group must still reach it.
     panda.submit_behaviour = "hang"
-    pcs_token = tmp_path / "pcs_token"
-    pcs_token.write_text("pcs-secret\n")
-    (tmp_path / "h0").mkdir()
+    opsagent_credentials.add("pcs_token", "pcs-secret\n")
     h = opsagent_harness(
         modules=[opsagent_submit_task],
         config={
+            **opsagent_credentials.config(),
             "host": {"drain_seconds": 0.5, "kill_grace_seconds": 2},
             "credentials.panda_oidc_token": {"file": str(operator_token.path)},
-            "credentials.pcs_token": {"file": str(pcs_token)},
             "capability.submit_task": {"monitor_url": pcs.url, "pcs_timeout": 3},
             "capability.submit_task.panda_env": panda.env(),
         },

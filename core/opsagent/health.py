@@ -1,0 +1,78 @@
+"""What the host says about itself: one snapshot read by systemd's ``STATUS=``, the
+monitor's heartbeats and the metrics endpoint, and one record per ended job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+#: operational_state values of the monitor (WIRE.md), plus STOPPING while draining.
+STARTING, READY, PROCESSING, STOPPING, EXITED = (
+    "STARTING",
+    "READY",
+    "PROCESSING",
+    "STOPPING",
+    "EXITED",
+)
+#: The host's phase between STARTING and STOPPING; shown as READY or PROCESSING.
+RUNNING = "RUNNING"
+
+
+@attrs.frozen
+class Snapshot:
+    """The host at one moment."""
+
+    state: str
+    broker_connected: bool
+    capabilities: tuple[str, ...]
+    unavailable: Mapping[str, str]
+    broken: tuple[str, ...]
+    #: Accepted jobs not yet ended (queued or running), by msg_type.
+    in_flight: Mapping[str, int]
+    #: Jobs waiting in a capability's local queue, by msg_type.
+    queued: Mapping[str, int]
+    #: Unix expiry time of each credential that has one.
+    credential_expiry: Mapping[str, float] = attrs.Factory(dict)
+    #: The dispatcher's counters (received, accepted, each rejection code...).
+    counts: Mapping[str, int] = attrs.Factory(dict)
+
+    @property
+    def jobs(self) -> int:
+        return sum(self.in_flight.values())
+
+    @property
+    def healthy(self) -> bool:
+        """Broker up, nothing broken, every capability available (the monitor's OK)."""
+        return self.broker_connected and not self.broken and not self.unavailable
+
+    def line(self) -> str:
+        """One line for ``systemctl status`` and the monitor's ``description``."""
+        broker = "broker connected" if self.broker_connected else "broker DISCONNECTED"
+        offered = [c for c in self.capabilities if c not in self.unavailable]
+        parts = [
+            f"{self.state.lower()}",
+            broker,
+            f"{len(offered)} capabilities",
+        ]
+        if self.unavailable:
+            parts.append("unavailable: " + ", ".join(sorted(self.unavailable)))
+        if self.broken:
+            parts.append("broken: " + ", ".join(self.broken))
+        queued = sum(self.queued.values())
+        parts.append(f"{self.jobs} job{'s' if self.jobs != 1 else ''} in flight ({queued} queued)")
+        return "; ".join(parts)
+
+
+@attrs.frozen
+class JobEnd:
+    """One job that ended, as observers (metrics, the monitor's action log) see it."""
+
+    job_id: str
+    msg_type: str
+    status: str
+    duration: float
+    reason: str | None = None
+    echo: Mapping[str, Any] = attrs.Factory(dict)
+    module: str = ""

@@ -1,0 +1,105 @@
+"""Fixtures: the real local Rucio server (seeded), a fake catalogue, jobs as the host makes them."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_catalogue import FakeCatalogue  # noqa: E402
+from loopback_proxy import RucioRelay  # noqa: E402
+from opsagent.config import section_from_table  # noqa: E402
+from opsagent.credentials import Credential  # noqa: E402
+from opsagent.job import Job  # noqa: E402
+from opsagent.testing.http import FakeServer  # noqa: E402
+from opsagent_rucio_snapshot.fetch import private_token  # noqa: E402
+from opsagent_rucio_snapshot.inputs import SnapshotConfig  # noqa: E402
+from opsagent_rucio_snapshot.plugin import CAPABILITY  # noqa: E402
+from rucio_seed import Layout, admin_client, seed_campaign, services_dir  # noqa: E402
+from snapshot_cases import CAMPAIGNS, CURRENT, LAST, LAST_SIZE, TASKS  # noqa: E402
+
+START_RUCIO = "scripts/services.sh install rucio && scripts/services.sh start rucio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "rucio: needs the local Rucio server (" + START_RUCIO + ")")
+
+
+@pytest.fixture(scope="session")
+def rucio_server() -> dict[str, str]:
+    """The Rucio server started by scripts/services.sh; a test that needs it fails without it."""
+    env_file = services_dir() / "rucio.env"
+    if not env_file.exists():
+        pytest.fail(
+            f"the local Rucio server was never started ({env_file} missing): "
+            f"run `{START_RUCIO}` (`make test` does)"
+        )
+    env = dict(line.split("=", 1) for line in env_file.read_text().split() if "=" in line)
+    try:
+        urllib.request.urlopen(env["RUCIO_TEST_URL"] + "/ping", timeout=5).read()
+    except OSError as exc:
+        pytest.fail(
+            f"the local Rucio server at {env['RUCIO_TEST_URL']} does not answer /ping "
+            f"({exc}): run `{START_RUCIO}` (`make test` does)"
+        )
+    return env
+
+
+@pytest.fixture(scope="session")
+def campaign(rucio_server: dict[str, str]) -> dict[str, list[Layout]]:
+    """The seeded campaigns: the current one (500+ datasets) and a small 'last' one."""
+    with private_token():
+        client = admin_client(
+            rucio_server["RUCIO_TEST_URL"],
+            rucio_server["RUCIO_TEST_ACCOUNT"],
+            rucio_server["RUCIO_TEST_USERNAME"],
+            rucio_server["RUCIO_TEST_PASSWORD"],
+        )
+        return {
+            CURRENT: seed_campaign(client, CURRENT),
+            LAST: seed_campaign(client, LAST, LAST_SIZE),
+        }
+
+
+@pytest.fixture
+def relay(rucio_server: dict[str, str]) -> Iterator[RucioRelay]:
+    """A fault-injecting relay in front of the real server."""
+    with RucioRelay(rucio_server["RUCIO_TEST_URL"]) as r:
+        yield r
+
+
+@pytest.fixture
+def catalogue() -> Iterator[FakeCatalogue]:
+    with FakeServer() as server:
+        yield FakeCatalogue(server, CAMPAIGNS, TASKS)
+
+
+@pytest.fixture
+def make_job(tmp_path: Path, rucio_server: dict[str, str]):
+    """Jobs as the host makes them: config structured from a TOML-like table."""
+
+    def make(*, password: str | None = None, **table: Any) -> Job:
+        settings = {
+            "rucio_url": rucio_server["RUCIO_TEST_URL"],
+            "rucio_account": rucio_server["RUCIO_TEST_ACCOUNT"],
+            "rucio_username": rucio_server["RUCIO_TEST_USERNAME"],
+            **table,
+        }
+        config: SnapshotConfig = section_from_table(settings, SnapshotConfig, CAPABILITY.msg_type)
+        secret = rucio_server["RUCIO_TEST_PASSWORD"] if password is None else password
+        return Job(
+            id="test-job",
+            msg_type=CAPABILITY.msg_type,
+            cache_dir=tmp_path / "cache",
+            time_limit=CAPABILITY.time_limit,
+            config=config,
+            credentials={"rucio_userpass": Credential("rucio_userpass", value=secret)},
+        )
+
+    return make

@@ -1,0 +1,57 @@
+"""Thread capabilities for in-process hosts (the testing Harness) in the operations tests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import attrs
+from opsagent import Capability, Digits, Job, JobFailed, Outcome, hookimpl
+
+
+@attrs.frozen
+class WorkInput:
+    seconds: float = 0.0
+    fail: bool = False
+
+
+def work(inp: WorkInput, job: Job) -> Outcome:
+    time.sleep(inp.seconds)
+    if inp.fail:
+        raise JobFailed("asked to fail")
+    return Outcome.ok()
+
+
+@attrs.frozen
+class FetchInput:
+    pandaid: Digits
+    jeditaskid: Digits
+    seconds: float = 0.0
+
+
+def fetch(inp: FetchInput, job: Job) -> Outcome:
+    time.sleep(inp.seconds)
+    return Outcome.ok()
+
+
+def handed_over(inp: WorkInput, job: Job) -> Outcome:
+    """Which credentials this job was handed (names only), as a process job sees them."""
+    names = sorted(k for k in os.environ if k.startswith("OPSAGENT_CREDENTIAL_"))
+    return Outcome.ok(handed=names, pid=os.getpid())
+
+
+@hookimpl
+def register_capabilities(register):
+    register(Capability(msg_type="ops_work", input=WorkInput, doer=work, isolation="thread",
+                        events={"ok": "ops_work_done", "error": "ops_work_failed"}))
+    register(Capability(msg_type="ops_needs_token", input=WorkInput, doer=work,
+                        isolation="thread", credentials=("ops_token",),
+                        events={"ok": "ops_token_used", "error": "ops_token_failed"}))
+    register(Capability(msg_type="ops_optional", input=WorkInput, doer=handed_over,
+                        credentials=("ops_extra",), optional_credentials=("ops_extra",),
+                        events={"ok": "ops_optional_done", "error": "ops_optional_failed"}))
+    # Under the msg_type the monitor's action ids know (payload_log_fetch).
+    register(Capability(msg_type="fetch_payload_log", input=FetchInput, doer=fetch,
+                        isolation="thread",
+                        events={"ok": "payload_log_ready", "error": "payload_log_failed"},
+                        echo=lambda inp: {"pandaid": inp.pandaid, "jeditaskid": inp.jeditaskid}))
