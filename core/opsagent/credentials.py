@@ -281,7 +281,8 @@ def locate(name: str, sources: Mapping[str, CredentialSource]) -> Credential:
         )
     systemd = False
     if source.file:
-        path = Path(source.file).expanduser()
+        # Absolute: jobs run elsewhere, and a child tells a path from a value by its '/'.
+        path = Path(source.file).expanduser().absolute()
         where = f"file {path}"
     else:
         creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -42,7 +42,7 @@ class Dispatcher:
         require_namespace: bool,
         max_body: int,
         control: Any,
-        unavailable: Mapping[str, str],
+        unavailable: dict[str, str],
     ) -> None:
         self.registry = registry
         self.transport = transport
@@ -54,7 +54,8 @@ class Dispatcher:
         self.require_namespace = require_namespace
         self.max_body = max_body
         self.control = control
-        self.unavailable = dict(unavailable)
+        # Shared with the host, which updates it as credentials expire and are renewed.
+        self.unavailable = unavailable
         self.accepting = True
         self.counts: Counter[str] = Counter()
         self.on_received: Callable[[], None] | None = None
@@ -95,12 +96,13 @@ class Dispatcher:
         if cap.control:
             self._control(delivery, env, cap)
             return
-        if cap.msg_type in self.unavailable:
+        reason = self.unavailable.get(cap.msg_type)
+        if reason is not None:
             self._reject(
                 delivery,
                 env.msg_type,
                 env.reply_to,
-                f"{env.msg_type} is unavailable: {self.unavailable[cap.msg_type]}",
+                f"{env.msg_type} is unavailable: {reason}",
                 [],
                 "unavailable",
                 env.request_id,

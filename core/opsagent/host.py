@@ -367,7 +367,7 @@ class Host:
         if forget is not None:
             forget(msg_type)
         else:
-            getattr(self.workers, "_envs", {}).pop(msg_type, None)
+            self.workers.forget_env(msg_type)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -421,14 +421,11 @@ class Host:
         return self.exit_status
 
     def _loop(self) -> None:
-        was_up = True
         deaf_since: float | None = None
         next_status = 0.0
         while not self._stop.wait(0.1):
-            up = self.transport.ensure(self.on_delivery)
-            if up and not was_up:
-                logger.info("broker connection restored")
-            was_up = up
+            # The transport logs each reconnection itself.
+            self.transport.ensure(self.on_delivery)
             self.workers.check_deadlines()
             now = time.monotonic()
             alive = self.receiver_alive()

@@ -192,6 +192,10 @@ class Workers:
             self._envs[cap.msg_type] = env
         return env
 
+    def forget_env(self, msg_type: str) -> None:
+        """Drop a capability's cached job environment (its credentials changed)."""
+        self._envs.pop(msg_type, None)
+
     def _run(self, ticket: Ticket) -> Outcome | None:
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)

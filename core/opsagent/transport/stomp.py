@@ -6,6 +6,11 @@
 - Heart-beats negotiated (Artemis drops idle connections).
 - Reconnection is driven by the host's loop through :meth:`StompTransport.ensure`, with
   backoff; never from inside a stomp.py callback (that thread is the receiver).
+- Two connections: one consumes and acknowledges, the other publishes events and
+  replies.  ActiveMQ's producer flow control blocks a whole connection; on a shared one
+  a burst of events stops the deliveries and acknowledgements too, and the broker stops
+  dispatching (measured: a raw stomp.py consumer that acks and publishes on one
+  connection stalls after ~14,000 messages; with two connections it does not).
 - ``client-individual`` acknowledgement; ``activemq.prefetchSize`` bounds what the broker
   hands over unacknowledged.  An ack for a delivery of an earlier connection is not
   sent: the broker redelivers that message and the journal answers for it.
@@ -66,6 +71,10 @@ class _Listener(stomp.ConnectionListener):
         logger.warning("broker error frame: {}", frame.headers.get("message", frame.body))
 
 
+def _no_delivery(delivery: Delivery) -> None:
+    logger.warning("unexpected delivery on the publishing connection: {}", delivery.message_id)
+
+
 class StompTransport:
     """The :class:`~opsagent.transport.base.Transport` for ActiveMQ (Classic or Artemis)."""
 
@@ -82,6 +91,7 @@ class StompTransport:
         self.client_id = client_id
         self.connect_timeout = connect_timeout
         self._conn: stomp.Connection12 | None = None
+        self._pub: stomp.Connection12 | None = None
         self._generation = 0
         self._up = False
         self._intake = True
@@ -93,8 +103,14 @@ class StompTransport:
 
     @property
     def connected(self) -> bool:
-        conn = self._conn
-        return self._up and conn is not None and conn.is_connected()
+        conn, pub = self._conn, self._pub
+        return (
+            self._up
+            and conn is not None
+            and conn.is_connected()
+            and pub is not None
+            and pub.is_connected()
+        )
 
     @property
     def receiving(self) -> bool:
@@ -141,26 +157,31 @@ class StompTransport:
         if now < self._next_try:
             return False
         with self._lock:
-            old = self._conn
-            if old is not None:
-                self._drop(old)
+            for old in (self._conn, self._pub):
+                if old is not None:
+                    self._drop(old)
+            self._conn = self._pub = None
             self._generation += 1
             generation = self._generation
             conn = self._new_connection()
             conn.set_listener("opsagent", _Listener(self, generation, on_delivery))
+            pub = self._new_connection()
+            pub.set_listener("opsagent-pub", _Listener(self, generation, _no_delivery))
             try:
-                conn.connect(
-                    self.config.user,
-                    self.config.password,
-                    wait=True,
-                    headers={"client-id": f"{self.client_id}-{generation}"},
-                )
-                self._nodelay(conn)
+                for c, role in ((pub, "pub"), (conn, "sub")):
+                    c.connect(
+                        self.config.user,
+                        self.config.password,
+                        wait=True,
+                        headers={"client-id": f"{self.client_id}-{role}-{generation}"},
+                    )
+                    self._nodelay(c)
                 if self._intake:
                     self._subscribe(conn)
             except (StompException, OSError, TimeoutError) as exc:
                 self._failures += 1
                 self._drop(conn)
+                self._drop(pub)
                 delay = min(self.config.reconnect_max_delay, 0.2 * 2 ** min(self._failures, 10))
                 self._next_try = now + delay * (0.8 + 0.4 * random.random())  # noqa: S311
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -173,6 +194,7 @@ class StompTransport:
                 )
                 return False
             self._conn = conn
+            self._pub = pub
             self._failures = 0
             self._up = True
             self.connects += 1
@@ -217,7 +239,7 @@ class StompTransport:
         conn.subscribe(self.config.queue, id="ops", ack="client-individual", headers=headers)
 
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        conn = self._conn
+        conn = self._pub
         if conn is None or not self.connected:
             raise TransportError("not connected to the broker")
         try:
@@ -249,10 +271,12 @@ class StompTransport:
 
     def close(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
+            conns = (self._pub, self._conn)
+            self._conn = self._pub = None
             self._up = False
-            if conn is not None:
-                try:
-                    conn.disconnect()
-                except Exception:  # noqa: BLE001
-                    pass
+            for conn in conns:
+                if conn is not None:
+                    try:
+                        conn.disconnect()
+                    except Exception:  # noqa: BLE001
+                        pass
