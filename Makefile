@@ -7,7 +7,7 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 SERVICES ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv services stop-services run test lint dist bench docs clean
+.PHONY: venv services stop-services run test lint dist bench soak docs clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
 	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
@@ -51,9 +51,16 @@ dist: venv
 
 ## Every benchmark; figures printed and written to docs/performance.md.
 bench: venv
-	scripts/services.sh install activemq
-	scripts/services.sh start activemq
+	scripts/services.sh install
+	scripts/services.sh start
 	$(PY) bench/run_all.py
+
+## Chaos soak: 10,000 requests, 5 broker restarts, 3 host SIGKILLs (own persistent broker).
+SOAK_ARGS ?= --requests 10000 --broker-restarts 5 --host-kills 3
+soak: venv
+	scripts/services.sh install activemq
+	mkdir -p build
+	cd bench && ../$(PY) chaos_soak.py $(SOAK_ARGS) --out ../build/soak.json
 
 ## The reference pages regenerated from the code, then the site built strictly into site/.
 docs: venv

@@ -63,6 +63,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     # OOM); only a power loss can lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Point lookups by id only: a small page cache keeps the host's memory flat.
+    conn.execute("PRAGMA cache_size=-512")
     return conn
 
 

@@ -1,0 +1,147 @@
+"""Resource faults, measured: a job printing a gigabyte, a cache on a full tmpfs, and a
+monitor answering 503 or hanging while pings go through.  Prints JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from common import HostProcess, broker, pct
+from opsagent.testing.http import FakeServer, Response, hang
+from support import Caller
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def ping(caller: Caller) -> float:
+    started = time.perf_counter()
+    rid = caller.send("health_ping", {})
+    caller.wait_reply(lambda r: r.get("request_id") == rid, timeout=10)
+    return time.perf_counter() - started
+
+
+def _host(tmp: Path, conn: dict[str, str], **kw: Any) -> tuple[HostProcess, Caller]:
+    host = HostProcess(tmp, conn, **kw).start()
+    return host, Caller(conn, host.queue, host.topic)
+
+
+def flood(env: dict[str, str], mb: int = 1024) -> dict[str, Any]:
+    """Host RSS and ping latency while one job prints ``mb`` MiB; baseline: while idle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        host, caller = _host(Path(tmp) / "flood", env)
+        try:
+            assert host.proc is not None
+            caller.wait_event(caller.send("test_flood", {"mb": 1}))
+            idle = [ping(caller) for _ in range(100)]
+            before = rss_kib(host.proc.pid)
+            samples: list[int] = []
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    samples.append(rss_kib(host.proc.pid))  # type: ignore[union-attr]
+                    time.sleep(0.02)
+
+            t = threading.Thread(target=sample, daemon=True)
+            t.start()
+            started = time.monotonic()
+            rid = caller.send("test_flood", {"mb": mb})
+            busy = []
+            while not caller.events_for(rid):
+                busy.append(ping(caller))
+            took = time.monotonic() - started
+            stop.set()
+            t.join()
+            event = caller.wait_event(rid)
+            return {"printed_mib": mb, "outcome": event["outcome"], "seconds": round(took, 2),
+                    "rss_before_mib": round(before / 1024, 1),
+                    "rss_max_mib": round(max(samples) / 1024, 1),
+                    "log_bytes": host.log.stat().st_size,
+                    "ping_idle_p50_ms": round(pct(idle, 50) * 1000, 2),
+                    "ping_idle_max_ms": round(max(idle) * 1000, 2),
+                    "ping_during_p50_ms": round(pct(busy, 50) * 1000, 2),
+                    "ping_during_max_ms": round(max(busy) * 1000, 2), "pings_during": len(busy)}
+        finally:
+            caller.close()
+            host.stop()
+
+
+def full_cache(env: dict[str, str], size_mb: int = 4) -> dict[str, Any]:
+    """A job writing past a ``size_mb`` MiB tmpfs cache; then a ping and a job that fits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "full" / "cache"
+        cache.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(cache)],
+                       check=True)
+        try:
+            host, caller = _host(Path(tmp) / "full", env)
+            try:
+                before = ping(caller)
+                event = caller.wait_event(caller.send("test_fill", {"mb": 4 * size_mb}), 30)
+                after = [ping(caller) for _ in range(20)]
+                fits = caller.wait_event(caller.send("test_fill", {"mb": 1, "name": "s"}))
+                assert host.proc is not None
+                return {"tmpfs_mib": size_mb, "asked_mib": 4 * size_mb,
+                        "outcome": event["outcome"], "event": event["msg_type"],
+                        "reason": event.get("reason"), "host_alive": host.proc.poll() is None,
+                        "ping_before_ms": round(before * 1000, 2),
+                        "ping_after_max_ms": round(max(after) * 1000, 2),
+                        "next_job_outcome": fits["outcome"]}
+            finally:
+                caller.close()
+                host.stop()
+        finally:
+            subprocess.run(["umount", "-l", str(cache)], check=True)
+
+
+def monitor(env: dict[str, str], n: int = 100) -> dict[str, Any]:
+    """Ping latency with no monitor (baseline), a monitor answering 503, a hung one."""
+    out: dict[str, Any] = {}
+    for mode in ("none", "503", "hang"):
+        with tempfile.TemporaryDirectory() as tmp, FakeServer() as mon:
+            answer: Any = hang if mode == "hang" else Response.unavailable()
+            mon.route("POST", "/api/systemagents/heartbeat/", answer)
+            mon.route("POST", "/api/logs/", answer)
+            extra = {} if mode == "none" else {"monitor": {
+                "enabled": True, "url": mon.url, "heartbeat_seconds": 1, "timeout_seconds": 2,
+                "queue_limit": 10}}
+            host, caller = _host(Path(tmp) / mode, env, name=f"mon{mode}", extra=extra,
+                                 env={"SWF_API_TOKEN": "monitor-token-" + uuid.uuid4().hex})
+            try:
+                pings = []
+                for i in range(n):
+                    caller.wait_event(caller.send("test_echo", {"text": f"job {i}"}))
+                    time.sleep(0.06)  # past the caller's delayed ACK (see test_monitor)
+                    pings.append(ping(caller))
+                posts = (len(mon.requests_to("POST", "/api/systemagents/heartbeat/"))
+                         + len(mon.requests_to("POST", "/api/logs/")))
+                out[mode] = {"ping_p50_ms": round(statistics.median(pings) * 1000, 2),
+                             "ping_p99_ms": round(pct(pings, 99) * 1000, 2),
+                             "ping_max_ms": round(max(pings) * 1000, 2),
+                             "monitor_posts": posts}
+            finally:
+                caller.close()
+                host.stop()
+    return out
+
+
+def main() -> None:
+    env = broker()
+    print(json.dumps({"flood": flood(env), "full_cache": full_cache(env),
+                      "monitor": monitor(env)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
