@@ -46,7 +46,7 @@ def test_pong_while_every_worker_is_busy_and_jobs_are_queued(host_factory, calle
     host = host_factory().start()
     caller = caller_for(host)
     # test_sleep: concurrency 1, queue limit 5 -- one running, the rest queued.
-    sleepers = [caller.send("test_sleep", {"seconds": 1.5, "key": f"k{i}"}) for i in range(4)]
+    sleepers = [caller.send("test_sleep", {"seconds": 0.8, "key": f"k{i}"}) for i in range(4)]
     host.wait_log("started (test_sleep")
     started = time.monotonic()
     caller.send("health_ping", {})

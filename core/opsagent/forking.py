@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from opsagent import proc
+from opsagent.proc import CancelFlag
 
 _CTX = multiprocessing.get_context("forkserver")
 
@@ -113,7 +114,7 @@ def run_job(
     timeout: float,
     grace: float,
     output_cap: int,
-    cancel: threading.Event,
+    cancel: CancelFlag,
 ) -> proc.Completed:
     """Run one job spec in a fork of the fork server, like :func:`opsagent.proc.run`."""
     fifo = workdir / f"{spec['job_id'][:40].replace('/', '_')}-{threading.get_ident()}.out"

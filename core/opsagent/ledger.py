@@ -12,6 +12,25 @@ from opsagent.capability import Capability
 from opsagent.transport.base import Delivery
 
 
+class Flag:
+    """A one-way flag with ``threading.Event``'s ``set``/``is_set``, without its Condition.
+
+    One is made per accepted message; readers poll it (the job runners check it every
+    few tens of milliseconds), so nothing needs to wait on it.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @attrs.define(eq=False)
 class Ticket:
     """One accepted job.  ``delivery`` is replaced when the broker redelivers the message."""
@@ -27,7 +46,7 @@ class Ticket:
     attempt: int = 1
     accepted_at: float = attrs.Factory(time.monotonic)
     started_at: float | None = None
-    cancel: threading.Event = attrs.Factory(threading.Event)
+    cancel: Flag = attrs.Factory(Flag)
     ended: bool = False
 
 

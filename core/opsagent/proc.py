@@ -16,8 +16,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import attrs
+
+
+class CancelFlag(Protocol):
+    """What ``cancel`` must offer: ``threading.Event`` or :class:`opsagent.ledger.Flag`."""
+
+    def is_set(self) -> bool: ...
 
 
 @attrs.frozen
@@ -125,7 +132,7 @@ def run(
     output_cap: int = 64 * 1024,
     stdin_data: bytes | None = None,
     pass_fds: Sequence[int] = (),
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
     on_start: object = None,
 ) -> Completed:
     """Run ``argv`` to completion, to ``timeout`` seconds, or until ``cancel`` is set."""
