@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,10 +37,11 @@ def main() -> None:
         "## The host",
         "",
         f"Measured by `make bench` on {datetime.date.today()} on {machine()}, against the "
-        "local ActiveMQ 5.17 started by `scripts/services.sh`. Every figure has its baseline "
-        "from the same run beside it.",
+        "local ActiveMQ 5.17 started by `scripts/services.sh`, load average "
+        f"{os.getloadavg()[0]:.1f} at the end. Every figure has its baseline from the same run "
+        "beside it.",
         "",
-        "## health_ping round trip (ms)",
+        "### health_ping round trip (ms)",
         "",
         "| case | p50 | p99 | target |",
         "|---|---|---|---|",
@@ -52,7 +54,7 @@ def main() -> None:
         f"| opsagent, every worker busy, 1,000 jobs queued | {p['opsagent_saturated']['p50_ms']} "
         f"| {p['opsagent_saturated']['p99_ms']} | p99 ≤ 10 |",
         "",
-        "## Throughput, no-op `thread` capability",
+        "### Throughput, no-op `thread` capability",
         "",
         "| requests | raw consume-and-ack loop (msg/s) | opsagent (requests/s, with journal, "
         "event and ack) | ratio | target |",
@@ -60,14 +62,14 @@ def main() -> None:
         f"| {t['requests']} | {t['raw_consume_ack_per_s']} | {t['opsagent_per_s']} | "
         f"{t['ratio']} | ≥ 0.8 |",
         "",
-        "## Process isolation overhead per job",
+        "### Process isolation overhead per job",
         "",
         "| thread job p50 (ms) | process job p50 (ms) | overhead p50 (ms) | target |",
         "|---|---|---|---|",
         f"| {i['thread_job_p50_ms']} | {i['process_job_p50_ms']} | "
         f"{i['process_overhead_p50_ms']} | ≤ 50 |",
         "",
-        "## Start-up and memory",
+        "### Start-up and memory",
         "",
         "| figure | value | target |",
         "|---|---|---|",
@@ -75,7 +77,7 @@ def main() -> None:
         f"{f['startup_to_subscribed_s']} | ≤ 1 |",
         f"| idle RSS (MB) | {f['idle_rss_mb']} | ≤ 60 |",
         f"| RSS after a 5,000-request warm-up batch (MB) | {f['rss_after_warmup_mb']} | |",
-        f"| {rss_key.replace('_', ' ')} | {f[rss_key]} | |",
+        f"| RSS after {rss_key.split('_')[2]} more requests (MB) | {f[rss_key]} | |",
         f"| growth over those requests, from the warm-up (MB) | {f['rss_growth_mb']} | ≤ 5 |",
         "<!-- host:end -->",
     ]
