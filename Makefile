@@ -7,7 +7,7 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 SERVICES ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv services stop-services run test lint dist bench soak docs clean
+.PHONY: venv services stop-services run test lint dist bench soak reliability docs clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
 	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
@@ -60,7 +60,14 @@ SOAK_ARGS ?= --requests 10000 --broker-restarts 5 --host-kills 3
 soak: venv
 	scripts/services.sh install activemq
 	mkdir -p build
-	cd bench && ../$(PY) chaos_soak.py $(SOAK_ARGS) --out ../build/soak.json
+	cd bench && $(abspath $(PY)) chaos_soak.py $(SOAK_ARGS) --out ../build/soak.json
+
+## Every reliability measurement (soak, hot standby, resource faults) into docs/reliability.md.
+RELIABILITY_ARGS ?=
+reliability: venv
+	scripts/services.sh install activemq
+	scripts/services.sh start activemq
+	cd bench && $(abspath $(PY)) reliability.py $(RELIABILITY_ARGS)
 
 ## The reference pages regenerated from the code, then the site built strictly into site/.
 docs: venv

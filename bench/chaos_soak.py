@@ -80,21 +80,27 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
             seen_pids |= descendants(host.proc.pid)
             fault: dict[str, Any] = {"kind": kind, "at_done": done_count(cache),
                                      "at_s": round(time.monotonic() - t0, 2)}
+            # Resume is timed from when the fault is complete (the broker is gone and back;
+            # the host is dead): events already on their way must not count.
             hit = time.monotonic()
             if kind == "broker":
                 broker.stop()
                 broker.start()
-                fault["broker_down_s"] = round(time.monotonic() - hit, 2)
+                up = time.monotonic()
+                fault["broker_down_s"] = round(up - hit, 2)
+                resume = caller.first_event_after(up, timeout=120)
+                if resume is not None:
+                    fault["resume_after_broker_up_s"] = round(resume, 2)
+                    resume += up - hit
             else:
                 host.signal(signal.SIGKILL)
                 host.wait()
+                dead = time.monotonic()
+                host.start(wait=False)
+                resume = caller.first_event_after(dead, timeout=120)
                 time.sleep(0.5)
                 fault["survivors_after_kill"] = len(alive(seen_pids))
-                host.start(wait=False)
-            resume = caller.first_event_after(hit, timeout=120)
             fault["resume_s"] = None if resume is None else round(resume, 2)
-            if kind == "broker" and resume is not None:
-                fault["resume_after_broker_up_s"] = round(resume - fault["broker_down_s"], 2)
             faults.append(fault)
         sender.join(timeout)
         if sender_error:

@@ -379,6 +379,10 @@ def configuration_page() -> str:
             source = typing.get_args(t)[1]
             out += ["", f"## `[{field.name}.<name>]`", "", _summary(source), ""]
             out += _key_lines(source, field.name, NOTES)
+        elif typing.get_origin(t) is list and attrs.has(typing.get_args(t)[0]):
+            source = typing.get_args(t)[0]
+            out += ["", f"## `[[{field.name}]]`", "", _summary(source), ""]
+            out += _key_lines(source, field.name, NOTES)
         elif field.name == "capability":
             out += _capability_sections(configuration.OVERRIDES)
         else:
@@ -421,6 +425,8 @@ def documented_config_keys() -> dict[str, bool]:
         t = hints[field.name]
         if typing.get_origin(t) is dict and attrs.has(typing.get_args(t)[1]):
             t = typing.get_args(t)[1]
+        elif typing.get_origin(t) is list and attrs.has(typing.get_args(t)[0]):
+            t = typing.get_args(t)[0]
         if not attrs.has(t):
             continue
         comments = _field_comments(t)

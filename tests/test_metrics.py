@@ -67,7 +67,8 @@ def test_metrics_follow_jobs_and_state(opsagent_harness, tmp_path):
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         m = scrape(port)
-        if m[("opsagent_jobs_in_flight", (("capability", "ops_work"),))] == 2:
+        if (m[("opsagent_jobs_in_flight", (("capability", "ops_work"),))] == 2
+                and m[("opsagent_queue_depth", (("capability", "ops_work"),))] == 1):
             break
         time.sleep(0.05)
     assert m[("opsagent_jobs_in_flight", (("capability", "ops_work"),))] == 2

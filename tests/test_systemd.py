@@ -81,6 +81,19 @@ def test_the_unit_and_a_second_instance_verify_without_a_single_warning(tmp_path
         assert done.stdout + done.stderr == "", f"{unit.name}: {done.stderr}"
 
 
+def test_the_send_timer_example_verifies_and_runs_a_retrying_send(tmp_path):
+    exe = Path(sys.executable).parent / "opsagent"
+    for name in ("opsagent-send-prune.service", "opsagent-send-prune.timer"):
+        (tmp_path / name).write_text((UNITS / name).read_text().replace(INSTALLED_AT, str(exe)))
+    done = analyze("verify", str(tmp_path / "opsagent-send-prune.timer"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == "", done.stderr
+    found = directives(tmp_path / "opsagent-send-prune.service")
+    assert found["Type"] == ["oneshot"]
+    assert " send --tries " in found["ExecStart"][0]
+    assert directives(tmp_path / "opsagent-send-prune.timer")["Persistent"] == ["true"]
+
+
 def exposure(unit: Path) -> float:
     done = analyze("security", "--offline=true", "--no-pager", str(unit))
     found = EXPOSURE.search(done.stdout)

@@ -10,6 +10,7 @@ from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
 from opsagent.job import Job
 from opsagent.outcome import Outcome
+from opsagent.prune import PruneInput, prune_cache
 from opsagent.schema import pattern
 
 
@@ -56,5 +57,21 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             time_limit=1,
             description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
             samples=({},),
+        )
+    )
+    register(
+        Capability(
+            msg_type="prune_cache",
+            input=PruneInput,
+            doer=prune_cache,
+            events={"ok": "cache_pruned", "error": "cache_prune_failed"},
+            # One prune at a time, whatever its input.
+            dedup_key=lambda _inp: "cache",
+            time_limit=3600,
+            queue_limit=2,
+            description="Remove job directories and leftovers older than older_than_days under "
+            "the cache root; never follows a link, never touches what a job holds (flock). "
+            "Scheduled daily ([scheduling] prune_cache).",
+            samples=({"dry_run": True},),
         )
     )

@@ -140,6 +140,54 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from opsagent import schedule
+
+    cfg = _config(args)
+    registry = _registry(args)
+    known = schedule.status(cfg.state_dir / "journal.sqlite3")
+    now = time.time()
+    rows = []
+    for s in schedule.with_builtin(cfg, registry.capabilities):
+        seen = known.get(s.label, {})
+        rows.append(
+            {
+                "name": s.label,
+                "msg_type": s.msg_type,
+                "when": f"every {s.every:g} s" if s.every is not None else f"cron {s.cron}",
+                "next_run": schedule.utc(schedule.next_slot(s, now)),
+                "last_run": seen.get("last_run"),
+                "last_job_id": seen.get("last_job_id"),
+                "last_outcome": seen.get("last_outcome"),
+                "runs": seen.get("runs", 0),
+                "skipped": seen.get("skipped", 0),
+                "last_skip": seen.get("last_skip"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    fmt = "{:<20} {:<22} {:<20} {:<20} {:<20} {:>5} {:>7}"
+    print(
+        fmt.format("NAME", "MSG_TYPE", "WHEN", "NEXT_RUN", "LAST_RUN", "RUNS", "SKIPPED")
+        + "  LAST_OUTCOME"
+    )
+    for r in rows:
+        print(
+            fmt.format(
+                r["name"],
+                r["msg_type"],
+                r["when"],
+                r["next_run"],
+                r["last_run"] or "-",
+                r["runs"],
+                r["skipped"],
+            )
+            + f"  {r['last_outcome'] or '-'}"
+        )
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from opsagent.schema import json_schema
 
@@ -177,24 +225,47 @@ def _status_of(answer: dict[str, Any]) -> str:
     return str(answer.get("outcome", "ok"))
 
 
-def cmd_send(args: argparse.Namespace) -> int:
+def _published(cfg: configuration.Config, body: dict[str, Any], tries: int, reply: bool) -> Any:
+    """A client whose publication of ``body`` the broker confirmed, after up to ``tries``.
+
+    Each try connects afresh and waits for the broker's receipt; ``body`` keeps its
+    ``request_id``, so a try that did arrive after all is the same request (the host's
+    journal runs it once).  ``None`` when every try failed (each failure printed).
+    """
     from opsagent.client import Client
 
+    delay = 0.5
+    for attempt in range(1, max(1, tries) + 1):
+        client = None
+        try:
+            client = Client(cfg.broker, connect_tries=1)
+            if reply:
+                body["reply_to"] = client.reply_to
+            client.publish(body, confirm=True)
+            return client
+        except ConnectionError as exc:
+            if client is not None:
+                client.close()
+            print(f"opsagent: try {attempt} of {tries}: {exc}", file=sys.stderr)
+            if attempt < tries:
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    return None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
     cfg = _config(args)
     body = {"msg_type": args.msg_type, "namespace": cfg.host.namespace, **_fields(args.fields)}
-    try:
-        client = Client(cfg.broker, connect_tries=args.tries)
-    except ConnectionError as exc:
-        print(f"opsagent: {exc}", file=sys.stderr)
+    body.setdefault("request_id", os.urandom(8).hex())
+    client = _published(cfg, body, args.tries, reply=args.wait)
+    if client is None:
+        print(f"opsagent: {args.msg_type} not sent: every try failed", file=sys.stderr)
         return 75
     try:
         if not args.wait:
-            body.setdefault("request_id", os.urandom(8).hex())
-            client.publish(body)
             print(json.dumps({"sent": body}))
             return 0
-        request_id = client.request(body)
-        answer = client.wait(request_id, args.timeout)
+        answer = client.wait(str(body["request_id"]), args.timeout)
         if answer is None:
             print(
                 f"opsagent: no answer to {args.msg_type} within {args.timeout:g} s", file=sys.stderr
@@ -343,6 +414,11 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list capabilities and broken plugins")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins)
+    sc = sub.add_parser(
+        "schedule", help="list schedules: next and last run, last outcome, runs skipped"
+    )
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_schedule)
     s = sub.add_parser("schema", help="JSON Schema of a capability's input")
     s.add_argument("msg_type")
     s.set_defaults(func=cmd_schema)
@@ -356,7 +432,13 @@ def parser() -> argparse.ArgumentParser:
         "0 ok, 1 error, 2 unrecorded, 3 timeout, 4 rejected, 124 no answer",
     )
     se.add_argument("--timeout", type=float, default=600.0)
-    se.add_argument("--tries", type=int, default=5, help="connection tries, with backoff")
+    se.add_argument(
+        "--tries",
+        type=int,
+        default=5,
+        help="tries to connect and publish (each confirmed by the broker), with backoff; "
+        "exit status 75 only when every try failed",
+    )
     se.set_defaults(func=cmd_send)
     pi = sub.add_parser("ping", help="health_ping round trip; prints the latency")
     pi.add_argument("--timeout", type=float, default=10.0)

@@ -13,10 +13,19 @@ import stomp
 
 from opsagent.config import BrokerConfig
 
+_LOST = "\0lost"
+
 
 class _Answers(stomp.ConnectionListener):
     def __init__(self, answers: queue.Queue[dict[str, Any]]) -> None:
         self.answers = answers
+        self.receipts: queue.Queue[str] = queue.Queue()
+
+    def on_receipt(self, frame: Any) -> None:
+        self.receipts.put(frame.headers.get("receipt-id", ""))
+
+    def on_disconnected(self) -> None:
+        self.receipts.put(_LOST)
 
     def on_message(self, frame: Any) -> None:
         try:
@@ -49,7 +58,8 @@ class Client:
             if self.broker.use_ssl:
                 for hp in self.broker.host_ports():
                     conn.set_ssl(for_hosts=[hp], ca_certs=self.broker.ca_certs)
-            conn.set_listener("client", _Answers(self._answers))
+            self._listener = _Answers(self._answers)
+            conn.set_listener("client", self._listener)
             try:
                 conn.connect(self.broker.user, self.broker.password, wait=True)
                 conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -64,13 +74,44 @@ class Client:
             f"broker {', '.join(self.broker.hosts)} unreachable after {tries} tries: {last}"
         )
 
-    def publish(self, body: dict[str, Any], destination: str | None = None) -> None:
-        self._conn.send(
-            destination or self.broker.queue,
-            json.dumps(body).encode(),
-            content_type="application/json",
-            headers={"persistent": "true"},
-        )
+    def publish(
+        self,
+        body: dict[str, Any],
+        destination: str | None = None,
+        *,
+        confirm: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        """Send ``body``; with ``confirm``, wait until the broker has it (a STOMP receipt).
+
+        Raises :class:`ConnectionError` when the connection fails or no receipt comes.
+        """
+        headers = {"persistent": "true"}
+        receipt = uuid.uuid4().hex
+        if confirm:
+            headers["receipt"] = receipt
+        try:
+            self._conn.send(
+                destination or self.broker.queue,
+                json.dumps(body).encode(),
+                content_type="application/json",
+                headers=headers,
+            )
+        except Exception as exc:  # noqa: BLE001 - stomp.py raises several kinds
+            raise ConnectionError(f"publish failed: {exc}") from exc
+        if not confirm:
+            return
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got = self._listener.receipts.get(timeout=left)
+            except queue.Empty:
+                break
+            if got == receipt:
+                return
+            if got == _LOST:
+                raise ConnectionError("the connection was lost before the broker confirmed")
+        raise ConnectionError(f"the broker did not confirm the message within {timeout:g} s")
 
     def request(self, body: dict[str, Any]) -> str:
         """Publish ``body`` with a fresh ``request_id`` and this client's ``reply_to``."""

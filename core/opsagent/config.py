@@ -211,12 +211,73 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class ScheduleConfig:
+    """``[[schedule]]``: a request the host sends itself periodically (see operations).
+
+    It goes through the host's own queue like any request: same validation, dedup key,
+    journal, events and time limit.  A run whose previous run is still going is skipped.
+    """
+
+    #: The capability to request.
+    msg_type: str
+    #: Its input, checked against the capability's schema at start-up.
+    input: dict[str, Any] = attrs.Factory(dict)
+    #: The schedule's name in logs and ``opsagent schedule``; default: ``msg_type``.
+    name: str = ""
+    #: Run every this many seconds, on multiples of it since the epoch (wall clock, UTC).
+    every: float | None = None
+    #: Or a five-field cron expression, in the host's local time zone.
+    cron: str | None = None
+    #: Up to this many seconds, chosen at random per run, added to each start.
+    jitter: float = 0.0
+    #: After a restart that missed runs, run once at once (never more than once).
+    catch_up: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError(f"schedule {self.label}: set exactly one of every or cron")
+        if self.every is not None and self.every <= 0:
+            raise ValueError(f"schedule {self.label}: every must be > 0, got {self.every}")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(
+                    f"schedule {self.label}: cron {self.cron!r} is not a valid cron expression "
+                    f"(five fields: minute hour day-of-month month day-of-week)"
+                )
+        if self.jitter < 0:
+            raise ValueError(f"schedule {self.label}: jitter must be >= 0, got {self.jitter}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.msg_type
+
+
+@attrs.frozen
+class SchedulingConfig:
+    """``[scheduling]``: the built-in schedule and how a hot standby keeps quiet."""
+
+    #: Cron expression of the built-in daily ``prune_cache`` run; ``""`` turns it off.
+    prune_cache: str = "17 3 * * *"
+    #: With ``broker.exclusive``: seconds between the probes (``health_ping``) a host sends
+    #: through its queue; it schedules only while it receives deliveries (is the active one).
+    probe_seconds: float = 5.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.probe_seconds <= 0:
+            raise ValueError(f"scheduling.probe_seconds: expected > 0, got {self.probe_seconds}")
+
+
+@attrs.frozen
 class Config:
     host: HostConfig = attrs.Factory(HostConfig)
     broker: BrokerConfig = attrs.Factory(BrokerConfig)
     capabilities: CapabilitiesConfig = attrs.Factory(CapabilitiesConfig)
     monitor: MonitorConfig = attrs.Factory(MonitorConfig)
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
+    scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
+    schedule: list[ScheduleConfig] = attrs.Factory(list)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)

@@ -14,6 +14,7 @@ missing required capability, 75 broker unreachable at start after the configured
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -26,7 +27,7 @@ from loguru import logger
 
 from opsagent import config as configuration
 from opsagent import credentials as creds
-from opsagent import health, plugins
+from opsagent import health, plugins, schedule
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.dispatch import Dispatcher
@@ -202,6 +203,7 @@ class Host:
         )
         # One mapping, kept current by the credential checks in the main loop.
         self.dispatcher.unavailable = self.availability.unavailable
+        self.scheduler = self._scheduler(caps, journal_path)
         self.monitor = None
         if cfg.monitor.enabled:
             from opsagent.monitor import Monitor
@@ -223,6 +225,31 @@ class Host:
             self.job_observers.append(self.metrics.job_ended)
         self._delivering = 0
         self.ready = threading.Event()
+
+    def _scheduler(self, caps: dict[str, Capability], journal_path: Path) -> schedule.Scheduler:
+        """Schedules send requests to this host's own queue (see :mod:`opsagent.schedule`)."""
+        queue = self.cfg.broker.queue
+
+        def send(body: dict[str, Any]) -> None:
+            self.transport.send(queue, json.dumps(body).encode(), {"persistent": "true"})
+
+        try:
+            scheduler = schedule.Scheduler(
+                schedule.with_builtin(self.cfg, caps),
+                caps,
+                send=send,
+                in_flight=self.ledger.snapshot,
+                journal_state=lambda job_id: getattr(self.journal.get(job_id), "state", None),
+                book=schedule.Book(journal_path),
+                namespace=self.cfg.host.namespace,
+                exclusive=self.cfg.broker.exclusive,
+                probe_seconds=self.cfg.scheduling.probe_seconds,
+            )
+        except schedule.ScheduleError as exc:
+            raise StartupError(f"{self.cfg.source}: {exc}", EXIT_CONFIG) from exc
+        # Deliveries reaching this host tell a standby on an exclusive queue it is active.
+        self.dispatcher.on_received = scheduler.heard
+        return scheduler
 
     @property
     def unavailable(self) -> dict[str, str]:
@@ -445,6 +472,10 @@ class Host:
                 self.notifier.status(self.snapshot().line())
             if time.time() >= self._next_credential_check:
                 self._check_credentials()
+            try:
+                self.scheduler.tick(accepting=self.dispatcher.accepting)
+            except Exception:  # noqa: BLE001 - a schedule never takes the host down
+                logger.opt(exception=True).error("scheduler tick failed")
 
     def _start_reporting(self) -> None:
         if self.metrics is not None:
@@ -513,6 +544,7 @@ class Host:
             time.sleep(0.005)
         self.transport.close()
         self.journal.close()
+        self.scheduler.book.close()
         self.notifier.status(f"stopped with exit status {self.exit_status}")
         logger.info("stopped with exit status {}", self.exit_status)
 

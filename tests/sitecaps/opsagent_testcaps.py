@@ -77,6 +77,43 @@ def noop(inp: NoopInput, job: Job) -> Outcome:
     return Outcome.ok()
 
 
+@attrs.frozen
+class FloodInput:
+    mb: int = 1
+
+
+def flood(inp: FloodInput, job: Job) -> Outcome:
+    """Print ``mb`` MiB to standard output (the host keeps only a bounded head and tail)."""
+    line = b"x" * 1023 + b"\n"
+    block = line * 1024
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    with out:
+        for _ in range(inp.mb):
+            out.write(block)
+    return Outcome.ok(printed_mb=inp.mb)
+
+
+@attrs.frozen
+class FillInput:
+    mb: int
+    name: str = attrs.field(default="fill", validator=pattern(r"[a-z0-9]{1,20}", "a file word"))
+
+
+def fill(inp: FillInput, job: Job) -> Outcome:
+    """Write ``mb`` MiB into the cache (fails with ENOSPC on a cache that is too small)."""
+    base = job.cache_dir / "fill"
+    base.mkdir(parents=True, exist_ok=True)
+    block = b"\0" * (1 << 20)
+    try:
+        with open(base / inp.name, "wb") as fh:
+            for _ in range(inp.mb):
+                fh.write(block)
+    except OSError as exc:
+        (base / inp.name).unlink(missing_ok=True)
+        raise JobFailed(f"cache write failed: {exc.strerror}") from None
+    return Outcome.ok(written_mb=inp.mb)
+
+
 @hookimpl
 def register_capabilities(register):
     register(Capability(msg_type="test_noop", input=NoopInput, doer=noop, isolation="thread",
@@ -99,3 +136,7 @@ def register_capabilities(register):
     register(Capability(msg_type="test_env", input=EnvInput, doer=show_env,
                         credentials=("testcred",),
                         events={"ok": "test_env_shown", "error": "test_env_failed"}))
+    register(Capability(msg_type="test_flood", input=FloodInput, doer=flood, time_limit=120,
+                        events={"ok": "test_flooded", "error": "test_flood_failed"}))
+    register(Capability(msg_type="test_fill", input=FillInput, doer=fill,
+                        events={"ok": "test_filled", "error": "test_fill_failed"}))

@@ -1,0 +1,252 @@
+"""``prune_cache``: remove what is old under the cache root, and nothing a job holds.
+
+Rules, in the cache root (``[host] cache_dir``):
+
+* The root's direct children and every dot-directory (``panda-logs``, ``.staging``,
+  ``.locks``, ...) are *areas*: never removed themselves, looked into.
+* Any other directory whose whole subtree (itself and everything in it) was last
+  modified before the cut-off goes as one piece -- a job directory never loses half its
+  files.  It is first renamed to ``.pruning-...`` beside itself, then emptied; a
+  ``.pruning-`` leftover of an interrupted prune is removed on the next run.
+* An old file outside such a directory (a leftover, a lock file) goes by itself.
+* A symbolic link is never followed and never removed: it may be the operator's (a
+  capability area on another disk).  Links inside a removed directory go with it,
+  their targets stay.
+* A job *holds* a directory by holding an ``flock`` on the directory itself, and a file
+  (a lock file) by holding an ``flock`` on it -- what the fetch capability's work areas
+  and job locks do (``opsagent_fetch_payload_log.cache``).  Pruning takes the same lock
+  (non-blocking) before it removes a directory and keeps it until the directory is
+  gone; a held directory, or an old directory with a held directory inside, is left
+  with everything in it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import stat
+import time
+import uuid
+from pathlib import Path
+
+import attrs
+
+from opsagent.job import Job
+from opsagent.outcome import JobFailed, Outcome
+
+#: Names listed in the event; the counts cover everything.
+LIST_LIMIT = 200
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+PRUNING = ".pruning-"
+
+
+def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name}: expected a number of days > 0, got {value}")
+
+
+@attrs.frozen
+class PruneInput:
+    older_than_days: float = attrs.field(
+        default=30.0,
+        validator=_positive,
+        metadata={"description": "remove what was last modified longer ago than this"},
+    )
+    dry_run: bool = attrs.field(
+        default=False, metadata={"description": "list what would go, remove nothing"}
+    )
+
+
+@attrs.define
+class Report:
+    removed: list[str] = attrs.Factory(list)
+    files: int = 0
+    bytes: int = 0
+    held: list[str] = attrs.Factory(list)
+    links: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+
+    def to_json(self, dry_run: bool) -> dict[str, object]:
+        return {
+            "dry_run": dry_run,
+            "removed": self.removed[:LIST_LIMIT],
+            "removed_count": len(self.removed),
+            "files": self.files,
+            "bytes": self.bytes,
+            "held": self.held[:LIST_LIMIT],
+            "links_left": self.links[:LIST_LIMIT],
+            "errors": self.errors[:LIST_LIMIT],
+        }
+
+
+def _held(fd: int) -> bool:
+    """True when someone else holds an flock on ``fd``'s file; else this caller now does."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
+
+
+@attrs.define
+class _Survey:
+    newest: float = 0.0
+    files: int = 0
+    bytes: int = 0
+    held: str | None = None
+
+
+def _survey(fd: int, rel: str, out: _Survey) -> None:
+    """Newest mtime, files and bytes under ``fd``, and the first directory a job holds."""
+    with os.scandir(fd) as it:
+        entries = list(it)
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        out.newest = max(out.newest, st.st_mtime)
+        if not stat.S_ISDIR(st.st_mode):
+            out.files += 1
+            out.bytes += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            continue
+        sub = os.open(entry.name, _DIR, dir_fd=fd)
+        try:
+            if _held(sub):
+                out.held = f"{rel}/{entry.name}"
+                return
+            fcntl.flock(sub, fcntl.LOCK_UN)
+            _survey(sub, f"{rel}/{entry.name}", out)
+            if out.held:
+                return
+        finally:
+            os.close(sub)
+
+
+class Pruner:
+    def __init__(self, cutoff: float, dry_run: bool) -> None:
+        self.cutoff = cutoff
+        self.dry_run = dry_run
+        self.report = Report()
+
+    def area(self, fd: int, rel: str, depth: int) -> None:
+        for name in sorted(os.listdir(fd)):
+            path = f"{rel}/{name}" if rel else name
+            try:
+                self.entry(fd, name, path, depth)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # gone meanwhile: nothing to do
+                    self.report.errors.append(f"{path}: {exc.strerror}")
+
+    def entry(self, parent: int, name: str, path: str, depth: int) -> None:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            self.report.links.append(path)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            if st.st_mtime < self.cutoff:
+                self.file(parent, name, path, st)
+            return
+        fd = os.open(name, _DIR, dir_fd=parent)
+        try:
+            if _held(fd):
+                self.report.held.append(path)
+                return
+            if name.startswith(PRUNING):
+                self.directory(parent, name, path, fd, stale=True)
+                return
+            if depth > 0 and not name.startswith("."):
+                survey = _Survey(newest=st.st_mtime)
+                _survey(fd, path, survey)
+                if survey.held:
+                    self.report.held.append(survey.held)
+                    return
+                if survey.newest < self.cutoff:
+                    self.directory(parent, name, path, fd, survey=survey)
+                    return
+            self.area(fd, path, depth + 1)
+        finally:
+            os.close(fd)
+
+    def file(self, parent: int, name: str, path: str, st: os.stat_result) -> None:
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.ENXIO):
+                raise
+            fd = -1
+        try:
+            if fd >= 0 and _held(fd):
+                self.report.held.append(path)
+                return
+            if not self.dry_run:
+                os.unlink(name, dir_fd=parent)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.report.removed.append(path)
+        self.report.files += 1
+        self.report.bytes += st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+    def directory(
+        self,
+        parent: int,
+        name: str,
+        path: str,
+        fd: int,
+        *,
+        survey: _Survey | None = None,
+        stale: bool = False,
+    ) -> None:
+        if survey is None:
+            survey = _Survey()
+            _survey(fd, path, survey)
+        if not self.dry_run:
+            aside = name if stale else f"{PRUNING}{name}-{uuid.uuid4().hex[:8]}"
+            if not stale:
+                os.rename(name, aside, src_dir_fd=parent, dst_dir_fd=parent)
+                moved = os.stat(aside, dir_fd=parent, follow_symlinks=False)
+                mine = os.fstat(fd)
+                if (moved.st_dev, moved.st_ino) != (mine.st_dev, mine.st_ino):
+                    # Replaced between the checks and the rename (a job installed a new
+                    # copy): put it back and leave it.
+                    os.rename(aside, name, src_dir_fd=parent, dst_dir_fd=parent)
+                    return
+            shutil.rmtree(aside, dir_fd=parent)
+        self.report.removed.append(path + "/")
+        self.report.files += survey.files
+        self.report.bytes += survey.bytes
+
+
+def prune_tree(root: Path, *, older_than_days: float, dry_run: bool = False) -> Report:
+    """Prune ``root`` (see the module's rules); the report lists what went (or would)."""
+    pruner = Pruner(time.time() - older_than_days * 86400, dry_run)
+    try:
+        # The root itself may be a link: it is the operator's choice of disk.
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return pruner.report
+    try:
+        pruner.area(fd, "", 0)
+    finally:
+        os.close(fd)
+    return pruner.report
+
+
+def prune_cache(inp: PruneInput, job: Job) -> Outcome:
+    try:
+        report = prune_tree(job.cache_dir, older_than_days=inp.older_than_days, dry_run=inp.dry_run)
+    except OSError as exc:
+        raise JobFailed(f"cannot prune {job.cache_dir}: {exc}") from exc
+    job.log.info(
+        "{} {} entries, {} files, {} bytes under {} ({} held, {} links left)",
+        "would remove" if inp.dry_run else "removed",
+        len(report.removed),
+        report.files,
+        report.bytes,
+        job.cache_dir,
+        len(report.held),
+        len(report.links),
+    )
+    return Outcome.ok(**report.to_json(inp.dry_run))

@@ -1,0 +1,124 @@
+"""Resource faults: a job that prints a gigabyte, a cache that fills up."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class RssSampler:
+    """The host's resident memory, sampled every 20 ms while a job runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_kib(self.pid))
+            time.sleep(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ping(caller) -> float:
+    started = time.perf_counter()
+    rid = caller.send("health_ping", {})
+    caller.wait_reply(lambda r: r.get("request_id") == rid, timeout=10)
+    return time.perf_counter() - started
+
+
+def test_a_gigabyte_of_output_is_capped_and_host_memory_stays_flat(host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    assert host.proc is not None
+    caller.wait_event(caller.send("test_flood", {"mb": 1}))  # warm: fork server, imports
+    before = rss_kib(host.proc.pid)
+    with RssSampler(host.proc.pid) as rss:
+        started = time.monotonic()
+        rid = caller.send("test_flood", {"mb": 1024})
+        pings = []
+        while not caller.events_for(rid):
+            pings.append(ping(caller))
+        took = time.monotonic() - started
+    event = caller.wait_event(rid)
+    assert event["outcome"] == "ok" and event["printed_mb"] == 1024, event
+    growth = max(rss.samples) - before
+    print(f"1 GiB printed in {took:.1f} s; host RSS {before / 1024:.1f} MiB before, "
+          f"max {max(rss.samples) / 1024:.1f} MiB during (+{growth / 1024:.1f} MiB); "
+          f"{len(pings)} pings meanwhile, max {max(pings) * 1000:.1f} ms")
+    assert growth < 32 * 1024, f"host RSS grew by {growth} KiB while a job printed 1 GiB"
+    assert max(pings) < 1.0
+    # What was kept is bounded: the head and tail of the output, in the host's log.
+    assert host.log.stat().st_size < 4 << 20
+
+
+@pytest.fixture
+def small_cache(tmp_path):
+    where = tmp_path / "h0" / "cache"
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_full_cache_fails_the_job_and_not_the_host(small_cache, host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    assert ping(caller) < 1.0
+    rid = caller.send("test_fill", {"mb": 16, "name": "big"})
+    event = caller.wait_event(rid, timeout=30)
+    assert event["msg_type"] == "test_fill_failed" and event["outcome"] == "error", event
+    assert "No space left on device" in event["reason"], event
+    # The host is alive and still answers, and a job that fits runs once space is back.
+    assert host.proc is not None and host.proc.poll() is None
+    assert ping(caller) < 1.0
+    fits = caller.send("test_fill", {"mb": 1, "name": "small"})
+    assert caller.wait_event(fits)["outcome"] == "ok"
+    assert (small_cache / "fill" / "small").stat().st_size == 1 << 20
+
+
+def test_a_monitor_answering_503_costs_pings_nothing_and_is_not_hammered(host_factory,
+                                                                       caller_for):
+    from opsagent.testing.http import FakeServer, Response
+
+    with FakeServer() as mon:
+        mon.route("POST", "/api/systemagents/heartbeat/", Response.unavailable())
+        mon.route("POST", "/api/logs/", Response.unavailable())
+        host = host_factory(extra={"monitor": {"enabled": True, "url": mon.url,
+                                               "heartbeat_seconds": 1, "timeout_seconds": 2}},
+                            env={"SWF_API_TOKEN": "monitor-token-for-the-test"}).start()
+        caller = caller_for(host)
+        pings = []
+        jobs = 20
+        for i in range(jobs):
+            caller.wait_event(caller.send("test_echo", {"text": f"job {i}"}))
+            time.sleep(0.06)  # past the caller's delayed ACK (see test_monitor)
+            pings.append(ping(caller))
+        host.wait_log("failed (HTTP 503)")
+        logs = len(mon.requests_to("POST", "/api/logs/"))
+    assert max(pings) < 0.5, pings
+    # Best effort: each record is posted once, a failure is not retried in a loop.
+    assert 1 <= logs <= jobs, logs
+    assert host.text().count("failed (HTTP 503)") <= 2, host.text()[-2000:]
