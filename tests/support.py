@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import stomp
+from opsagent.testing import toml_text as toml
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = Path(os.environ.get("OPSAGENT_SERVICES", ROOT / ".services"))
@@ -38,14 +39,6 @@ def port_open(host: str, port: int) -> bool:
     except OSError:
         return False
 
-
-def toml(raw: dict[str, Any]) -> str:
-    lines = []
-    for section, values in raw.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
 
 
 class HostProcess:

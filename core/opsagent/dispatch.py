@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from opsagent import events
+from opsagent import events, execute
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.envelope import Envelope, EnvelopeError, parse
@@ -119,20 +119,9 @@ class Dispatcher:
                 env.request_id,
             )
             return
-        try:
-            inp = structure(env.body, cap.input)
-        except InputError as exc:
-            self._reject(
-                delivery,
-                env.msg_type,
-                env.reply_to,
-                f"invalid input for {env.msg_type}: {exc}",
-                exc.errors,
-                "invalid",
-                env.request_id,
-            )
-            return
-        self._accept(delivery, env, cap, inp)
+        inp = self._input(delivery, env, cap)
+        if inp is not None:
+            self._accept(delivery, env, cap, inp)
 
     def _ours(self, env: Envelope, delivery: Delivery) -> bool:
         if env.namespace is None and not self.require_namespace:
@@ -174,9 +163,10 @@ class Dispatcher:
             env.request_id,
         )
 
-    def _control(self, delivery: Delivery, env: Envelope, cap: Capability) -> None:
+    def _input(self, delivery: Delivery, env: Envelope, cap: Capability) -> Any | None:
+        """The capability's input, or ``None`` once the request has been rejected."""
         try:
-            inp = structure(env.body, cap.input)
+            return structure(env.body, cap.input)
         except InputError as exc:
             self._reject(
                 delivery,
@@ -187,9 +177,12 @@ class Dispatcher:
                 "invalid",
                 env.request_id,
             )
-            return
-        from opsagent import execute
+            return None
 
+    def _control(self, delivery: Delivery, env: Envelope, cap: Capability) -> None:
+        inp = self._input(delivery, env, cap)
+        if inp is None:
+            return
         job = Job(
             id=delivery.message_id,
             msg_type=cap.msg_type,

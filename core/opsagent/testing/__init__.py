@@ -61,7 +61,7 @@ class Harness:
             raw.setdefault(section, {}).update(values)
         tmp.mkdir(parents=True, exist_ok=True)
         cfg_path = tmp / "opsagent.toml"
-        cfg_path.write_text(_toml(raw))
+        cfg_path.write_text(toml_text(raw))
         self.config = configuration.load(cfg_path)
         mods = [(m.__name__, m) for m in modules]
         if entry_points:
@@ -168,7 +168,8 @@ class Harness:
         return self.exit_status
 
 
-def _toml(raw: dict[str, Any]) -> str:
+def toml_text(raw: dict[str, Any]) -> str:
+    """A TOML file of flat tables (``{section: {key: value}}``), for test configurations."""
     lines = []
     for section, values in raw.items():
         lines.append(f"[{section}]")
