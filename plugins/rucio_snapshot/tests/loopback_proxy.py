@@ -1,7 +1,8 @@
 """An HTTP relay on loopback in front of the real Rucio server, to add faults or delay.
 
 Every request is forwarded unchanged to the upstream server unless a fault rule
-matches the decoded path and query, in which case the relay answers that status
+matches the decoded path and query or the request body (a bulk request names its
+datasets there), in which case the relay answers that status
 itself (as Rucio does: JSON body with ``ExceptionClass`` / ``ExceptionMessage``).
 ``delay`` adds that many seconds before each forwarded request: a stand-in for the
 round trip to a remote server, used by the benchmark.
@@ -45,7 +46,8 @@ class RucioRelay:
         self._httpd: ThreadingHTTPServer | None = None
 
     def fail(self, fragment: str, status: int = 500) -> None:
-        """Answer ``status`` to every request whose decoded path+query contains ``fragment``."""
+        """Answer ``status`` to every request whose decoded path+query or body contains
+        ``fragment``."""
         with self._lock:
             self.faults.append((fragment, status))
 
@@ -54,11 +56,12 @@ class RucioRelay:
         assert self._httpd is not None
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def _fault_for(self, target: str) -> int | None:
+    def _fault_for(self, target: str, body: bytes | None) -> int | None:
+        text = body.decode("utf-8", "replace") if body else ""
         with self._lock:
             self.seen.append(target)
             for fragment, status in self.faults:
-                if fragment in target:
+                if fragment in target or fragment in text:
                     return status
         return None
 
@@ -81,7 +84,7 @@ class RucioRelay:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                status = relay._fault_for(unquote(self.path))
+                status = relay._fault_for(unquote(self.path), body)
                 if status is not None:
                     payload = json.dumps(
                         {

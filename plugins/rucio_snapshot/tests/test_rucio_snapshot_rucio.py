@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,18 @@ from loopback_proxy import RucioRelay
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
 from opsagent_rucio_snapshot import cachefiles
+from opsagent_rucio_snapshot.fetch import (
+    BATCH,
+    REPLICA_FIELDS,
+    Rucio,
+    RucioAccess,
+    fetch_campaign,
+    fetch_campaign_one_by_one,
+    private_token,
+)
 from opsagent_rucio_snapshot.inputs import SnapshotInput
 from opsagent_rucio_snapshot.update import update_snapshots
-from rucio_seed import FILE_BYTES, SCOPE, Layout
+from rucio_seed import FILE_BYTES, SCOPE, STAGES, Layout
 from snapshot_cases import CURRENT, LAST, TASKS
 
 pytestmark = pytest.mark.rucio
@@ -73,6 +84,35 @@ def cache(job: Job) -> Path:
     return cachefiles.snapshot_dir(job.cache_dir)
 
 
+def access(env: dict[str, str], url: str | None = None) -> RucioAccess:
+    return RucioAccess(
+        url=url or env["RUCIO_TEST_URL"],
+        account=env["RUCIO_TEST_ACCOUNT"],
+        username=env["RUCIO_TEST_USERNAME"],
+        password=env["RUCIO_TEST_PASSWORD"],
+    )
+
+
+def records_of(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["did"]: r for e in snap["campaigns"].values() for r in e["datasets"]}
+
+
+def expected_records(layout: list[Layout]) -> dict[str, dict[str, Any]]:
+    return {f"{SCOPE}:{ds.name}": expected_record(ds) for ds in layout}
+
+
+def dataset_requests(relay: RucioRelay) -> dict[str, list[str]]:
+    """The relay's requests about datasets, by kind (listings, bulk, one dataset)."""
+    return {
+        "listing": [p for p in relay.seen if p.startswith(f"/dids/{SCOPE}/dids/search")],
+        "bulk": [p for p in relay.seen if p.startswith("/replicas/datasets_bulk")],
+        "replicas": [
+            p for p in relay.seen if p.startswith(f"/replicas/{SCOPE}/") and "/datasets" in p
+        ],
+        "meta": [p for p in relay.seen if "/meta" in p],
+    }
+
+
 def test_snapshot_of_a_campaign_field_by_field(make_job, campaign) -> None:
     job = make_job()
     outcome = run(job, campaigns=[CURRENT])
@@ -108,18 +148,68 @@ def test_snapshot_of_a_campaign_field_by_field(make_job, campaign) -> None:
     assert sorted(p.name for p in cache(job).iterdir()) == [f"current-{CURRENT}.json"]
 
 
+def test_a_campaign_takes_one_listing_per_stage_and_one_bulk_request_per_batch(
+    make_job, campaign, relay: RucioRelay
+) -> None:
+    job = make_job(rucio_url=relay.url)
+    assert run(job, campaigns=[CURRENT]).status == "ok"
+    per_stage = [len([d for d in campaign[CURRENT] if d.name.startswith(f"/{s}/")]) for s in STAGES]
+    asked = dataset_requests(relay)
+    assert len(asked["listing"]) == len(STAGES)
+    assert all("long=True" in p for p in asked["listing"])
+    assert len(asked["bulk"]) == sum(math.ceil(n / BATCH) for n in per_stage)
+    assert asked["replicas"] == [] and asked["meta"] == []
+
+
 @pytest.mark.parametrize("parallel", [1, 3])
 def test_requests_in_flight_are_bounded(
-    make_job, campaign, relay: RucioRelay, parallel: int
+    rucio_server, campaign, relay: RucioRelay, parallel: int
 ) -> None:
-    job = make_job(rucio_url=relay.url, parallel=parallel)
-    assert run(job, campaigns=[LAST]).status == "ok"
+    relay.delay = 0.02  # long enough for requests to overlap when they may
+    with private_token(), ThreadPoolExecutor(parallel) as pool:
+        snap = fetch_campaign(
+            Rucio(access(rucio_server, relay.url)), pool, SCOPE, LAST, STAGES, batch=4
+        )
+    assert records_of(snap) == expected_records(campaign[LAST])
     # the workers' requests, plus at most the stage listing still being read
     assert relay.most_in_flight <= parallel + 1
     if parallel > 1:
         assert relay.most_in_flight >= 2
-    dataset_calls = [p for p in relay.seen if "/meta?" in p]
-    assert len(dataset_calls) == len(campaign[LAST])
+    counts = [e["count"] for e in snap["campaigns"].values()]
+    assert len(dataset_requests(relay)["bulk"]) == sum(math.ceil(n / 4) for n in counts)
+
+
+def test_bulk_fetch_matches_the_one_at_a_time_fetch_field_by_field(rucio_server, campaign) -> None:
+    with private_token(), ThreadPoolExecutor(4) as pool:
+        rucio = Rucio(access(rucio_server))
+        bulk = fetch_campaign(rucio, pool, SCOPE, CURRENT, STAGES)
+        one = fetch_campaign_one_by_one(rucio, SCOPE, CURRENT, STAGES)
+    assert list(bulk["campaigns"]) == list(one["campaigns"])
+    for key, entry in one["campaigns"].items():
+        assert bulk["campaigns"][key]["count"] == entry["count"] > 0
+    got, want = records_of(bulk), records_of(one)
+    assert sorted(got) == sorted(want) and len(got) == len(campaign[CURRENT])
+    for did, old in want.items():
+        new = got[did]
+        assert (new["length"], new["bytes"]) == (old["length"], old["bytes"]), did
+        assert [r["rse"] for r in new["rse_replicas"]] == [r["rse"] for r in old["rse_replicas"]]
+        for a, b in zip(new["rse_replicas"], old["rse_replicas"], strict=True):
+            for field in REPLICA_FIELDS:
+                assert a[field] == b[field], (did, a["rse"], field)
+    assert untimed(bulk) == untimed(one)
+
+
+def test_a_failing_bulk_request_falls_back_to_one_request_per_dataset(
+    rucio_server, campaign, relay: RucioRelay
+) -> None:
+    relay.fail("/replicas/datasets_bulk")
+    with private_token(), ThreadPoolExecutor(3) as pool:
+        snap = fetch_campaign(
+            Rucio(access(rucio_server, relay.url)), pool, SCOPE, LAST, STAGES, batch=5
+        )
+    assert records_of(snap) == expected_records(campaign[LAST])
+    asked = dataset_requests(relay)
+    assert len(asked["replicas"]) == len(campaign[LAST]) and asked["meta"] == []
 
 
 def dids(outputs: list[dict[str, Any]] | None) -> list[str]:
@@ -310,15 +400,24 @@ def test_one_dataset_failing_is_kept_with_the_dataset(
     make_job, campaign, relay: RucioRelay, catalogue: FakeCatalogue
 ) -> None:
     broken = f"/RECO/{LAST}/epic_craterlake/DIS/NC/5x41/minQ2=1"
-    relay.fail(broken + "/meta")
+    relay.fail(f'"{broken}"')  # the bulk request naming it (not minQ2=10 ...)
+    relay.fail(broken + "/datasets")  # and its own replica request
     job = make_job(rucio_url=relay.url, catalogue_url=catalogue.server.url)
     err = failed(job, campaigns=[LAST])
     assert err.reason.startswith(f"{LAST}: 1 dataset(s) failed ({SCOPE}:{broken}: ")
     snap = read(cachefiles.snapshot_path(job.cache_dir, LAST))
-    records = {r["did"]: r for e in snap["campaigns"].values() for r in e["datasets"]}
+    records = records_of(snap)
     assert len(records) == len(campaign[LAST])
     assert "RucioException" in records[f"{SCOPE}:{broken}"]["error"]
+    assert records[f"{SCOPE}:{broken}"]["rse_replicas"] == []
     assert [d for d, r in records.items() if "error" in r] == [f"{SCOPE}:{broken}"]
+    # the rest of its batch was asked for one by one, and is whole
+    expected = expected_records(campaign[LAST])
+    assert {d: r for d, r in records.items() if "error" not in r} == {
+        d: r for d, r in expected.items() if d != f"{SCOPE}:{broken}"
+    }
+    reco = len([d for d in campaign[LAST] if d.name.startswith("/RECO/")])
+    assert len(dataset_requests(relay)["replicas"]) == min(reco, BATCH)
     # the catalogue still gets the campaign, with the failure shown on that output
     outputs = {e["did"]: e for e in catalogue.outputs("last-campaign-task") or []}
     assert "error" in outputs[f"{SCOPE}:{broken}"]
