@@ -11,8 +11,11 @@ figures are medians.  Target: host ≤ 1.15 × hand.
 Needs ``scripts/services.sh start activemq xrootd rucio``.
 
     .venv/bin/python bench/fetch_payload_log.py [--mb 100] [--rounds 9] [--write]
+        [--sizes 10,30,100,200 [--size-rounds 3]]
 
-``--write`` puts the figures into docs/performance.md (its own section).
+``--write`` puts the figures into docs/performance.md (its own section).  ``--sizes``
+also measures both paths at each tarball size (median of ``--size-rounds``) and draws
+the time-vs-size plot (docs/img/fetch-size.png) from those figures.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from opsagent_fetch_payload_log import demo  # noqa: E402
 from support import Caller, HostProcess, service_env  # noqa: E402
 
 TARGET = 1.15
+SIZES = (10, 30, 100, 200)
 RAW_PER_MB = 2.55
 BEGIN, END = "<!-- fetch_payload_log:begin -->", "<!-- fetch_payload_log:end -->"
 KEPT = ("payload.stdout", "payload.stderr", "pilotlog.txt", "pandatracerlog.txt")
@@ -205,7 +209,33 @@ def run(mb: int = 100, rounds: int = 9) -> dict[str, Any]:
     return result
 
 
-def markdown(r: dict[str, Any]) -> list[str]:
+def by_size(sizes: tuple[int, ...] = SIZES, rounds: int = 3) -> list[dict[str, Any]]:
+    """Both paths at each tarball size, in MB (compressed)."""
+    return [run(mb, rounds) for mb in sizes]
+
+
+def size_lines(rows: list[dict[str, Any]], image: str | None) -> list[str]:
+    out = [
+        "",
+        "### Time vs tarball size",
+        "",
+        f"The same two paths at each size, median of {rows[0]['rounds']} alternating rounds "
+        "after a warm-up:",
+        "",
+        "| tarball (MB) | kept members (MB) | by hand (s) | through the host (s) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['tarball_mb']} | {r['kept_mb']} | {r['hand_s']} | {r['host_s']} | {r['ratio']} |"
+        )
+    if image:
+        out += ["", f"![fetch_payload_log time vs tarball size]({image})"]
+    return out
+
+
+def markdown(r: dict[str, Any], image: str | None = None) -> list[str]:
+    sizes = size_lines(r["sizes"], image) if r.get("sizes") else []
     return [
         BEGIN,
         "## fetch_payload_log: a ~100 MB log tarball end to end",
@@ -232,6 +262,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
         "The hand-run baseline neither checks members nor syncs anything to disk; the host "
         "fsyncs the kept files, `.done` and the directory before the swap, so that a power "
         "loss cannot leave a `.done` beside empty files.",
+        *sizes,
         END,
     ]
 
@@ -239,7 +270,12 @@ def markdown(r: dict[str, Any]) -> list[str]:
 def write(r: dict[str, Any]) -> Path:
     path = ROOT / "docs" / "performance.md"
     text = path.read_text() if path.exists() else "# Performance\n"
-    section = "\n".join(markdown(r))
+    image = None
+    if r.get("sizes"):
+        import plots
+
+        image = plots.fetch_size(r["sizes"])
+    section = "\n".join(markdown(r, image))
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         text = head + section + rest.split(END, 1)[1]
@@ -254,8 +290,17 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--write", action="store_true", help="update docs/performance.md")
+    ap.add_argument(
+        "--sizes",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        help=f"also measure at these tarball sizes in MB (e.g. {','.join(map(str, SIZES))}) "
+        "and plot time vs size",
+    )
+    ap.add_argument("--size-rounds", type=int, default=3)
     args = ap.parse_args()
     result = run(args.mb, args.rounds)
+    if args.sizes:
+        result["sizes"] = by_size(args.sizes, args.size_rounds)
     print(json.dumps(result, indent=1))
     for line in markdown(result)[6:11]:
         print(line)

@@ -1,7 +1,8 @@
 """health_ping round trip: idle, and with every worker busy and 1,000 jobs queued.
 
 Baselines in the same run on the same broker: a plain stomp.py responder that acks then
-replies, without and with TCP_NODELAY.
+replies, without and with TCP_NODELAY.  ``run()`` keeps every round trip too
+(``samples_ms``), so the latency plot is drawn from the measurement itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import stomp
 from common import HostProcess, RawResponder, RoundTrip, broker, connect, summary_ms
@@ -35,22 +37,28 @@ def drain(env: dict[str, str], queue: str, n: int) -> None:
     conn.disconnect()
 
 
-def run() -> dict[str, dict[str, float]]:
+def run() -> dict[str, Any]:
     env = broker()
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {}
+
+    def measured(name: str, values: list[float]) -> dict[str, float]:
+        samples[name] = [round(v * 1000, 3) for v in values]
+        return summary_ms(values)
+
     rt = RoundTrip(env)
     for name, nodelay in (("baseline_raw_no_nodelay", False), ("baseline_raw_nodelay", True)):
         q = f"/queue/bench.raw.{uuid.uuid4().hex[:8]}"
         responder = RawResponder(env, q, nodelay)
         rt.measure(q, {"msg_type": "health_ping"}, 20)
-        out[name] = summary_ms(rt.measure(q, {"msg_type": "health_ping"}, N))
+        out[name] = measured(name, rt.measure(q, {"msg_type": "health_ping"}, N))
         responder.close()
     with tempfile.TemporaryDirectory() as tmp:
         host = HostProcess(Path(tmp), env).start()
         try:
             ping = {"msg_type": "health_ping", "namespace": "prodops"}
             rt.measure(host.queue, ping, 20)
-            out["opsagent_idle"] = summary_ms(rt.measure(host.queue, ping, N))
+            out["opsagent_idle"] = measured("opsagent_idle", rt.measure(host.queue, ping, N))
             # test_noop: thread capability, concurrency 2 -- 2 running + 1,000 queued.
             filler = connect(env)
             for i in range(1002):
@@ -60,15 +68,18 @@ def run() -> dict[str, dict[str, float]]:
             while host.text().count("started (test_noop") < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(1.0)  # let the broker hand over the queued 1,000
-            out["opsagent_saturated"] = summary_ms(rt.measure(host.queue, ping, N))
+            out["opsagent_saturated"] = measured("opsagent_saturated",
+                                                 rt.measure(host.queue, ping, N))
             filler.disconnect()
         finally:
             host.kill9()
             drain(env, host.queue, 1002)
     rt.close()
+    out["samples_ms"] = samples
     return out
 
 
 if __name__ == "__main__":
     for k, v in run().items():
-        print(f"{k:28} {v}")
+        if k != "samples_ms":
+            print(f"{k:28} {v}")

@@ -1,11 +1,13 @@
-"""Resource faults, measured: a job printing a gigabyte, a cache on a full tmpfs, and a
-monitor answering 503 or hanging while pings go through.  Prints JSON."""
+"""Resource faults, measured: a job printing a gigabyte, a cache on a full tmpfs, a
+monitor answering 503 or hanging while pings go through, and the catalogue answering 503
+or hanging under rucio_snapshot_update.  Prints JSON."""
 
 from __future__ import annotations
 
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -13,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import HostProcess, broker, pct
+from common import HostProcess, RoundTrip, broker, pct
 from opsagent.testing.http import FakeServer, Response, hang
 from support import Caller
 
@@ -137,10 +139,96 @@ def monitor(env: dict[str, str], n: int = 100) -> dict[str, Any]:
     return out
 
 
+#: The catalogue client's settings in the catalogue measurement: one call's bound is
+#: tries * timeout + the waits between tries (backoff, doubling).
+CATALOGUE = {"catalogue_timeout": 2.0, "catalogue_tries": 3, "catalogue_backoff": 0.5}
+
+
+def catalogue_bound() -> float:
+    c = CATALOGUE
+    tries = int(c["catalogue_tries"])
+    return c["catalogue_tries"] * c["catalogue_timeout"] + sum(
+        c["catalogue_backoff"] * 2**k for k in range(tries - 1))
+
+
+def catalogue(env: dict[str, str], jobs: int = 3, min_pings: int = 100) -> dict[str, Any]:
+    """rucio_snapshot_update against a catalogue answering 503 or hanging, pinged all the
+    while; baseline: the same job against a catalogue that answers at once (no campaign
+    is current, so the job ends there, before Rucio).  Pings go on a connection of their
+    own: on the caller's, a reply right behind a job's event waits for the caller's
+    delayed ACK (~40 ms, the broker does not set TCP_NODELAY), which is not the host's."""
+    out: dict[str, Any] = {"settings": dict(CATALOGUE), "bound_s": catalogue_bound()}
+    for mode in ("none", "503", "hang"):
+        with tempfile.TemporaryDirectory() as tmp, FakeServer() as pcs:
+            url = pcs.url
+            answer: Any = {"none": [], "503": Response.unavailable(), "hang": hang}[mode]
+            pcs.route("GET", "/pcs/api/campaigns/", answer)
+            host, caller = _host(
+                Path(tmp) / f"pcs{mode}", env, name=f"pcs{mode}", paths=(),
+                env={"BENCH_RUCIO_PASSWORD": "never-used"},
+                extra={"capabilities": {"allow": ["rucio_snapshot_update"]},
+                       "credentials.rucio_userpass": {"env": "BENCH_RUCIO_PASSWORD"},
+                       "capability.rucio_snapshot_update": {
+                           # Never reached: without campaigns the catalogue is asked first.
+                           "rucio_url": "http://127.0.0.1:9", "rucio_account": "bench",
+                           "rucio_username": "bench", "catalogue_url": url, **CATALOGUE}})
+            pinger = RoundTrip(env)
+            body = {"msg_type": "health_ping", "namespace": "prodops"}
+            try:
+                pinger.measure(host.queue, body, 20)
+                if mode == "none":
+                    idle = []
+                    for _ in range(min_pings):
+                        idle += pinger.measure(host.queue, body, 1)
+                        time.sleep(0.02)
+                    out["idle"] = {"pings": len(idle),
+                                   "ping_p50_ms": round(pct(idle, 50) * 1000, 2),
+                                   "ping_p99_ms": round(pct(idle, 99) * 1000, 2),
+                                   "ping_max_ms": round(max(idle) * 1000, 2)}
+                pings: list[float] = []
+                seconds: list[float] = []
+                tries: list[int] = []
+                errors: set[str] = set()
+                ok: set[bool] = set()
+                while len(seconds) < jobs or len(pings) < min_pings:
+                    before = len(pcs.requests_to("GET", "/pcs/api/campaigns/"))
+                    started = time.monotonic()
+                    rid = caller.send("rucio_snapshot_update", {"created_by": "bench"})
+                    while not caller.events_for(rid):
+                        if time.monotonic() - started > out["bound_s"] + 60:
+                            raise RuntimeError(f"no event for {rid} within the bound + 60 s; "
+                                               f"host log:\n{host.text()[-3000:]}")
+                        pings += pinger.measure(host.queue, body, 1)
+                        time.sleep(0.02)
+                    seconds.append(time.monotonic() - started)
+                    event = caller.wait_event(rid)
+                    ok.add(event["ok"])
+                    errors.add(str(event.get("error", "")).replace(url, "<catalogue>")
+                               .replace(f"port={pcs.port}", "port=<port>"))
+                    tries.append(len(pcs.requests_to("GET", "/pcs/api/campaigns/")) - before)
+                assert host.proc is not None
+                out[mode] = {"jobs": len(seconds), "ok": sorted(ok), "errors": sorted(errors),
+                             "tries_per_job": sorted(set(tries)),
+                             "job_mean_s": round(statistics.fmean(seconds), 2),
+                             "job_max_s": round(max(seconds), 2),
+                             "host_alive": host.proc.poll() is None, "pings": len(pings),
+                             "ping_p50_ms": round(pct(pings, 50) * 1000, 2),
+                             "ping_p99_ms": round(pct(pings, 99) * 1000, 2),
+                             "ping_max_ms": round(max(pings) * 1000, 2)}
+            finally:
+                pinger.close()
+                caller.close()
+                host.stop()
+    return out
+
+
 def main() -> None:
     env = broker()
+    if sys.argv[1:] == ["catalogue"]:
+        print(json.dumps({"catalogue": catalogue(env)}, indent=2))
+        return
     print(json.dumps({"flood": flood(env), "full_cache": full_cache(env),
-                      "monitor": monitor(env)}, indent=2))
+                      "monitor": monitor(env), "catalogue": catalogue(env)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-# dev too: the tests bake the capability template and build the documentation.
-args=(-e ".[test,dev]")
+# dev too: the tests bake the capability template and build the documentation; bench: the
+# plots `make bench` draws.
+args=(-e ".[test,dev,bench]")
 for p in "$@"; do args+=(-e "$p"); done
 "$venv/bin/python" -m pip install -q "${args[@]}"

@@ -122,3 +122,47 @@ def test_a_monitor_answering_503_costs_pings_nothing_and_is_not_hammered(host_fa
     # Best effort: each record is posted once, a failure is not retried in a loop.
     assert 1 <= logs <= jobs, logs
     assert host.text().count("failed (HTTP 503)") <= 2, host.text()[-2000:]
+
+
+@pytest.mark.parametrize("fault", ["503", "hang"])
+def test_a_catalogue_answering_503_or_hanging_fails_the_job_in_bounded_time(
+        fault, host_factory, caller_for):
+    """rucio_snapshot_update asks the catalogue for its campaigns: a bounded number of tries,
+    one structured error naming the catalogue, and the host answers pings all the while."""
+    from opsagent.testing.http import FakeServer, Response, hang
+
+    timeout, tries, backoff = 1.0, 2, 0.2
+    bound = tries * timeout + backoff
+    with FakeServer() as pcs:
+        url = pcs.url
+        pcs.route("GET", "/pcs/api/campaigns/", hang if fault == "hang" else Response.unavailable())
+        host = host_factory(
+            paths=(), env={"TEST_RUCIO_PASSWORD": "never-used"},
+            extra={"credentials.rucio_userpass": {"env": "TEST_RUCIO_PASSWORD"},
+                   "capability.rucio_snapshot_update": {
+                       # Never reached: without campaigns the catalogue is asked first.
+                       "rucio_url": "http://127.0.0.1:9", "rucio_account": "root",
+                       "rucio_username": "ddmlab", "catalogue_url": url,
+                       "catalogue_timeout": timeout, "catalogue_tries": tries,
+                       "catalogue_backoff": backoff}}).start()
+        caller = caller_for(host)
+        ping(caller)
+        started = time.monotonic()
+        rid = caller.send("rucio_snapshot_update", {"created_by": "ann"})
+        pings = []
+        while not caller.events_for(rid):
+            pings.append(ping(caller))
+            time.sleep(0.02)
+        took = time.monotonic() - started
+        event = caller.wait_event(rid)
+        tried = len(pcs.requests_to("GET", "/pcs/api/campaigns/"))
+    assert event["msg_type"] == "rucio_snapshot_ready" and event["ok"] is False, event
+    assert event["error"].startswith(
+        f"no current campaign defined: cannot read campaigns from the catalogue: "
+        f"GET {url}/pcs/api/campaigns/: "
+        + ("HTTP 503 " if fault == "503" else "ReadTimeout: ")), event
+    assert event["error"].endswith(f" after {tries} tries"), event
+    assert tried == tries
+    assert took < bound + 5.0, took  # + the job's process start and the event's way back
+    assert pings and max(pings) < 0.5, pings
+    assert host.proc is not None and host.proc.poll() is None

@@ -7,10 +7,19 @@
 
 List answers may be a JSON array or a page ``{"results": [...], "next": <url>|null}``;
 pages are followed.  The contract is written out in ``docs/rucio_snapshot.md``.
+
+Every request is bounded: an answer of 429/502/503/504, a refused connection or a
+timeout is tried again, at most ``tries`` times in all with doubling waits, so one call
+takes at most ``tries * timeout + sum(backoffs)`` seconds.  Once a call has used up its
+tries the catalogue counts as down for the rest of the job and later calls fail at
+once, so a hanging catalogue cannot stretch a run of many task PATCHes past its time
+limit.  Retrying a PATCH is safe: it replaces the task's ``overrides`` whole.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -18,10 +27,29 @@ import requests
 
 API = "/pcs/api"
 MAX_PAGES = 1000
+#: Answers that say "not now" rather than "no": worth another try.
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+#: A ``Retry-After`` longer than this is not waited for in full.
+MAX_RETRY_AFTER = 30.0
 
 
 class CatalogueError(Exception):
     """A catalogue request failed; the message says which request and why."""
+
+
+class _Transient(Exception):
+    """A try that another try may fix; ``wait`` is the server's Retry-After, if any."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    try:
+        return min(max(float(resp.headers.get("Retry-After", "")), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return None  # absent, or an HTTP date: the own backoff applies
 
 
 class Catalogue:
@@ -32,20 +60,55 @@ class Catalogue:
         verify: bool | str = True,
         timeout: float = 30.0,
         remote_user: str | None = None,
+        tries: int = 3,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base = base_url.rstrip("/")
         self.verify = verify
         self.timeout = timeout
+        self.tries = max(1, tries)
+        self.backoff = backoff
+        self.sleep = sleep
+        #: Why the catalogue counts as down (a call used up its tries), else ``None``.
+        self.down: str | None = None
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
         self.session.headers["User-Agent"] = "opsagent-rucio-snapshot"
         if remote_user:
             self.session.headers["X-Remote-User"] = remote_user
 
+    def backoffs(self) -> list[float]:
+        """The waits between tries of one call."""
+        return [self.backoff * 2**k for k in range(self.tries - 1)]
+
+    def bound(self) -> float:
+        """The longest one call can take, in seconds (Retry-After aside)."""
+        return self.tries * self.timeout + sum(self.backoffs())
+
     def _request(
         self, method: str, url: str, params: dict[str, str] | None = None, **kw: Any
     ) -> Any:
         shown = f"{url}?{urlencode(params)}" if params else url
+        if self.down is not None:
+            raise CatalogueError(
+                f"{method} {shown}: not tried, the catalogue is down ({self.down})"
+            )
+        backoffs = self.backoffs()
+        for attempt in range(self.tries):
+            try:
+                return self._try(method, url, shown, params, **kw)
+            except _Transient as exc:
+                tried = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
+                if attempt == self.tries - 1:
+                    self.down = f"{exc} after {tried}"
+                    raise CatalogueError(f"{method} {shown}: {exc} after {tried}") from None
+                self.sleep(exc.wait if exc.wait is not None else backoffs[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _try(
+        self, method: str, url: str, shown: str, params: dict[str, str] | None, **kw: Any
+    ) -> Any:
         try:
             resp = self.session.request(
                 method,
@@ -56,11 +119,18 @@ class Catalogue:
                 allow_redirects=False,
                 **kw,
             )
+        except requests.exceptions.SSLError as exc:
+            raise CatalogueError(f"{method} {shown}: {type(exc).__name__}: {exc}") from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         except requests.RequestException as exc:
             raise CatalogueError(f"{method} {shown}: {type(exc).__name__}: {exc}") from exc
         if not 200 <= resp.status_code < 300:
             body = " ".join(resp.text.split())[:200]
-            raise CatalogueError(f"{method} {shown}: HTTP {resp.status_code} {body}".rstrip())
+            status = f"HTTP {resp.status_code} {body}".rstrip()
+            if resp.status_code in TRANSIENT_STATUS:
+                raise _Transient(status, _retry_after(resp))
+            raise CatalogueError(f"{method} {shown}: {status}")
         if not resp.content:
             return None
         try:

@@ -74,6 +74,16 @@ def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
         raise FieldError(attr.name, f"expected a positive number, got {value!r}")
 
 
+def _not_negative(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise FieldError(attr.name, f"expected 0 or more seconds, got {value!r}")
+
+
+def _tries(_inst: Any, attr: attrs.Attribute, value: int) -> None:
+    if not 1 <= value <= 10:
+        raise FieldError(attr.name, f"expected 1 to 10 tries, got {value!r}")
+
+
 def _parallel(_inst: Any, attr: attrs.Attribute, value: int) -> None:
     if not 1 <= value <= 256:
         raise FieldError(attr.name, f"expected 1 to 256 requests in flight, got {value!r}")
@@ -109,6 +119,10 @@ class SnapshotConfig:
     catalogue_tls_verify: bool | None = None
     catalogue_ca_bundle: str | None = None
     catalogue_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Tries of each catalogue request answered 429/502/503/504, refused or timed out.
+    catalogue_tries: int = attrs.field(default=3, validator=_tries)
+    #: Seconds before the second try, doubling after (a Retry-After answer is honoured).
+    catalogue_backoff: float = attrs.field(default=1.0, validator=_not_negative)
     #: Dataset requests in flight at once.
     parallel: int = attrs.field(default=16, validator=_parallel)
     request_timeout: float = attrs.field(default=60.0, validator=_positive)

@@ -116,6 +116,8 @@ def catalogue_of(cfg: SnapshotConfig, inp: SnapshotInput, job: Job) -> Catalogue
         verify=verify,
         timeout=cfg.catalogue_timeout,
         remote_user=inp.created_by or cfg.catalogue_user,
+        tries=cfg.catalogue_tries,
+        backoff=cfg.catalogue_backoff,
     )
 
 
@@ -139,7 +141,9 @@ def campaigns_to_refresh(
     try:
         rows = catalogue.campaigns()
     except CatalogueError as exc:
-        raise JobFailed(f"no current campaign defined: cannot read campaigns: {exc}") from None
+        raise JobFailed(
+            f"no current campaign defined: cannot read campaigns from the catalogue: {exc}"
+        ) from None
     by_lifecycle: dict[str, list[str]] = {}
     for row in rows:
         version, lifecycle = row.get("version"), row.get("lifecycle")
