@@ -2,11 +2,21 @@
 
 Both consume a queue pre-filled with the same number of messages on the same broker;
 the host's time runs from its subscription to the last terminal event on the topic.
+
+``sweep()`` repeats the host's measurement at several lane concurrencies of the no-op
+capability (``[capability.test_noop] concurrency``), each point in its own process,
+beside the raw loop measured once in the same run:
+
+    .venv/bin/python bench/throughput.py [--sweep 1,2,4,8,16] [--requests 20000]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,32 +38,57 @@ def fill(env: dict[str, str], queue: str, n: int, body: dict[str, Any], prefix: 
     conn.disconnect()
 
 
-def raw_loop(env: dict[str, str], n: int) -> float:
+def raw_loop(env: dict[str, str], n: int, *, events: bool = False) -> float:
+    """A plain stomp.py consumer: ack each message as it arrives.
+
+    With ``events`` it also publishes one small event per message on a second connection
+    (as the host does, see opsagent.transport.stomp) and the time runs until a watcher has
+    received the last one: the host's wire work per request without the host.
+    """
     queue = f"/queue/bench.tp.{uuid.uuid4().hex[:8]}"
+    topic = f"/topic/bench.tp.{uuid.uuid4().hex[:8]}"
     fill(env, queue, n, {"msg_type": "test_noop", "namespace": "prodops"})
     done = threading.Event()
     count = [0]
+    seen = [0]
+    pub = connect(env) if events else None
 
     class L(stomp.ConnectionListener):
         def on_message(self, frame: Any) -> None:
+            if pub is not None:
+                pub.send(topic, b'{"msg_type":"test_noop_done","ok":true}',
+                         content_type="application/json")
             conn.ack(frame.headers["ack"])
             count[0] += 1
-            if count[0] == n:
+            if count[0] == n and pub is None:
                 done.set()
 
+    class W(stomp.ConnectionListener):
+        def on_message(self, frame: Any) -> None:
+            seen[0] += 1
+            if seen[0] == n:
+                done.set()
+
+    watcher = None
+    if pub is not None:
+        watcher = connect(env, listener=W())
+        watcher.subscribe(topic, id="t", ack="auto")
     conn = connect(env, listener=L())
     t0 = time.perf_counter()
     conn.subscribe(queue, id="s", ack="client-individual",
                    headers={"activemq.prefetchSize": "2000"})
     done.wait(300)
     elapsed = time.perf_counter() - t0
-    conn.disconnect()
+    for c in (conn, pub, watcher):
+        if c is not None:
+            c.disconnect()
     return n / elapsed
 
 
-def host_run(env: dict[str, str], n: int) -> float:
+def host_run(env: dict[str, str], n: int,
+             extra: dict[str, dict[str, Any]] | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        host = HostProcess(Path(tmp), env)
+        host = HostProcess(Path(tmp), env, extra=extra)
         fill(env, host.queue, n, {"msg_type": "test_noop", "namespace": "prodops"})
         done = threading.Event()
         count = [0]
@@ -78,13 +113,71 @@ def host_run(env: dict[str, str], n: int) -> float:
         return n / elapsed
 
 
-def run(n: int = N) -> dict[str, float]:
+def measure(call: str) -> float:
+    """``call`` (an expression on this module) in a fresh process: what one measurement
+    leaves behind in a process (connections, threads) slowed the next one's watcher."""
+    code = f"import json, throughput as t; print(json.dumps(t.{call}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def run(n: int = N, rounds: int = 3) -> dict[str, Any]:
+    """Alternating rounds of the raw loops and the host, each in its own process, after
+    one warm-up of each (the broker's JIT); the median of each."""
+    calls = {"raw": f"raw_loop(t.broker(), {n})",
+             "raw_events": f"raw_loop(t.broker(), {n}, events=True)",
+             "host": f"host_run(t.broker(), {n})"}
+    for call in calls.values():
+        measure(call.replace(str(n), str(n // 4), 1))
+    got: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            got[key].append(measure(call))
+    raw, raw_ev, host = (statistics.median(got[k]) for k in ("raw", "raw_events", "host"))
+    return {"requests": n, "rounds": rounds,
+            "raw_consume_ack_per_s": round(raw),
+            "raw_consume_event_ack_per_s": round(raw_ev),
+            "opsagent_per_s": round(host),
+            "opsagent_rounds_per_s": [round(v) for v in got["host"]],
+            "ratio": round(host / raw, 3),
+            "ratio_to_raw_with_events": round(host / raw_ev, 3)}
+
+
+SWEEP = (1, 2, 4, 8, 16)
+SWEEP_N = 5000
+
+
+def sweep(concurrencies: tuple[int, ...] = SWEEP, n: int = SWEEP_N) -> dict[str, Any]:
+    """requests/s of the no-op capability at each lane concurrency; raw loop beside it."""
     env = broker()
     raw = raw_loop(env, n)
-    ours = host_run(env, n)
-    return {"requests": n, "raw_consume_ack_per_s": round(raw), "opsagent_per_s": round(ours),
-            "ratio": round(ours / raw, 3)}
+    points = []
+    for c in concurrencies:
+        # Its own process, as in bench/run_all.py: what one measurement leaves behind in
+        # a process slows the next one's event watcher.
+        code = (f"import json, throughput; print(json.dumps(throughput.host_run("
+                f"throughput.broker(), {n}, {{'capability.test_noop': {{'concurrency': {c}}}}})))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                             check=True, capture_output=True, text=True).stdout
+        rate = float(out.strip().splitlines()[-1])
+        points.append({"concurrency": c, "opsagent_per_s": round(rate),
+                       "ratio": round(rate / raw, 3)})
+        print(f"concurrency {c}: {rate:.0f} requests/s", file=sys.stderr, flush=True)
+    return {"requests": n, "raw_consume_ack_per_s": round(raw), "points": points}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    help="lane concurrencies, e.g. 1,2,4,8,16")
+    ap.add_argument("--requests", type=int)
+    args = ap.parse_args()
+    if args.sweep:
+        print(json.dumps(sweep(args.sweep, args.requests or SWEEP_N)))
+    else:
+        print(run(args.requests or N))
 
 
 if __name__ == "__main__":
-    print(run())
+    main()

@@ -323,3 +323,27 @@ def test_tls_with_a_ca_bundle(host_factory, caller_for, broker):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 75
     assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr
+
+
+def test_a_burst_of_queued_requests_drains_with_a_bounded_prefetch(host_factory, caller_for):
+    """10,000 requests waiting before the host starts all end, each once.  The test
+    capabilities' queue limits add up to far more than the cap, so the broker hands over
+    at most 2,000 at a time; with everything prefetched the connection stalled (TCP
+    backing off for seconds at a time, ~88 requests/s)."""
+    host = host_factory()
+    caller = caller_for(host)
+    n = 10_000
+    for i in range(n):
+        caller.send("test_noop", {}, reply=False, persistent=False, request_id=f"burst{i}")
+    host.start()
+    assert "(prefetch 2000)" in host.text()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with caller.cond:
+            if len(caller.events) >= n:
+                break
+        time.sleep(0.2)
+    with caller.cond:
+        ids = [e.get("job_id") for e in caller.events]
+    assert len(ids) == n and set(ids) == {f"burst{i}" for i in range(n)}
+    assert all(e["ok"] for e in caller.events)

@@ -62,8 +62,9 @@ class BrokerConfig:
     queue: str = attrs.Factory(lambda: _env("EPICPROD_OPS_QUEUE", "/queue/epicprod.ops"))
     topic: str = "/topic/epictopic"
     heartbeat_ms: int = 30000
-    #: Unacknowledged deliveries the broker may hand this host; kept above the sum of
-    #: the capabilities' queue limits so a health_ping never waits in the broker.
+    #: Unacknowledged deliveries the broker may hand this host; by default the sum of the
+    #: capabilities' queue limits plus 100 (so a health_ping never waits in the broker),
+    #: at most 2,000 (a larger prefetch lets a burst stall the connection).
     prefetch: int | None = None
     exclusive: bool = False
     reconnect_max_delay: float = 30.0

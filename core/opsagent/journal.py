@@ -3,6 +3,15 @@
 A job is recorded when it is accepted and again when it finishes, before its message
 is acknowledged.  A redelivered message whose job is finished is not run again: its
 recorded outcome is published if it was not yet, and the message is acknowledged.
+
+Writes are group-committed: an acceptance is held in memory (and seen by every read
+here) until the next commit, which the host makes before a job starts, with each batch
+of finished jobs and at least every tenth of a second from its main loop; a finish is
+always committed before the call returns, so before its message is acknowledged.  A
+host killed in between forgets at most the last tenth of a second of acceptances of jobs
+that had not started: they are redelivered (nothing acknowledged them) and counted from
+attempt 1 again, which they are.  The write lock is held
+only while committing, so a job's child process writing its notes never waits long.
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
 """
@@ -13,6 +22,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +86,53 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._db = _connect(path)
+        #: Acceptances not yet committed: id -> (msg_type, dedup_key, body text, attempts,
+        #: accepted_at).
+        self._pending: dict[str, tuple[str, str | None, str, int, float]] = {}
         with self._lock:
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
+            self._transaction(self._write_pending)
             self._db.close()
+
+    def commit(self) -> None:
+        """Make the acceptances held in memory durable (one transaction)."""
+        if not self._pending:
+            return
+        with self._lock:
+            self._transaction(self._write_pending)
+
+    def _transaction(self, *steps: Callable[[], object]) -> None:
+        """Run ``steps`` in one transaction (the lock is held); on failure the acceptances
+        it was writing are held again."""
+        held = dict(self._pending)
+        self._db.execute("BEGIN")
+        try:
+            for step in steps:
+                step()
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._pending = {**held, **self._pending}
+            raise
+
+    def _write_pending(self) -> None:
+        """Write the held acceptances (the lock is held, inside a transaction); they are
+        forgotten only once the transaction commits, which the caller's does or raises."""
+        if not self._pending:
+            return
+        rows = [(job_id, *rest) for job_id, rest in self._pending.items()]
+        self._db.executemany(
+            "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts, accepted_at)"
+            " VALUES (?, ?, ?, ?, 'accepted', ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts"
+            "   WHERE state = 'accepted'",
+            rows,
+        )
+        self._pending.clear()
 
     def accept(
         self, job_id: str, msg_type: str, dedup_key: str | None, body: dict[str, Any]
@@ -91,30 +142,34 @@ class Journal:
         A first delivery creates the job with ``attempts`` 1; a redelivery of a job that
         has not finished counts one more attempt; a finished job is returned unchanged.
         """
-        now = time.time()
-        text = json.dumps(body, separators=(",", ":"))
         with self._lock:
-            row = self._db.execute(
-                "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts, accepted_at)"
-                " VALUES (?, ?, ?, ?, 'accepted', 1, ?)"
-                " ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1"
-                "   WHERE state = 'accepted'"
-                " RETURNING attempts",
-                (job_id, msg_type, dedup_key, text, now),
-            ).fetchone()
-        if row is not None:
-            return Entry(job_id, msg_type, "accepted", row[0], None, False, body)
-        entry = self.get(job_id)
-        assert entry is not None
-        return entry
+            held = self._pending.get(job_id)
+            if held is not None:
+                attempts = held[3] + 1
+                self._pending[job_id] = (*held[:3], attempts, held[4])
+                return Entry(job_id, msg_type, "accepted", attempts, None, False, body)
+            entry = self._get(job_id)
+            if entry is not None and entry.state == "finished":
+                return entry
+            attempts = 1 if entry is None else entry.attempts + 1
+            text = json.dumps(body, separators=(",", ":"))
+            self._pending[job_id] = (msg_type, dedup_key, text, attempts, time.time())
+        return Entry(job_id, msg_type, "accepted", attempts, None, False, body)
 
     def get(self, job_id: str) -> Entry | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT id, msg_type, state, attempts, outcome, published, body"
-                " FROM jobs WHERE id = ?",
-                (job_id,),
-            ).fetchone()
+            held = self._pending.get(job_id)
+            if held is not None:
+                msg_type, _key, text, attempts, _at = held
+                return Entry(job_id, msg_type, "accepted", attempts, None, False, json.loads(text))
+            return self._get(job_id)
+
+    def _get(self, job_id: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT id, msg_type, state, attempts, outcome, published, body"
+            " FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
         if row is None:
             return None
         outcome = Outcome.from_json(json.loads(row[4])) if row[4] else None
@@ -122,15 +177,23 @@ class Journal:
 
     def finish(self, job_id: str, outcome: Outcome, *, published: bool = False) -> None:
         """Record the outcome; ``published`` when it has already gone out."""
+        self.finish_many([(job_id, outcome, published)])
+
+    def finish_many(self, ends: list[tuple[str, Outcome, bool]]) -> None:
+        """Record several outcomes (job id, outcome, published) in one commit, together
+        with every acceptance still held."""
+        now = time.time()
+        rows = [
+            (json.dumps(outcome.to_json(), separators=(",", ":")), now, int(published), job_id)
+            for job_id, outcome, published in ends
+        ]
         with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ?, published = ?"
-                " WHERE id = ?",
-                (
-                    json.dumps(outcome.to_json(), separators=(",", ":")),
-                    time.time(),
-                    int(published),
-                    job_id,
+            self._transaction(
+                self._write_pending,
+                lambda: self._db.executemany(
+                    "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ?,"
+                    " published = ? WHERE id = ?",
+                    rows,
                 ),
             )
 
@@ -157,6 +220,7 @@ class Journal:
         """Forget finished jobs older than ``older_than_s`` seconds; return how many."""
         cutoff = time.time() - older_than_s
         with self._lock:
+            self._transaction(self._write_pending)
             cur = self._db.execute(
                 "DELETE FROM jobs WHERE state = 'finished' AND finished_at < ?", (cutoff,)
             )
@@ -165,5 +229,6 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
+            self._transaction(self._write_pending)
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: n for state, n in rows}

@@ -197,6 +197,12 @@ class Workers:
         self._envs.pop(msg_type, None)
 
     def _run(self, ticket: Ticket) -> Outcome | None:
+        # The journal holds acceptances in memory for up to a tenth of a second; a job
+        # about to start (and so to have effects) must be known to a restarted host, so
+        # that its redelivery counts attempt 2 (one commit for all that are held).
+        commit = getattr(self.journal, "commit", None)
+        if commit is not None:
+            commit()
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)

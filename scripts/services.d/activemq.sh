@@ -28,8 +28,8 @@ activemq_start() {
       <sslContext keyStore="file:$d/tls/broker.ks" keyStorePassword="opsagent-test"/>
     </sslContext>
     <transportConnectors>
-      <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}"/>
-      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:${ACTIVEMQ_STOMP_SSL_PORT}"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}?transport.tcpNoDelay=true"/>
+      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:${ACTIVEMQ_STOMP_SSL_PORT}?transport.tcpNoDelay=true"/>
     </transportConnectors>
   </broker>
 </beans>

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -53,6 +53,14 @@ class Transport(Protocol):
 
     def ack(self, delivery: Delivery) -> bool:
         """Acknowledge ``delivery``; False when its connection is gone (it will be redelivered)."""
+
+    def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send (destination, body) pairs in order, as one write where the transport can;
+        raises :class:`TransportError` when not connected (some may have gone out)."""
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Acknowledge each of ``deliveries`` (one write where the transport can); per
+        delivery, False when its connection is gone."""
 
     def stop_intake(self) -> None:
         """Unsubscribe: no new deliveries; unacknowledged ones stay with the broker."""

@@ -12,7 +12,7 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -174,6 +174,13 @@ class MemoryTransport:
             return False
         self.broker._pump(self.queue_name)
         return True
+
+    def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for destination, body in messages:
+            self.send(destination, body)
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        return [self.ack(d) for d in deliveries]
 
     def stop_intake(self) -> None:
         self._subscribed = False

@@ -11,6 +11,9 @@
   a burst of events stops the deliveries and acknowledgements too, and the broker stops
   dispatching (measured: a raw stomp.py consumer that acks and publishes on one
   connection stalls after ~14,000 messages; with two connections it does not).
+- Events and acknowledgements of a batch of ended jobs go out as one socket write each
+  (:meth:`StompTransport.send_many`, :meth:`StompTransport.ack_many`): the frames are
+  encoded here (STOMP 1.2) and written through stomp.py's transport, under its lock.
 - ``client-individual`` acknowledgement; ``activemq.prefetchSize`` bounds what the broker
   hands over unacknowledged.  An ack for a delivery of an earlier connection is not
   sent: the broker redelivers that message and the journal answers for it.
@@ -24,7 +27,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import stomp
@@ -35,6 +38,17 @@ from opsagent.config import BrokerConfig
 from opsagent.transport.base import Delivery, OnDelivery, TransportError
 
 SEND_TIMEOUT = 30  # seconds
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
+
+
+def encode_frame(command: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
+    """One STOMP 1.2 frame: escaped headers, a ``content-length`` for a body, NUL."""
+    lines = [command]
+    lines.extend(f"{k.translate(_ESCAPES)}:{v.translate(_ESCAPES)}" for k, v in headers.items())
+    if body:
+        lines.append(f"content-length:{len(body)}")
+    return ("\n".join(lines) + "\n\n").encode() + body + b"\0"
 
 
 class _Listener(stomp.ConnectionListener):
@@ -240,7 +254,7 @@ class StompTransport:
 
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         conn = self._pub
-        if conn is None or not self.connected:
+        if conn is None or not self._up:
             raise TransportError("not connected to the broker")
         try:
             conn.send(
@@ -252,13 +266,47 @@ class StompTransport:
     def ack(self, delivery: Delivery) -> bool:
         ack_id, subscription, generation = delivery.token
         conn = self._conn
-        if conn is None or generation != self._generation or not self.connected:
+        if conn is None or generation != self._generation or not self._up:
             return False
         try:
             conn.ack(ack_id)
             return True
         except (StompException, OSError):
             return False
+
+    def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        conn = self._pub
+        if conn is None or not self._up:
+            raise TransportError("not connected to the broker")
+        data = b"".join(
+            encode_frame(
+                "SEND", {"destination": dest, "content-type": "application/json"}, body
+            )
+            for dest, body in messages
+        )
+        try:
+            conn.transport.send(data)
+        except (StompException, OSError) as exc:
+            raise TransportError(f"send of {len(messages)} message(s) failed: {exc}") from exc
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        conn = self._conn
+        generation = self._generation
+        if conn is None or not self._up:
+            return [False] * len(deliveries)
+        mine = [d.token[2] == generation for d in deliveries]
+        data = b"".join(
+            encode_frame("ACK", {"id": d.token[0]})
+            for d, ok in zip(deliveries, mine, strict=True)
+            if ok
+        )
+        if not data:
+            return mine
+        try:
+            conn.transport.send(data)
+        except (StompException, OSError):
+            return [False] * len(deliveries)
+        return mine
 
     def stop_intake(self) -> None:
         self._intake = False

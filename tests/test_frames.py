@@ -1,0 +1,26 @@
+"""The STOMP 1.2 frames the host writes itself (a batch of events or acknowledgements in
+one write), checked against stomp.py's own parser."""
+
+from __future__ import annotations
+
+from opsagent.transport.stomp import encode_frame
+from stomp.utils import parse_frame
+
+
+def test_frames_parse_back_with_escaped_headers_and_exact_body() -> None:
+    body = '{"msg":"a:b\\nc","é":1}'.encode()
+    raw = encode_frame(
+        "SEND", {"destination": "/topic/x:y\\z\r\n", "content-type": "application/json"}, body
+    )
+    assert raw.endswith(b"\0") and raw.count(b"\0") == 1
+    frame = parse_frame(raw[:-1])
+    assert frame.cmd == "SEND"
+    assert frame.headers["destination"] == "/topic/x:y\\z\r\n"
+    assert frame.headers["content-length"] == str(len(body))
+    assert frame.body == body
+
+
+def test_an_ack_has_no_body_and_keeps_its_id() -> None:
+    raw = encode_frame("ACK", {"id": "ID:host-1234-5:1:1:1:7"})
+    frame = parse_frame(raw[:-1])
+    assert (frame.cmd, frame.headers, frame.body) == ("ACK", {"id": "ID:host-1234-5:1:1:1:7"}, b"")
