@@ -14,9 +14,11 @@ missing required capability, 75 broker unreachable at start after the configured
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +77,11 @@ def monitor_token(cfg: configuration.Config) -> str | None:
                 logger.warning("monitor token: {}", exc)
     return os.environ.get("SWF_API_TOKEN") or None
 
+
+#: How long a thread may hold the GIL while another waits for it (Python's default is
+#: 5 ms): the receiver answering a ping must not wait out a worker's or the main loop's
+#: slice.
+SWITCH_INTERVAL = 0.001
 
 #: The largest prefetch the host chooses itself (``[broker] prefetch`` may set more).
 PREFETCH_CAP = 2000
@@ -449,6 +456,11 @@ class Host:
                 ", ".join(sorted(self.registry.msg_types)),
                 ", ".join(b.name for b in self.registry.broken) or "none",
             )
+            # What start-up loaded (plugins and their libraries, ~40,000 objects) lives as
+            # long as the host: kept out of the collector's scans, a full collection does
+            # not pause the receiver for ~25 ms (measured with the bundled plugins).
+            gc.freeze()
+            sys.setswitchinterval(SWITCH_INTERVAL)
             self.phase = health.RUNNING
             self.ready.set()
             self.notifier.ready(self.snapshot().line())
