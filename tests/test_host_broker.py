@@ -132,6 +132,8 @@ def test_job_environment_is_the_allow_list_plus_declared_credentials(
     # The job read the secret; the host scrubbed it from the event.
     assert event["cred_sha256"] == hashlib.sha256(b"s3cret-token").hexdigest()
     assert event["cred"] == "[redacted]"
+    # The fork server's child did not run the host's main module (opsagent.cli) again.
+    assert event["main"] == "__main__"
     assert set(event["env"]) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER",
                                  "LOGNAME", "TMPDIR", "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV",
                                  "SYSTEMD_EXEC_PID", "OPSAGENT_CREDENTIAL_TESTCRED"}

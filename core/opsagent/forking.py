@@ -35,6 +35,7 @@ def start(preload: Iterable[str], env: Mapping[str, str]) -> None:
 
     Call while the host is still single-threaded (the environment is swapped briefly).
     """
+    _forget_main()
     _CTX.set_forkserver_preload(["opsagent.child", *preload])
     saved = dict(os.environ)
     try:
@@ -44,6 +45,28 @@ def start(preload: Iterable[str], env: Mapping[str, str]) -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _forget_main() -> None:
+    """Keep jobs from running the ``opsagent`` command's module again.
+
+    multiprocessing runs the parent's main module again in every child (as
+    ``__mp_main__``) so that what it defines unpickles there; for the host that is the
+    ``opsagent`` script or ``python -m opsagent.cli``, ~20 ms per job, and a job needs
+    nothing from it (its target is in this module).  Other main modules (a test runner,
+    an embedding program) are left alone.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    entry = getattr(main, "main", None)
+    if main is None or not (
+        getattr(spec, "name", None) == "opsagent.cli"
+        or getattr(entry, "__module__", None) == "opsagent.cli"
+    ):
+        return
+    main.__spec__ = None
+    if hasattr(main, "__file__"):
+        del main.__file__
 
 
 def _job_main(spec: dict[str, Any], env: dict[str, str], fifo: str) -> None:

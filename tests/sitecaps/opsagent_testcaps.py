@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import time
 
 import attrs
@@ -62,8 +63,10 @@ class EnvInput:
 def show_env(inp: EnvInput, job: Job) -> Outcome:
     secret = job.credential("testcred").read()
     # ``cred`` is scrubbed by the host; the digest shows the job read the right value.
+    # ``main``: "__mp_main__" if multiprocessing ran the host's main module again here.
     return Outcome.ok(env=sorted(os.environ), cred=secret,
-                      cred_sha256=hashlib.sha256(secret.encode()).hexdigest())
+                      cred_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+                      main=sys.modules["__main__"].__name__)
 
 
 @attrs.frozen
