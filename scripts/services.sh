@@ -59,7 +59,19 @@ for s in "${targets[@]}"; do
     install) "${s}_install" ;;
     start)
       if running "$s"; then echo "$s: already running (pid $(cat "$RUN/$s.pid"))"
-      else "${s}_start"; echo "$s: started (pid $(cat "$RUN/$s.pid"))"; fi
+      else
+        # A port already answering belongs to someone else (say, a service a killed run in
+        # another checkout left behind): starting would talk to that one instead.
+        if declare -F "${s}_ports" >/dev/null; then
+          for port in $("${s}_ports"); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+              echo "$s: port $port is already in use by another process (ss -ltnp | grep :$port)" >&2
+              exit 1
+            fi
+          done
+        fi
+        "${s}_start"; echo "$s: started (pid $(cat "$RUN/$s.pid"))"
+      fi
       if declare -F "${s}_env" >/dev/null; then "${s}_env" > "$SERVICES/$s.env"; fi ;;
     stop) if declare -F "${s}_stop" >/dev/null; then "${s}_stop"; else stop_pid "$s"; fi
           echo "$s: stopped" ;;

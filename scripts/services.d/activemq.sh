@@ -5,6 +5,8 @@ ACTIVEMQ_STOMP_SSL_PORT=${ACTIVEMQ_STOMP_SSL_PORT:-$((ACTIVEMQ_STOMP_PORT + 1))}
 
 activemq_install() { apt_once activemq default-jre-headless; }
 
+activemq_ports() { echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_STOMP_SSL_PORT"; }
+
 activemq_start() {
   local d=$SERVICES/activemq
   rm -rf "$d/conf" "$d/tmp"; mkdir -p "$d/conf" "$d/data" "$d/tmp" "$d/tls"

@@ -18,6 +18,8 @@ rucio_install() {
   "$v/bin/pip" install -q --disable-pip-version-check rucio gunicorn
 }
 
+rucio_ports() { echo "$RUCIO_PORT"; }
+
 rucio_start() {
   local d=$SERVICES/rucio v=$SERVICES/rucio/venv
   [ -x "$v/bin/gunicorn" ] || { echo "rucio: not installed; run scripts/services.sh install rucio" >&2; return 1; }

@@ -6,6 +6,8 @@ XROOTD_PORT=${XROOTD_PORT:-1094}
 
 xrootd_install() { apt_once xrootd-server xrootd-client; }
 
+xrootd_ports() { echo "$XROOTD_PORT"; }
+
 xrootd_start() {
   local d=$SERVICES/xrootd
   mkdir -p "$d/data" "$d/admin" "$d/run" "$d/log"
