@@ -123,7 +123,7 @@ class SnapshotConfig:
     catalogue_tries: int = attrs.field(default=3, validator=_tries)
     #: Seconds before the second try, doubling after (a Retry-After answer is honoured).
     catalogue_backoff: float = attrs.field(default=1.0, validator=_not_negative)
-    #: Dataset requests in flight at once.
+    #: Rucio requests in flight at once (each asks for the replicas of up to 100 datasets).
     parallel: int = attrs.field(default=16, validator=_parallel)
     request_timeout: float = attrs.field(default=60.0, validator=_positive)
 
