@@ -180,22 +180,6 @@ def done_count(cache_dir: Path) -> int:
 
 
 
-def machine() -> str:
-    import platform
-
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.node()}: {os.cpu_count()} CPU ({cpu}), {mem:.0f} GiB RAM, "
-            f"Linux {platform.release()}, Python {platform.python_version()}")
-
-
 def descendants(pid: int) -> set[int]:
     """Every process below ``pid`` now."""
     out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout

@@ -30,10 +30,9 @@ from chaos import (
     descendants,
     done_count,
     journal_rows,
-    machine,
     run_counts,
 )
-from common import HostProcess
+from common import HostProcess, machine
 
 
 def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61633,

@@ -120,8 +120,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python "
-            f"{platform.python_version()}, {platform.platform()}")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{platform.node()}: {os.cpu_count()} CPU ({cpu}), {mem:.0f} GiB RAM, "
+            f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
 __all__ = ["HostProcess", "RawResponder", "RoundTrip", "broker", "machine", "rss_kb",

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import resources
-from chaos import machine
 from chaos_soak import soak
-from common import ROOT, broker
+from common import ROOT, broker, machine
 from standby import standby
 
 PAGE = ROOT / "docs" / "reliability.md"

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from chaos import ChaosCaller, alive, descendants, done_count, journal_rows, machine, run_counts
-from common import HostProcess, broker
+from chaos import ChaosCaller, alive, descendants, done_count, journal_rows, run_counts
+from common import HostProcess, broker, machine
 
 
 def standby(requests: int, *, kill_at: float = 0.3, work: Path | None = None,

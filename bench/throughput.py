@@ -154,13 +154,8 @@ def sweep(concurrencies: tuple[int, ...] = SWEEP, n: int = SWEEP_N) -> dict[str,
     raw = raw_loop(env, n)
     points = []
     for c in concurrencies:
-        # Its own process, as in bench/run_all.py: what one measurement leaves behind in
-        # a process slows the next one's event watcher.
-        code = (f"import json, throughput; print(json.dumps(throughput.host_run("
-                f"throughput.broker(), {n}, {{'capability.test_noop': {{'concurrency': {c}}}}})))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
-                             check=True, capture_output=True, text=True).stdout
-        rate = float(out.strip().splitlines()[-1])
+        rate = measure(f"host_run(t.broker(), {n}, "
+                       f"{{'capability.test_noop': {{'concurrency': {c}}}}})")
         points.append({"concurrency": c, "opsagent_per_s": round(rate),
                        "ratio": round(rate / raw, 3)})
         print(f"concurrency {c}: {rate:.0f} requests/s", file=sys.stderr, flush=True)

@@ -203,6 +203,10 @@ class Host:
             env_allow=cfg.host.env_allow,
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
+            # The journal holds acceptances for up to a tenth of a second; a job about to
+            # start (and so to have effects) must be known to a restarted host, so that its
+            # redelivery counts attempt 2 (one commit for all that are held).
+            before_start=self.journal.commit,
         )
         self.dispatcher = Dispatcher(
             registry=registry,

@@ -145,8 +145,11 @@ class Workers:
         grace: float,
         output_cap: int,
         fork_server: bool = True,
+        before_start: Callable[[], None] = lambda: None,
     ) -> None:
         self.caps = caps
+        #: Called before each job starts (the host: make held acceptances durable).
+        self.before_start = before_start
         self.ledger = ledger
         self.cache_dir = cache_dir
         self.state_dir = state_dir
@@ -197,12 +200,7 @@ class Workers:
         self._envs.pop(msg_type, None)
 
     def _run(self, ticket: Ticket) -> Outcome | None:
-        # The journal holds acceptances in memory for up to a tenth of a second; a job
-        # about to start (and so to have effects) must be known to a restarted host, so
-        # that its redelivery counts attempt 2 (one commit for all that are held).
-        commit = getattr(self.journal, "commit", None)
-        if commit is not None:
-            commit()
+        self.before_start()
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
