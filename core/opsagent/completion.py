@@ -52,9 +52,6 @@ class Completion:
         self._waiting: list[tuple[Ticket, Outcome, bytes]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
-        #: Batches written and ends in them (for the benchmark and the metrics).
-        self.batches = 0
-        self.batched = 0
 
     # -- the completion thread -----------------------------------------------------
 
@@ -179,8 +176,6 @@ class Completion:
                 )
                 published = False
             self.journal.finish_many([(t.job_id, o, published) for t, o, _raw in batch])
-            self.batches += 1
-            self.batched += len(batch)
             if published:
                 acked = self.transport.ack_many([t.delivery for t, _o, _raw in batch])
                 for (ticket, _o, _raw), ok in zip(batch, acked, strict=True):

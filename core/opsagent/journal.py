@@ -10,8 +10,8 @@ of finished jobs and at least every tenth of a second from its main loop; a fini
 always committed before the call returns, so before its message is acknowledged.  A
 host killed in between forgets at most the last tenth of a second of acceptances of jobs
 that had not started: they are redelivered (nothing acknowledged them) and counted from
-attempt 1 again, which they are.  The write lock is held
-only while committing, so a job's child process writing its notes never waits long.
+attempt 1 again, which they are.  The write lock is held only while committing, so a
+job's child process writing its notes never waits long.
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
 """
@@ -94,7 +94,7 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
-            self._transaction(self._write_pending)
+            self._commit_pending()
             self._db.close()
 
     def commit(self) -> None:
@@ -102,6 +102,11 @@ class Journal:
         if not self._pending:
             return
         with self._lock:
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        """:meth:`commit` with the lock held."""
+        if self._pending:
             self._transaction(self._write_pending)
 
     def _transaction(self, *steps: Callable[[], object]) -> None:
@@ -120,8 +125,8 @@ class Journal:
             raise
 
     def _write_pending(self) -> None:
-        """Write the held acceptances (the lock is held, inside a transaction); they are
-        forgotten only once the transaction commits, which the caller's does or raises."""
+        """Write the held acceptances (the lock is held, inside a transaction); if the
+        transaction then fails, :meth:`_transaction` holds them again."""
         if not self._pending:
             return
         rows = [(job_id, *rest) for job_id, rest in self._pending.items()]
@@ -220,7 +225,7 @@ class Journal:
         """Forget finished jobs older than ``older_than_s`` seconds; return how many."""
         cutoff = time.time() - older_than_s
         with self._lock:
-            self._transaction(self._write_pending)
+            self._commit_pending()
             cur = self._db.execute(
                 "DELETE FROM jobs WHERE state = 'finished' AND finished_at < ?", (cutoff,)
             )
@@ -229,6 +234,6 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            self._transaction(self._write_pending)
+            self._commit_pending()
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: n for state, n in rows}
