@@ -3,7 +3,8 @@
     python bench/chaos_soak.py --requests 10000 --broker-restarts 5 --host-kills 3
 
 A persistent ActiveMQ of its own (port 61633 unless --port) and one host running
-``test_side_effect`` (an idempotent file write plus a line per run in a counter file).
+``test_side_effect`` (a file written whole by a rename -- the effect -- and a line per time
+it took place in a counter file; it declares ``reconcile``, which finds the file).
 Faults come at random moments (random fractions of the work done), one after another:
 ``broker`` is a stop and start of ActiveMQ, ``host`` a SIGKILL of the host and a restart
 on the same state and cache.  The record of what happened is the host's journal (one row
@@ -119,9 +120,12 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
         rows = journal_rows(state)
         runs = run_counts(cache)
         observed: dict[str, int] = {}
+        reconciled: set[str] = set()
         for e in caller.events_since(0):
             if "outcome" in e and e.get("request") == "test_side_effect":
                 observed[e["job_id"]] = observed.get(e["job_id"], 0) + 1
+                if e.get("reconciled"):
+                    reconciled.add(e["job_id"])
         one_outcome = [r for r in sent if rows.get(r, ("", 0, 0))[:2] == ("finished", 1)]
         ok = {r for r in sent if (cache / "side-effects" / f"{r[5:]}.done").exists()}
         more_than_once = sorted((r for r in sent if runs.get(r[5:], 0) > 1),
@@ -140,6 +144,8 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
             "more_than_once_ids": more_than_once[:50],
             "more_than_once_reran_after_host_kill": sum(
                 1 for r in more_than_once if rows.get(r, ("", 0, 0))[2] > 1),
+            "reconciled_seen": len(reconciled),
+            "interrupted_attempts": sum(1 for r in sent if rows.get(r, ("", 0, 0))[2] > 1),
             "lost": len(lost),
             "lost_ids": lost[:50],
             "events_seen_on_topic": sum(observed.values()),
@@ -174,7 +180,7 @@ def main() -> None:
         args.out.write_text(text + "\n")
     bad = (report["sent"] != report["requests"] or report["lost"]
            or report["exactly_one_terminal_outcome"] != report["sent"]
-           or report["processes_left_behind"])
+           or report["processes_left_behind"] or report["side_effect_more_than_once"])
     sys.exit(1 if bad else 0)
 
 

@@ -4,8 +4,11 @@ SIGKILLed mid-load and the standby takes over.
     python bench/standby.py --requests 3000
 
 Both hosts share the cache (as two machines share $SWF_TMP_DIR) and each has its own
-journal.  Reports what was lost, what ran twice, and the takeover time (from the kill to
-the first job event published by the standby).  Prints JSON.
+journal.  A request the killed host had received and not acknowledged reaches the standby
+marked redelivered, with no record in the standby's journal: it may have run part way,
+and ``test_side_effect`` declares ``reconcile``, which finds its effect in the shared
+cache.  Reports what was lost, what ran twice, how many were reconciled and the takeover
+time (from the kill to the first job event published by the standby).  Prints JSON.
 """
 
 from __future__ import annotations
@@ -88,12 +91,16 @@ def standby(requests: int, *, kill_at: float = 0.3, work: Path | None = None,
         second = journal_rows(hosts[spare].tmp / "state")
         runs = run_counts(cache)
         twice = sorted(r for r in sent if runs.get(r[3:], 0) > 1)
-        # The at-least-once window: a request delivered to the killed host and not yet
-        # acknowledged (running, or finished while its ack had not reached the broker) is
-        # redelivered to the standby, whose journal has not seen it, and runs again.
-        in_flight = [r for r in twice if first.get(r, ("",))[0] == "accepted"]
-        unacked = [r for r in twice if first.get(r, ("",))[0] == "finished"]
-        lost = [r for r in sent if runs.get(r[3:], 0) == 0
+        # The window: a request delivered to the killed host and not yet acknowledged
+        # (running, or finished while its ack had not reached the broker) is redelivered to
+        # the standby, whose journal has not seen it: reconciled there, never run again.
+        window = [r for r in sent if first.get(r, ("",))[0] in ("running", "finished")
+                  and second.get(r, ("",))[0] == "finished"]
+        with caller.cond:
+            reconciled = {e["job_id"] for _, e in caller.events
+                          if e.get("reconciled") and e.get("sender") == name}
+        effects = cache / "side-effects"
+        lost = [r for r in sent if not (effects / f"{r[3:]}.done").exists()
                 or (first.get(r, ("",))[0] != "finished" and second.get(r, ("",))[0]
                     != "finished")]
         return {
@@ -106,10 +113,9 @@ def standby(requests: int, *, kill_at: float = 0.3, work: Path | None = None,
             "finished_by_standby": sum(1 for v in second.values() if v[0] == "finished"),
             "lost": len(lost),
             "ran_twice": len(twice),
-            "ran_twice_in_flight_at_kill": len(in_flight),
-            "ran_twice_finished_not_acked_at_kill": len(unacked),
-            "ran_twice_in_window": len(in_flight) + len(unacked),
             "ran_twice_ids": twice[:20],
+            "redelivered_to_standby_after_running_or_finishing_on_killed_host": len(window),
+            "reconciled_by_standby": len(reconciled),
             "processes_left_behind": len(alive(pids)),
             "machine": machine(),
         }
@@ -129,7 +135,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    sys.exit(1 if report["lost"] or report["ran_twice"] != report["ran_twice_in_window"] else 0)
+    sys.exit(1 if report["lost"] or report["ran_twice"] else 0)
 
 
 if __name__ == "__main__":

@@ -41,27 +41,65 @@ def fill(env: dict[str, str], queue: str, n: int, body: dict[str, Any], prefix: 
 def raw_loop(env: dict[str, str], n: int, *, events: bool = False) -> float:
     """A plain stomp.py consumer: ack each message as it arrives.
 
-    With ``events`` it also publishes one small event per message on a second connection
-    (as the host does, see opsagent.transport.stomp) and the time runs until a watcher has
-    received the last one: the host's wire work per request without the host.
+    With ``events`` the consumer also does the wire work the contract asks of the host
+    for each request, and nothing else: parse the JSON body, publish one terminal event
+    (JSON, on the same connection, as the host does), then ack.  That consumer runs in a
+    process of its own and the time runs from its subscription until a watcher here has
+    received the last event: measured exactly as :func:`host_run` measures the host.
     """
     queue = f"/queue/bench.tp.{uuid.uuid4().hex[:8]}"
-    topic = f"/topic/bench.tp.{uuid.uuid4().hex[:8]}"
     fill(env, queue, n, {"msg_type": "test_noop", "namespace": "prodops"})
+    if events:
+        return _raw_events(env, queue, n)
     done = threading.Event()
     count = [0]
-    seen = [0]
-    pub = connect(env) if events else None
 
     class L(stomp.ConnectionListener):
         def on_message(self, frame: Any) -> None:
-            if pub is not None:
-                pub.send(topic, b'{"msg_type":"test_noop_done","ok":true}',
-                         content_type="application/json")
             conn.ack(frame.headers["ack"])
             count[0] += 1
-            if count[0] == n and pub is None:
+            if count[0] == n:
                 done.set()
+
+    conn = connect(env, listener=L())
+    t0 = time.perf_counter()
+    conn.subscribe(queue, id="s", ack="client-individual",
+                   headers={"activemq.prefetchSize": "2000"})
+    done.wait(300)
+    elapsed = time.perf_counter() - t0
+    conn.disconnect()
+    return n / elapsed
+
+
+def raw_event_consumer(env: dict[str, str], queue: str, topic: str, n: int) -> None:
+    """The consumer of :func:`raw_loop` with ``events`` (run in its own process)."""
+    done = threading.Event()
+    count = [0]
+
+    class L(stomp.ConnectionListener):
+        def on_message(self, frame: Any) -> None:
+            body = json.loads(frame.body)
+            event = {"msg_type": "test_noop_done", "request": body["msg_type"],
+                     "request_id": body["request_id"], "outcome": "ok",
+                     "sender": "raw", "namespace": body["namespace"]}
+            conn.send(topic, json.dumps(event).encode(), content_type="application/json")
+            conn.ack(frame.headers["ack"])
+            count[0] += 1
+            if count[0] == n:
+                done.set()
+
+    conn = connect(env, listener=L())
+    conn.subscribe(queue, id="s", ack="client-individual",
+                   headers={"activemq.prefetchSize": "2000"})
+    print("subscribed", flush=True)
+    done.wait(300)
+    conn.disconnect()
+
+
+def _raw_events(env: dict[str, str], queue: str, n: int) -> float:
+    topic = f"/topic/bench.tp.{uuid.uuid4().hex[:8]}"
+    done = threading.Event()
+    seen = [0]
 
     class W(stomp.ConnectionListener):
         def on_message(self, frame: Any) -> None:
@@ -69,19 +107,21 @@ def raw_loop(env: dict[str, str], n: int, *, events: bool = False) -> float:
             if seen[0] == n:
                 done.set()
 
-    watcher = None
-    if pub is not None:
-        watcher = connect(env, listener=W())
-        watcher.subscribe(topic, id="t", ack="auto")
-    conn = connect(env, listener=L())
+    watcher = connect(env, listener=W())
+    watcher.subscribe(topic, id="t", ack="auto")
+    code = (f"import throughput as t; "
+            f"t.raw_event_consumer({env!r}, {queue!r}, {topic!r}, {n})")
+    consumer = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                                stdout=subprocess.PIPE, text=True)
+    assert consumer.stdout is not None
+    consumer.stdout.readline()
     t0 = time.perf_counter()
-    conn.subscribe(queue, id="s", ack="client-individual",
-                   headers={"activemq.prefetchSize": "2000"})
     done.wait(300)
     elapsed = time.perf_counter() - t0
-    for c in (conn, pub, watcher):
-        if c is not None:
-            c.disconnect()
+    consumer.wait(60)
+    watcher.disconnect()
+    if seen[0] != n:
+        raise RuntimeError(f"only {seen[0]} of {n} events")
     return n / elapsed
 
 

@@ -34,6 +34,7 @@ def cap(**kw):
     ({"credentials": ("x509 proxy",)}, "'x509 proxy' is not a valid credential name"),
     ({"isolation": "fork"}, "isolation"),
     ({"concurrency": 0}, "concurrency: expected a positive number"),
+    ({"reconcile": "yes"}, "reconcile: expected a function or None, got 'yes'"),
 ])
 def test_bad_declarations_are_refused(kw, message):
     with pytest.raises((DeclarationError, ValueError)) as info:

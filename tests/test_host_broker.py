@@ -136,7 +136,11 @@ def test_job_environment_is_the_allow_list_plus_declared_credentials(
     assert event["main"] == "__main__"
     assert set(event["env"]) <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER",
                                  "LOGNAME", "TMPDIR", "SWF_TMP_DIR", "PYTHONPATH", "VIRTUAL_ENV",
-                                 "SYSTEMD_EXEC_PID", "OPSAGENT_CREDENTIAL_TESTCRED"}
+                                 "SYSTEMD_EXEC_PID", "OPSAGENT_CREDENTIAL_TESTCRED",
+                                 "OPSAGENT_STATE_DIR", "OPSAGENT_JOB_ID"}
+    # What a restarted host looks for to kill what this job left behind (test_interrupted).
+    assert event["marks"] == {"OPSAGENT_STATE_DIR": str((host.tmp / "state").resolve()),
+                              "OPSAGENT_JOB_ID": event["job_id"]}
 
 
 def test_hung_job_with_grandchild_is_killed_at_its_limit(host_factory, caller_for):

@@ -1,5 +1,6 @@
 """Hot standby: the active host of an exclusive queue is killed mid-load; the other takes
-over, nothing is lost, and only a job in flight at the kill runs again."""
+over, nothing is lost, and nothing runs twice: what the killed host had not acknowledged
+is reconciled by the standby."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def test_the_standby_takes_over_and_nothing_is_lost(broker, tmp_path):
     assert report["takeover_s"] is not None and report["takeover_s"] < 10, summary
     assert report["finished_by_standby"] > 0, summary
     assert report["lost"] == 0, summary
-    # The at-least-once window: only what the killed host had received and not yet
-    # acknowledged runs again (its two running jobs, or one whose ack was on its way).
-    assert report["ran_twice"] == report["ran_twice_in_window"] <= 3, summary
+    # What the killed host had started and not acknowledged reached the standby marked
+    # redelivered and was reconciled there (tests/test_interrupted.py shows both ways a
+    # reconciliation goes, deterministically).
+    assert report["ran_twice"] == 0, summary
     assert report["processes_left_behind"] == 0, summary

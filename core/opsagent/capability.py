@@ -78,6 +78,11 @@ def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
         raise DeclarationError(f"{attr.name}: expected a positive number, got {value!r}")
 
 
+def _optional_function(_inst: object, attr: attrs.Attribute, value: object) -> None:
+    if value is not None and not callable(value):
+        raise DeclarationError(f"{attr.name}: expected a function or None, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Capability:
     """What a plugin declares for one ``msg_type``.
@@ -95,6 +100,17 @@ class Capability:
     ``dedup_key(inp)`` returns a key; two jobs with one key never run at once
     (``None``: no dedup).  ``config`` is an attrs class for the capability's own
     ``[capability.<msg_type>]`` configuration section; the job gets an instance.
+
+    ``reconcile(inp, job)`` is for work whose effect must not happen twice.  When it is
+    declared, the host records durably that a job has started before its doer runs; a
+    redelivered request whose job may have been interrupted mid-run (this host's journal
+    says it started, or the broker marks it redelivered and this host never saw it: a
+    host that died, a standby taking over) is reconciled first, in the doer's place:
+    ``reconcile`` looks at the world (is the file there, does PanDA know the task) and
+    returns the job's :class:`~opsagent.outcome.Outcome` when the effect already
+    happened, or ``None`` when it did not, and then the doer runs.  An exception from it
+    ends the job with ``error`` without running the doer.  Without ``reconcile`` an
+    interrupted job simply runs again (the doer is written to be idempotent).
     """
 
     msg_type: str = attrs.field(validator=_check_msg_type)
@@ -110,6 +126,9 @@ class Capability:
     optional_credentials: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     dedup_key: Callable[[Any], str | None] | None = None
     echo: Callable[[Any], dict[str, Any]] | None = None
+    reconcile: Callable[..., Outcome | None] | None = attrs.field(
+        default=None, validator=_optional_function
+    )
     concurrency: int = attrs.field(default=1, validator=_positive)
     queue_limit: int = attrs.field(default=1000, validator=_positive)
     isolation: Isolation = attrs.field(

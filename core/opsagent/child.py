@@ -55,6 +55,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         env=dict(os.environ),
         notes=notes,
         attempt=int(spec.get("attempt", 1)),
+        interrupted=bool(spec.get("interrupted", False)),
     )
     return execute.call(cap, inp, job).to_json()
 

@@ -230,6 +230,9 @@ class Dispatcher:
             reply_to=env.reply_to,
             delivery=delivery,
             attempt=entry.attempts,
+            # Started here before, or delivered before to a consumer that left no record
+            # here (another host, a standby's peer): it may have run part way.
+            interrupted=entry.state == "running" or (delivery.redelivered and entry.attempts == 1),
         )
         other = self.ledger.admit(ticket)
         if other is not None:

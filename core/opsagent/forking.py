@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +154,10 @@ def run_job(
     grace: float,
     output_cap: int,
     cancel: CancelFlag,
+    on_start: Callable[[int], object] | None = None,
 ) -> proc.Completed:
-    """Run one job spec in a fork of the fork server, like :func:`opsagent.proc.run`."""
+    """Run one job spec in a fork of the fork server, like :func:`opsagent.proc.run`;
+    ``on_start`` gets the job process's pid (its group, once it has made its session)."""
     fifo = workdir / f"{spec['job_id'][:40].replace('/', '_')}-{threading.get_ident()}.out"
     fifo.unlink(missing_ok=True)
     os.mkfifo(fifo, 0o600)
@@ -168,6 +170,8 @@ def run_job(
     exitcode = -9
     try:
         p.start()
+        if on_start is not None and p.pid is not None:
+            on_start(p.pid)
         deadline = started + timeout
         while True:
             p.join(0.05)

@@ -14,6 +14,7 @@ missing required capability, 75 broker unreachable at start after the configured
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
@@ -29,7 +30,7 @@ from loguru import logger
 
 from opsagent import config as configuration
 from opsagent import credentials as creds
-from opsagent import health, plugins, schedule
+from opsagent import health, plugins, proc, schedule
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.dispatch import Dispatcher
@@ -85,6 +86,42 @@ SWITCH_INTERVAL = 0.001
 
 #: The largest prefetch the host chooses itself (``[broker] prefetch`` may set more).
 PREFETCH_CAP = 2000
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold ``host.lock`` in the state directory for the host's life (an ``flock``, which
+    the kernel drops when the process dies, however it dies): two hosts on one journal
+    would run each other's jobs again and kill each other's processes."""
+    fd = os.open(state_dir / "host.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(
+            f"another host (pid {holder}) is using the state directory {state_dir}; "
+            f"give each host its own [host] state_dir",
+            EXIT_CONFIG,
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def reap_leftovers(state_dir: Path) -> None:
+    """Kill what jobs of a predecessor on this state directory left running (a host that
+    was SIGKILLed or lost its machine's power mid-job, outside systemd's control group):
+    before their requests are redelivered here, so a job never runs beside its ghost."""
+    killed = proc.GroupBook(state_dir / "running").kill_left()
+    killed.update(proc.kill_marked(str(state_dir.resolve())))
+    if killed:
+        jobs = sorted({job for job in killed.values() if job})
+        logger.warning(
+            "killed {} process(es) left running by a previous host on {} (jobs: {})",
+            len(killed),
+            state_dir,
+            ", ".join(jobs) or "unknown",
+        )
 
 
 class Host:
@@ -158,6 +195,8 @@ class Host:
                     EXIT_CONFIG,
                 )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = lock_state_dir(cfg.state_dir)
+        reap_leftovers(cfg.state_dir)
         journal_path = cfg.state_dir / "journal.sqlite3"
         self.journal = Journal(journal_path)
         self.journal.prune(7 * 86400)
@@ -207,6 +246,8 @@ class Host:
             # start (and so to have effects) must be known to a restarted host, so that its
             # redelivery counts attempt 2 (one commit for all that are held).
             before_start=self.journal.commit,
+            # A capability with ``reconcile`` has its start recorded (with the acceptances).
+            mark_started=self.journal.start,
         )
         self.dispatcher = Dispatcher(
             registry=registry,
@@ -576,6 +617,7 @@ class Host:
         self.transport.close()
         self.journal.close()
         self.scheduler.book.close()
+        os.close(self._state_lock)
         self.notifier.status(f"stopped with exit status {self.exit_status}")
         logger.info("stopped with exit status {}", self.exit_status)
 

@@ -38,7 +38,9 @@ class Job:
     ``env`` is the environment for programs the doer starts (an allow-list plus the
     declared credentials, never the host's whole environment).  ``remember`` stores a
     value durably with the job *before* the doer goes on, so that a redelivered request
-    can ``recall`` it instead of repeating work that must not happen twice.
+    can ``recall`` it instead of repeating work that must not happen twice.  ``attempt``
+    counts this host's deliveries of the request; ``interrupted`` is true when an earlier
+    run may have been cut short (see ``Capability.reconcile``).
     """
 
     id: str
@@ -50,6 +52,7 @@ class Job:
     env: Mapping[str, str] = attrs.Factory(dict)
     notes: Notes = attrs.Factory(MemoryNotes)
     attempt: int = 1
+    interrupted: bool = False
 
     def credential(self, name: str) -> Credential:
         try:

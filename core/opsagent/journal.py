@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     msg_type    TEXT NOT NULL,
     dedup_key   TEXT,
     body        TEXT NOT NULL,
-    state       TEXT NOT NULL,          -- accepted | finished
+    state       TEXT NOT NULL,          -- accepted | running | finished
     attempts    INTEGER NOT NULL,
     outcome     TEXT,
     published   INTEGER NOT NULL DEFAULT 0,
@@ -134,7 +134,7 @@ class Journal:
             "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts, accepted_at)"
             " VALUES (?, ?, ?, ?, 'accepted', ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts"
-            "   WHERE state = 'accepted'",
+            "   WHERE state != 'finished'",
             rows,
         )
         self._pending.clear()
@@ -145,7 +145,9 @@ class Journal:
         """Record a delivery of ``job_id``; return the entry as it now stands.
 
         A first delivery creates the job with ``attempts`` 1; a redelivery of a job that
-        has not finished counts one more attempt; a finished job is returned unchanged.
+        has not finished counts one more attempt (its state stays ``running`` when it was
+        marked started: it may have been interrupted); a finished job is returned
+        unchanged.
         """
         with self._lock:
             held = self._pending.get(job_id)
@@ -159,7 +161,20 @@ class Journal:
             attempts = 1 if entry is None else entry.attempts + 1
             text = json.dumps(body, separators=(",", ":"))
             self._pending[job_id] = (msg_type, dedup_key, text, attempts, time.time())
-        return Entry(job_id, msg_type, "accepted", attempts, None, False, body)
+        state = "running" if entry is not None and entry.state == "running" else "accepted"
+        return Entry(job_id, msg_type, state, attempts, None, False, body)
+
+    def start(self, job_id: str) -> None:
+        """Record durably that ``job_id`` is about to run (with every acceptance held):
+        a redelivery after this host dies shows it as possibly interrupted."""
+        with self._lock:
+            self._transaction(
+                self._write_pending,
+                lambda: self._db.execute(
+                    "UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'accepted'",
+                    (job_id,),
+                ),
+            )
 
     def get(self, job_id: str) -> Entry | None:
         with self._lock:

@@ -44,6 +44,8 @@ class Ticket:
     reply_to: str | None
     delivery: Delivery
     attempt: int = 1
+    #: An earlier run may have been cut short (see ``Capability.reconcile``).
+    interrupted: bool = False
     accepted_at: float = attrs.Factory(time.monotonic)
     started_at: float | None = None
     cancel: Flag = attrs.Factory(Flag)

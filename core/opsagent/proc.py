@@ -10,12 +10,14 @@ number of bytes dropped in between.  Arguments are an argv list: never a shell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import attrs
@@ -206,3 +208,109 @@ def run(
         duration=time.monotonic() - started,
         dropped_bytes=capture.dropped,
     )
+
+
+#: Set in the environment of every job (and so of whatever it starts) to the host's
+#: state directory: a host started on that directory again finds the programs a
+#: predecessor's jobs left running, wherever they reparented and whatever session they
+#: made.  (A job process forked from the fork server does not show it in
+#: ``/proc/PID/environ``, which holds the environment a process was exec'd with: those
+#: are found through :class:`GroupBook`.)
+MARK = "OPSAGENT_STATE_DIR"
+#: The job a marked process belongs to (process isolation), for the log.
+MARK_JOB = "OPSAGENT_JOB_ID"
+
+
+def _environ(pid: int) -> dict[bytes, bytes] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or another user's
+        return None
+    out: dict[bytes, bytes] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def marked(state_dir: str) -> dict[int, str]:
+    """Processes other than this one whose environment carries ``MARK=state_dir``:
+    pid -> the job id they belong to ("" when not known)."""
+    want = os.fsencode(state_dir)
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        env = _environ(int(entry.name))
+        if env is not None and env.get(MARK.encode()) == want:
+            found[int(entry.name)] = os.fsdecode(env.get(MARK_JOB.encode(), b""))
+    return found
+
+
+def kill_marked(state_dir: str, *, wait: float = 5.0) -> dict[int, str]:
+    """SIGKILL what :func:`marked` finds and wait up to ``wait`` seconds for it to go;
+    return what was killed (pid -> job id)."""
+    found = marked(state_dir)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(_running(pid) for pid in found):
+        time.sleep(0.02)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting for its (new) parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), to tell it from a later process
+    that reuses its number; None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+class GroupBook:
+    """The job process groups running now, one file each in ``directory`` (pid, start
+    time, job id), so that a host started after this one was killed can kill them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, pid: int, job_id: str) -> None:
+        (self.directory / str(pid)).write_text(f"{start_time(pid) or 0} {job_id}\n")
+
+    def remove(self, pid: int) -> None:
+        (self.directory / str(pid)).unlink(missing_ok=True)
+
+    def kill_left(self) -> dict[int, str]:
+        """SIGKILL the groups recorded by a predecessor that still run; forget them all."""
+        killed: dict[int, str] = {}
+        for path in self.directory.iterdir():
+            try:
+                pid = int(path.name)
+                started, _, job_id = path.read_text().strip().partition(" ")
+            except (ValueError, OSError):
+                path.unlink(missing_ok=True)
+                continue
+            if start_time(pid) == int(started or 0) and _running(pid):
+                if not kill_group(pid, signal.SIGKILL):  # not yet its own group leader
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                killed[pid] = job_id
+            path.unlink(missing_ok=True)
+        return killed

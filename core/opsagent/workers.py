@@ -88,7 +88,11 @@ class Lane:
                 job_id=ticket.job_id, msg_type=self.cap.msg_type, capability=self.cap.distribution
             )
             log.info(
-                "job {} started ({} attempt {})", ticket.job_id, self.cap.msg_type, ticket.attempt
+                "job {} started ({} attempt {}{})",
+                ticket.job_id,
+                self.cap.msg_type,
+                ticket.attempt,
+                ", may have been interrupted" if ticket.interrupted else "",
             )
             try:
                 outcome = self._run(ticket)
@@ -146,10 +150,12 @@ class Workers:
         output_cap: int,
         fork_server: bool = True,
         before_start: Callable[[], None] = lambda: None,
+        mark_started: Callable[[str], None] | None = None,
     ) -> None:
         self.caps = caps
         #: Called before each job starts (the host: make held acceptances durable).
         self.before_start = before_start
+        self.mark_started = mark_started
         self.ledger = ledger
         self.cache_dir = cache_dir
         self.state_dir = state_dir
@@ -170,6 +176,8 @@ class Workers:
             forking.start(sorted({c.entry_point for c in process_caps if c.entry_point}), env)
         self.results_dir = state_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        #: The job process groups running now (see :func:`opsagent.host.reap_leftovers`).
+        self.groups = proc.GroupBook(state_dir / "running")
         self.lanes = {
             m: Lane(cap, self._run, finish, ledger) for m, cap in caps.items() if not cap.control
         }
@@ -191,6 +199,7 @@ class Workers:
         if env is None:
             env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
             env["SWF_TMP_DIR"] = str(self.cache_dir)
+            env[proc.MARK] = str(self.state_dir.resolve())
             env.update(to_env(self.credentials.get(cap.msg_type, {})))
             self._envs[cap.msg_type] = env
         return env
@@ -200,7 +209,10 @@ class Workers:
         self._envs.pop(msg_type, None)
 
     def _run(self, ticket: Ticket) -> Outcome | None:
-        self.before_start()
+        if ticket.cap.reconcile is not None and self.mark_started is not None:
+            self.mark_started(ticket.job_id)
+        else:
+            self.before_start()
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
@@ -217,6 +229,7 @@ class Workers:
             env=env,
             notes=self.journal,
             attempt=ticket.attempt,
+            interrupted=ticket.interrupted,
         )
 
     def _run_thread(self, ticket: Ticket) -> Outcome | None:
@@ -236,9 +249,31 @@ class Workers:
             "config": self.tables.get(cap.msg_type, {}),
             "journal": str(self.journal_path) if self.journal_path else None,
             "attempt": ticket.attempt,
+            "interrupted": ticket.interrupted,
             "result": str(result),
         }
-        env = self.base_env(cap)
+        env = {**self.base_env(cap), proc.MARK_JOB: ticket.job_id}
+        pids: list[int] = []
+
+        def started(pid: int) -> None:
+            pids.append(pid)
+            self.groups.add(pid, ticket.job_id)
+
+        try:
+            done = self._spawn_job(spec, env, cap, ticket, started)
+        finally:
+            for pid in pids:
+                self.groups.remove(pid)
+        return self._outcome_of(done, cap, ticket, result)
+
+    def _spawn_job(
+        self,
+        spec: dict[str, Any],
+        env: dict[str, str],
+        cap: Capability,
+        ticket: Ticket,
+        started: Callable[[int], None],
+    ) -> proc.Completed:
         if self.fork_server:
             done = forking.run_job(
                 spec,
@@ -248,6 +283,7 @@ class Workers:
                 grace=self.grace,
                 output_cap=self.output_cap,
                 cancel=ticket.cancel,
+                on_start=started,
             )
         else:
             done = proc.run(
@@ -259,7 +295,13 @@ class Workers:
                 output_cap=self.output_cap,
                 stdin_data=json.dumps(spec).encode(),
                 cancel=ticket.cancel,
+                on_start=started,
             )
+        return done
+
+    def _outcome_of(
+        self, done: proc.Completed, cap: Capability, ticket: Ticket, result: Path
+    ) -> Outcome | None:
         log = logger.bind(job_id=ticket.job_id, msg_type=cap.msg_type)
         if done.output.strip():
             log.debug("output of {}:\n{}", ticket.job_id, done.output)

@@ -46,13 +46,46 @@ class WriteInput:
 
 
 def side_effect(inp: WriteInput, job: Job) -> Outcome:
-    """An idempotent file write plus a counter of how often the work ran."""
+    """The effect (``<n>.done``, written whole by a rename) and then a line in
+    ``<n>.runs`` per time it took place: more than one line is an effect that happened
+    twice."""
     base = job.cache_dir / "side-effects"
     base.mkdir(parents=True, exist_ok=True)
-    (base / f"{inp.n}.done").write_text(inp.n)
+    part = base / f"{inp.n}.{job.attempt}.{os.getpid()}.part"
+    part.write_text(inp.n)
+    part.rename(base / f"{inp.n}.done")
     with open(base / f"{inp.n}.runs", "a") as fh:
         fh.write(f"{job.id}\n")
     return Outcome.ok(n=inp.n)
+
+
+def side_effect_reconcile(inp: WriteInput | SlowEffectInput, job: Job) -> Outcome | None:
+    """An interrupted run took effect when ``<n>.done`` is there."""
+    if (job.cache_dir / "side-effects" / f"{inp.n}.done").exists():
+        return Outcome.ok(n=inp.n, reconciled=True)
+    return None
+
+
+@attrs.frozen
+class SlowEffectInput:
+    n: Digits
+    before: float = 0.0
+    after: float = 0.0
+    #: Also start a process in a session of its own (as xrdcp is) that outlives the job.
+    ghost: bool = False
+
+
+def slow_effect(inp: SlowEffectInput, job: Job) -> Outcome:
+    """``side_effect`` between two waits (on the first attempt only), so that a test can
+    kill the host before or after the effect took place."""
+    first = job.attempt == 1
+    if inp.ghost and first:
+        subprocess.Popen(["sleep", "600"], env=dict(job.env),  # noqa: S603, S607
+                         start_new_session=True)
+    time.sleep(inp.before if first else 0)
+    side_effect(WriteInput(inp.n), job)
+    time.sleep(inp.after if first else 0)
+    return Outcome.ok(n=inp.n, attempt=job.attempt)
 
 
 @attrs.frozen
@@ -64,7 +97,8 @@ def show_env(inp: EnvInput, job: Job) -> Outcome:
     secret = job.credential("testcred").read()
     # ``cred`` is scrubbed by the host; the digest shows the job read the right value.
     # ``main``: "__mp_main__" if multiprocessing ran the host's main module again here.
-    return Outcome.ok(env=sorted(os.environ), cred=secret,
+    marks = {k: os.environ.get(k) for k in ("OPSAGENT_STATE_DIR", "OPSAGENT_JOB_ID")}
+    return Outcome.ok(env=sorted(os.environ), cred=secret, marks=marks,
                       cred_sha256=hashlib.sha256(secret.encode()).hexdigest(),
                       main=sys.modules["__main__"].__name__)
 
@@ -135,7 +169,12 @@ def register_capabilities(register):
                         events={"ok": "test_slept", "error": "test_sleep_failed"}))
     register(Capability(msg_type="test_side_effect", input=WriteInput, doer=side_effect,
                         events={"ok": "test_written", "error": "test_write_failed"},
-                        echo=lambda inp: {"n": inp.n}, concurrency=2, queue_limit=20000))
+                        echo=lambda inp: {"n": inp.n}, concurrency=2, queue_limit=20000,
+                        reconcile=side_effect_reconcile))
+    register(Capability(msg_type="test_slow_effect", input=SlowEffectInput, doer=slow_effect,
+                        events={"ok": "test_written", "error": "test_write_failed"},
+                        echo=lambda inp: {"n": inp.n}, time_limit=30,
+                        reconcile=side_effect_reconcile))
     register(Capability(msg_type="test_env", input=EnvInput, doer=show_env,
                         credentials=("testcred",),
                         events={"ok": "test_env_shown", "error": "test_env_failed"}))
