@@ -85,3 +85,44 @@ def test_close_writes_what_is_held(tmp_path: Path) -> None:
     j.accept("a", "t", "key", {})
     j.close()
     assert other_view(path) == {"a": ("accepted", 1, 0)}
+
+
+def test_acceptances_being_committed_stay_visible_and_count_attempts(tmp_path: Path) -> None:
+    """A redelivery arriving while its acceptance is being written (another thread holds
+    the write lock) is seen as held, and its new attempt count is committed next."""
+    import threading
+
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    j.accept("a", "t", None, {})
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_step() -> None:
+        entered.set()
+        release.wait(5)
+
+    with j._lock:  # as commit() would
+        writer = threading.Thread(target=j._transaction, args=(slow_step,))
+        writer.start()
+        assert entered.wait(5)
+        # Mid-transaction: "a" is neither pending nor committed, yet known.
+        assert j.get("a") is not None and j.get("a").attempts == 1
+        assert j.accept("a", "t", None, {}).attempts == 2
+        release.set()
+        writer.join(5)
+    assert other_view(path) == {"a": ("accepted", 1, 0)}
+    j.commit()
+    assert other_view(path) == {"a": ("accepted", 2, 0)}
+
+
+def test_commit_for_commits_only_a_held_acceptance(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    j.accept("a", "t", None, {})
+    j.commit_for("a")
+    assert other_view(path) == {"a": ("accepted", 1, 0)}
+    j.accept("b", "t", None, {})
+    j.commit_for("a")  # already durable: "b" stays held, no transaction
+    assert other_view(path) == {"a": ("accepted", 1, 0)}
+    j.commit_for("b")
+    assert set(other_view(path)) == {"a", "b"}

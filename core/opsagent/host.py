@@ -244,8 +244,9 @@ class Host:
             output_cap=cfg.host.output_cap_bytes,
             # The journal holds acceptances for up to a tenth of a second; a job about to
             # start (and so to have effects) must be known to a restarted host, so that its
-            # redelivery counts attempt 2 (one commit for all that are held).
-            before_start=self.journal.commit,
+            # redelivery counts attempt 2 (one commit for all that are held, when this one
+            # still is).
+            before_start=self.journal.commit_for,
             # A capability with ``reconcile`` has its start recorded (with the acceptances).
             mark_started=self.journal.start,
         )

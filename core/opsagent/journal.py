@@ -5,13 +5,16 @@ is acknowledged.  A redelivered message whose job is finished is not run again: 
 recorded outcome is published if it was not yet, and the message is acknowledged.
 
 Writes are group-committed: an acceptance is held in memory (and seen by every read
-here) until the next commit, which the host makes before a job starts, with each batch
-of finished jobs and at least every tenth of a second from its main loop; a finish is
+here) until the next commit, which the host makes before a job starts whose acceptance
+is still held, with each batch of finished jobs and at least every tenth of a second
+from its main loop; a finish is
 always committed before the call returns, so before its message is acknowledged.  A
 host killed in between forgets at most the last tenth of a second of acceptances of jobs
 that had not started: they are redelivered (nothing acknowledged them) and counted from
-attempt 1 again, which they are.  The write lock is held only while committing, so a
-job's child process writing its notes never waits long.
+attempt 1 again, which they are.  A capability that declares ``reconcile`` has its
+jobs' starts recorded too (state ``running``).  The write lock is held only while
+committing, so a job's child process writing its notes never waits long, and the
+receiver's lookups go through a read connection of their own.
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
 """
@@ -79,23 +82,37 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class Journal:
-    """Thread-safe access to the journal; one connection, one lock."""
+    """Thread-safe access to the journal.
+
+    Three locks, so that the receiver accepting a request never waits for a commit: the
+    write connection's (held for a whole transaction), the held acceptances' (held only
+    to look at or swap two dicts) and a read connection's (WAL: reads see the last
+    commit and never wait for a writer).  While a commit writes a batch of acceptances
+    they stay visible to reads as ``_committing``.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
         self._db = _connect(path)
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+        self._read_lock = threading.Lock()
+        self._reader = _connect(path)
+        self._held_lock = threading.Lock()
         #: Acceptances not yet committed: id -> (msg_type, dedup_key, body text, attempts,
         #: accepted_at).
         self._pending: dict[str, tuple[str, str | None, str, int, float]] = {}
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        #: The acceptances the transaction in progress is writing.
+        self._committing: dict[str, tuple[str, str | None, str, int, float]] = {}
 
     def close(self) -> None:
         with self._lock:
             self._commit_pending()
             self._db.close()
+        with self._read_lock:
+            self._reader.close()
 
     def commit(self) -> None:
         """Make the acceptances held in memory durable (one transaction)."""
@@ -104,40 +121,67 @@ class Journal:
         with self._lock:
             self._commit_pending()
 
+    def commit_for(self, job_id: str) -> None:
+        """Make ``job_id``'s acceptance durable if it is still held (with every other
+        held one); at once when it already is, as under load it mostly is."""
+        with self._held_lock:
+            if job_id not in self._pending and job_id not in self._committing:
+                return
+        with self._lock:
+            # A commit in progress held the lock: it may have written this one.
+            if job_id in self._pending:
+                self._commit_pending()
+
     def _commit_pending(self) -> None:
         """:meth:`commit` with the lock held."""
         if self._pending:
-            self._transaction(self._write_pending)
+            self._transaction()
 
     def _transaction(self, *steps: Callable[[], object]) -> None:
-        """Run ``steps`` in one transaction (the lock is held); on failure the acceptances
-        it was writing are held again."""
-        held = dict(self._pending)
-        self._db.execute("BEGIN")
+        """Write the held acceptances and run ``steps``, in one transaction (the write
+        lock is held); on failure the acceptances it was writing are held again."""
+        with self._held_lock:
+            batch, self._pending = self._pending, {}
+            self._committing = batch
         try:
-            for step in steps:
-                step()
-            self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+            try:
+                if batch:
+                    self._db.executemany(
+                        "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts,"
+                        " accepted_at) VALUES (?, ?, ?, ?, 'accepted', ?, ?)"
+                        " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts"
+                        "   WHERE state != 'finished'",
+                        [(job_id, *rest) for job_id, rest in batch.items()],
+                    )
+                for step in steps:
+                    step()
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            self._pending = {**held, **self._pending}
+            with self._held_lock:
+                # What was accepted again meanwhile (a newer attempt count) wins.
+                self._pending = {**batch, **self._pending}
+                self._committing = {}
             raise
+        with self._held_lock:
+            self._committing = {}
 
-    def _write_pending(self) -> None:
-        """Write the held acceptances (the lock is held, inside a transaction); if the
-        transaction then fails, :meth:`_transaction` holds them again."""
-        if not self._pending:
-            return
-        rows = [(job_id, *rest) for job_id, rest in self._pending.items()]
-        self._db.executemany(
-            "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts, accepted_at)"
-            " VALUES (?, ?, ?, ?, 'accepted', ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts"
-            "   WHERE state != 'finished'",
-            rows,
-        )
-        self._pending.clear()
+    def _held(self, job_id: str) -> tuple[str, str | None, str, int, float] | None:
+        """The held acceptance of ``job_id`` (the held-acceptances lock is held)."""
+        held = self._pending.get(job_id)
+        return held if held is not None else self._committing.get(job_id)
+
+    def _hold_again(
+        self, job_id: str, held: tuple[str, str | None, str, int, float], body: dict[str, Any]
+    ) -> Entry:
+        """A redelivery of a held acceptance: one more attempt (the held lock is held)."""
+        attempts = held[3] + 1
+        self._pending[job_id] = (*held[:3], attempts, held[4])
+        return Entry(job_id, held[0], "accepted", attempts, None, False, body)
 
     def accept(
         self, job_id: str, msg_type: str, dedup_key: str | None, body: dict[str, Any]
@@ -149,17 +193,19 @@ class Journal:
         marked started: it may have been interrupted); a finished job is returned
         unchanged.
         """
-        with self._lock:
-            held = self._pending.get(job_id)
+        with self._held_lock:
+            held = self._held(job_id)
             if held is not None:
-                attempts = held[3] + 1
-                self._pending[job_id] = (*held[:3], attempts, held[4])
-                return Entry(job_id, msg_type, "accepted", attempts, None, False, body)
-            entry = self._get(job_id)
-            if entry is not None and entry.state == "finished":
-                return entry
+                return self._hold_again(job_id, held, body)
+        entry = self._read(job_id)
+        if entry is not None and entry.state == "finished":
+            return entry
+        text = json.dumps(body, separators=(",", ":"))
+        with self._held_lock:
+            held = self._held(job_id)  # accepted by another thread meanwhile
+            if held is not None:
+                return self._hold_again(job_id, held, body)
             attempts = 1 if entry is None else entry.attempts + 1
-            text = json.dumps(body, separators=(",", ":"))
             self._pending[job_id] = (msg_type, dedup_key, text, attempts, time.time())
         state = "running" if entry is not None and entry.state == "running" else "accepted"
         return Entry(job_id, msg_type, state, attempts, None, False, body)
@@ -169,7 +215,6 @@ class Journal:
         a redelivery after this host dies shows it as possibly interrupted."""
         with self._lock:
             self._transaction(
-                self._write_pending,
                 lambda: self._db.execute(
                     "UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'accepted'",
                     (job_id,),
@@ -177,19 +222,21 @@ class Journal:
             )
 
     def get(self, job_id: str) -> Entry | None:
-        with self._lock:
-            held = self._pending.get(job_id)
-            if held is not None:
-                msg_type, _key, text, attempts, _at = held
-                return Entry(job_id, msg_type, "accepted", attempts, None, False, json.loads(text))
-            return self._get(job_id)
+        with self._held_lock:
+            held = self._held(job_id)
+        if held is not None:
+            msg_type, _key, text, attempts, _at = held
+            return Entry(job_id, msg_type, "accepted", attempts, None, False, json.loads(text))
+        return self._read(job_id)
 
-    def _get(self, job_id: str) -> Entry | None:
-        row = self._db.execute(
-            "SELECT id, msg_type, state, attempts, outcome, published, body"
-            " FROM jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
+    def _read(self, job_id: str) -> Entry | None:
+        """What the last commit says of ``job_id`` (the read connection)."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT id, msg_type, state, attempts, outcome, published, body"
+                " FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
         if row is None:
             return None
         outcome = Outcome.from_json(json.loads(row[4])) if row[4] else None
@@ -209,7 +256,6 @@ class Journal:
         ]
         with self._lock:
             self._transaction(
-                self._write_pending,
                 lambda: self._db.executemany(
                     "UPDATE jobs SET state = 'finished', outcome = ?, finished_at = ?,"
                     " published = ? WHERE id = ?",

@@ -149,7 +149,7 @@ class Workers:
         grace: float,
         output_cap: int,
         fork_server: bool = True,
-        before_start: Callable[[], None] = lambda: None,
+        before_start: Callable[[str], None] = lambda job_id: None,
         mark_started: Callable[[str], None] | None = None,
     ) -> None:
         self.caps = caps
@@ -212,7 +212,7 @@ class Workers:
         if ticket.cap.reconcile is not None and self.mark_started is not None:
             self.mark_started(ticket.job_id)
         else:
-            self.before_start()
+            self.before_start(ticket.job_id)
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
