@@ -58,6 +58,7 @@ def main() -> None:
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "performance.json").write_text(json.dumps(results) + "\n")
     p, i, t, f = (results[k] for k in ("ping", "isolation", "throughput", "footprint"))
+    floor = t["raw_consume_event_ack_per_s"] / t["raw_consume_ack_per_s"]
     sweep = results["sweep"]
     ping_png = plots.ping_latency(p["samples_ms"], {
         "baseline_raw_nodelay": "baseline: raw stomp.py responder, TCP_NODELAY",
@@ -94,19 +95,27 @@ def main() -> None:
         "",
         f"{t['requests']:,} requests queued before each run; median of {t['rounds']} "
         "alternating rounds, each run in a fresh process, after a warm-up of each. The "
-        "second baseline is a raw stomp.py loop doing the host's wire work and nothing "
-        "else: it consumes, publishes one event per message on a second connection, acks, "
-        "and the time runs until a watcher has every event.",
+        "second baseline is a raw stomp.py consumer doing exactly the wire work the "
+        "contract asks for each request and nothing else: parse the JSON body, publish one "
+        "JSON event, ack; it runs in a process of its own and the time runs until a "
+        "watcher in the measuring process has every event, as for the host.",
         "",
         "| | requests/s | opsagent's ratio to it | target |",
         "|---|---|---|---|",
         f"| baseline: raw consume-and-ack loop | {t['raw_consume_ack_per_s']} | "
         f"{t['ratio']} | ≥ 0.8 |",
-        f"| baseline: raw consume, publish an event, ack | {t['raw_consume_event_ack_per_s']} | "
+        "| baseline: raw consume, parse, publish an event, ack (the contract's wire work) | "
+        f"{t['raw_consume_event_ack_per_s']} | "
         f"{t['ratio_to_raw_with_events']} | |",
         f"| opsagent: parse, validate, journal, run, event, ack, two log lines (rounds: "
         f"{', '.join(str(v) for v in t['opsagent_rounds_per_s'])}) | {t['opsagent_per_s']} "
         "| | |",
+        "",
+        f"The contract's wire work alone reaches {floor:.2f} of the consume-and-ack loop on "
+        "this broker and client"
+        + (": a host that publishes the event the contract requires for every request, "
+           "with stomp.py, cannot reach 0.8 of that loop, whatever else it does or leaves "
+           "out." if floor < 0.8 else "."),
         "",
         f"The same at several lane concurrencies (`[capability.test_noop] concurrency`), "
         f"{sweep['requests']:,} requests each, beside the raw loop over as many messages "

@@ -174,3 +174,31 @@ def test_harness_send_returns_the_rejection_with_its_path(
     assert answer["msg_type"] == "request_rejected"
     assert answer["errors"] == ["$.n: expected digits, got '../x'"]
     assert not (host.config.cache_dir / "side-effects").exists()
+
+
+class keyed:  # a plugin module stand-in: one dedup key for every request
+    __name__ = "keyed"
+
+    @staticmethod
+    @hookimpl
+    def register_capabilities(register: Callable[[Capability], None]) -> None:
+        register(
+            Capability(
+                msg_type="keyed",
+                input=Empty,
+                doer=lambda inp, job: Outcome.ok(),
+                events={"ok": "keyed_done", "error": "keyed_failed"},
+                dedup_key=lambda inp: "one",
+                isolation="thread",
+            )
+        )
+
+
+def test_once_a_caller_has_the_event_the_dedup_key_is_free(
+    opsagent_harness: Callable[..., Harness],
+) -> None:
+    """The key is let go before the event is published, not after the journal write and
+    the acknowledgement: a caller repeating the work at once is never refused."""
+    host = opsagent_harness(modules=[keyed])
+    answers = [host.send("keyed", {})["msg_type"] for _ in range(200)]
+    assert answers == ["keyed_done"] * 200

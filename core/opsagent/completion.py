@@ -159,6 +159,9 @@ class Completion:
         try:
             messages: list[tuple[str, bytes]] = []
             for ticket, _outcome, raw in batch:
+                # Before the event goes out: a caller that sends the same work again once
+                # it has the event must not find the key still held.
+                self.ledger.free_key(ticket)
                 messages.append((self.topic, raw))
                 if ticket.reply_to:
                     messages.append((ticket.reply_to, raw))

@@ -92,6 +92,13 @@ class Ledger:
             ticket.ended = True
             return True
 
+    def free_key(self, ticket: Ticket) -> None:
+        """Let another job with ``ticket``'s dedup key in: its work is over (the ticket
+        stays until its end is written)."""
+        with self._lock:
+            if ticket.dedup_key is not None and self._keys.get(ticket.dedup_key) == ticket.job_id:
+                del self._keys[ticket.dedup_key]
+
     def release(self, ticket: Ticket) -> None:
         with self._lock:
             if self._tickets.pop(ticket.job_id, None) is None:
