@@ -30,8 +30,8 @@ activemq_start() {
       <sslContext keyStore="file:$d/tls/broker.ks" keyStorePassword="opsagent-test"/>
     </sslContext>
     <transportConnectors>
-      <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}?transport.tcpNoDelay=true"/>
-      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:${ACTIVEMQ_STOMP_SSL_PORT}?transport.tcpNoDelay=true"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:${ACTIVEMQ_STOMP_PORT}?transport.tcpNoDelay=true&amp;transport.socketBufferSize=4194304"/>
+      <transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:${ACTIVEMQ_STOMP_SSL_PORT}?transport.tcpNoDelay=true&amp;transport.socketBufferSize=4194304"/>
     </transportConnectors>
   </broker>
 </beans>
