@@ -85,12 +85,15 @@ def test_processes_a_killed_host_left_running_are_killed_at_restart(host_factory
     caller = caller_for(host)
     state = host.tmp / "state"
     rid = _kill_mid_job(host, caller, {"n": "3", "before": 30, "ghost": True})
+    first_pid = host.proc.pid
     end = time.monotonic() + 10
     while not proc.marked(str(state.resolve())) and time.monotonic() < end:
         time.sleep(0.02)
     host.kill9()
     # The job process (recorded by its group) and the program it started in a session
     # of its own (found by its environment) outlive the host.
+    # The lock still names the killed host: the next one knows to look for leftovers.
+    assert (state / "host.lock").read_text().strip() == str(first_pid)
     (job_pid,) = (int(p.name) for p in (state / "running").iterdir())
     ghosts = proc.marked(str(state.resolve()))
     assert list(ghosts.values()) == [rid] and job_pid not in ghosts, ghosts
@@ -116,3 +119,6 @@ def test_a_second_host_on_one_state_directory_is_refused(host_factory):
     assert second.returncode == 78, second.stderr
     assert f"another host (pid {host.proc.pid}) is using the state directory" in second.stderr
     assert host.proc.poll() is None
+    # A clean stop empties the lock: the next host skips the search for leftovers.
+    assert host.stop() == 0
+    assert (host.tmp / "state" / "host.lock").read_text() == ""

@@ -88,10 +88,15 @@ SWITCH_INTERVAL = 0.001
 PREFETCH_CAP = 2000
 
 
-def lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> tuple[int, str]:
     """Hold ``host.lock`` in the state directory for the host's life (an ``flock``, which
     the kernel drops when the process dies, however it dies): two hosts on one journal
-    would run each other's jobs again and kill each other's processes."""
+    would run each other's jobs again and kill each other's processes.
+
+    The file holds the pid of the host holding it, and is emptied by a host that stops
+    cleanly: return the lock's descriptor and the pid a predecessor left there ("" after a
+    clean stop), which says that it died with its jobs running.
+    """
     fd = os.open(state_dir / "host.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,22 +108,25 @@ def lock_state_dir(state_dir: Path) -> int:
             f"give each host its own [host] state_dir",
             EXIT_CONFIG,
         ) from None
+    previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return fd, previous
 
 
-def reap_leftovers(state_dir: Path) -> None:
+def reap_leftovers(state_dir: Path, predecessor: str) -> None:
     """Kill what jobs of a predecessor on this state directory left running (a host that
     was SIGKILLed or lost its machine's power mid-job, outside systemd's control group):
-    before their requests are redelivered here, so a job never runs beside its ghost."""
+    before their requests are redelivered here, so a job never runs beside its ghost.
+    Called only when the predecessor did not stop cleanly (its pid is still in the lock)."""
     killed = proc.GroupBook(state_dir / "running").kill_left()
     killed.update(proc.kill_marked(str(state_dir.resolve())))
     if killed:
         jobs = sorted({job for job in killed.values() if job})
         logger.warning(
-            "killed {} process(es) left running by a previous host on {} (jobs: {})",
+            "killed {} process(es) left running by a previous host (pid {}) on {} (jobs: {})",
             len(killed),
+            predecessor,
             state_dir,
             ", ".join(jobs) or "unknown",
         )
@@ -195,8 +203,9 @@ class Host:
                     EXIT_CONFIG,
                 )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_lock = lock_state_dir(cfg.state_dir)
-        reap_leftovers(cfg.state_dir)
+        self._state_lock, predecessor = lock_state_dir(cfg.state_dir)
+        if predecessor:
+            reap_leftovers(cfg.state_dir, predecessor)
         journal_path = cfg.state_dir / "journal.sqlite3"
         self.journal = Journal(journal_path)
         self.journal.prune(7 * 86400)
@@ -242,13 +251,7 @@ class Host:
             env_allow=cfg.host.env_allow,
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
-            # The journal holds acceptances for up to a tenth of a second; a job about to
-            # start (and so to have effects) must be known to a restarted host, so that its
-            # redelivery counts attempt 2 (one commit for all that are held, when this one
-            # still is).
-            before_start=self.journal.commit_for,
-            # A capability with ``reconcile`` has its start recorded (with the acceptances).
-            mark_started=self.journal.start,
+            before_start=self._before_start,
         )
         self.dispatcher = Dispatcher(
             registry=registry,
@@ -317,6 +320,18 @@ class Host:
     def unavailable(self) -> dict[str, str]:
         """Capabilities that take no requests now, with the reason."""
         return self.availability.unavailable
+
+    def _before_start(self, ticket: Ticket) -> None:
+        """What the journal must hold before a job can have effects.
+
+        Its acceptance (held for up to a tenth of a second), so that a redelivery after a
+        crash counts attempt 2; and, for a capability that declares ``reconcile``, the
+        start itself, so that the redelivery is reconciled before it could run again.
+        """
+        if ticket.cap.reconcile is not None:
+            self.journal.start(ticket.job_id)
+        else:
+            self.journal.commit_for(ticket.job_id)
 
     # -- Control (health_ping, shutdown) ---------------------------------------------
 
@@ -618,6 +633,7 @@ class Host:
         self.transport.close()
         self.journal.close()
         self.scheduler.book.close()
+        os.ftruncate(self._state_lock, 0)  # a clean stop: nothing left running
         os.close(self._state_lock)
         self.notifier.status(f"stopped with exit status {self.exit_status}")
         logger.info("stopped with exit status {}", self.exit_status)

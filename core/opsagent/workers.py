@@ -149,13 +149,11 @@ class Workers:
         grace: float,
         output_cap: int,
         fork_server: bool = True,
-        before_start: Callable[[str], None] = lambda job_id: None,
-        mark_started: Callable[[str], None] | None = None,
+        before_start: Callable[[Ticket], None] = lambda ticket: None,
     ) -> None:
         self.caps = caps
-        #: Called before each job starts (the host: make held acceptances durable).
+        #: Called before each job starts (the host: make the journal hold what it must).
         self.before_start = before_start
-        self.mark_started = mark_started
         self.ledger = ledger
         self.cache_dir = cache_dir
         self.state_dir = state_dir
@@ -209,10 +207,7 @@ class Workers:
         self._envs.pop(msg_type, None)
 
     def _run(self, ticket: Ticket) -> Outcome | None:
-        if ticket.cap.reconcile is not None and self.mark_started is not None:
-            self.mark_started(ticket.job_id)
-        else:
-            self.before_start(ticket.job_id)
+        self.before_start(ticket)
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
