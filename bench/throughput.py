@@ -51,11 +51,24 @@ def raw_loop(env: dict[str, str], n: int, *, events: bool = False) -> float:
     fill(env, queue, n, {"msg_type": "test_noop", "namespace": "prodops"})
     if events:
         return _raw_events(env, queue, n)
+    return n / raw_consumer(env, queue, n)
+
+
+def raw_consumer(env: dict[str, str], queue: str, n: int, topic: str | None = None) -> float:
+    """Consume ``n`` messages, acking each; with ``topic`` also publish one JSON event per
+    message there first (run in its own process by :func:`_raw_events`, which waits for
+    the "subscribed" line).  Seconds from the subscription to the last ack."""
     done = threading.Event()
     count = [0]
 
     class L(stomp.ConnectionListener):
         def on_message(self, frame: Any) -> None:
+            if topic is not None:
+                body = json.loads(frame.body)
+                event = {"msg_type": "test_noop_done", "request": body["msg_type"],
+                         "request_id": body["request_id"], "outcome": "ok",
+                         "sender": "raw", "namespace": body["namespace"]}
+                conn.send(topic, json.dumps(event).encode(), content_type="application/json")
             conn.ack(frame.headers["ack"])
             count[0] += 1
             if count[0] == n:
@@ -65,35 +78,12 @@ def raw_loop(env: dict[str, str], n: int, *, events: bool = False) -> float:
     t0 = time.perf_counter()
     conn.subscribe(queue, id="s", ack="client-individual",
                    headers={"activemq.prefetchSize": "2000"})
+    if topic is not None:
+        print("subscribed", flush=True)
     done.wait(300)
     elapsed = time.perf_counter() - t0
     conn.disconnect()
-    return n / elapsed
-
-
-def raw_event_consumer(env: dict[str, str], queue: str, topic: str, n: int) -> None:
-    """The consumer of :func:`raw_loop` with ``events`` (run in its own process)."""
-    done = threading.Event()
-    count = [0]
-
-    class L(stomp.ConnectionListener):
-        def on_message(self, frame: Any) -> None:
-            body = json.loads(frame.body)
-            event = {"msg_type": "test_noop_done", "request": body["msg_type"],
-                     "request_id": body["request_id"], "outcome": "ok",
-                     "sender": "raw", "namespace": body["namespace"]}
-            conn.send(topic, json.dumps(event).encode(), content_type="application/json")
-            conn.ack(frame.headers["ack"])
-            count[0] += 1
-            if count[0] == n:
-                done.set()
-
-    conn = connect(env, listener=L())
-    conn.subscribe(queue, id="s", ack="client-individual",
-                   headers={"activemq.prefetchSize": "2000"})
-    print("subscribed", flush=True)
-    done.wait(300)
-    conn.disconnect()
+    return elapsed
 
 
 def _raw_events(env: dict[str, str], queue: str, n: int) -> float:
@@ -110,7 +100,7 @@ def _raw_events(env: dict[str, str], queue: str, n: int) -> float:
     watcher = connect(env, listener=W())
     watcher.subscribe(topic, id="t", ack="auto")
     code = (f"import throughput as t; "
-            f"t.raw_event_consumer({env!r}, {queue!r}, {topic!r}, {n})")
+            f"t.raw_consumer({env!r}, {queue!r}, {n}, {topic!r})")
     consumer = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
                                 stdout=subprocess.PIPE, text=True)
     assert consumer.stdout is not None
