@@ -142,8 +142,6 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
             "side_effect_done": len(ok),
             "side_effect_more_than_once": len(more_than_once),
             "more_than_once_ids": more_than_once[:50],
-            "more_than_once_reran_after_host_kill": sum(
-                1 for r in more_than_once if rows.get(r, ("", 0, 0))[2] > 1),
             "reconciled_seen": len(reconciled),
             "interrupted_attempts": sum(1 for r in sent if rows.get(r, ("", 0, 0))[2] > 1),
             "lost": len(lost),
