@@ -59,6 +59,9 @@ class ChaosCaller:
         self.receipts: dict[str, threading.Event] = {}
         self.conn: stomp.Connection12 | None = None
         self.resends = 0
+        #: The sender thread and the fault loop both reconnect after a broker restart: one
+        #: at a time, or two live subscriptions would each receive every event.
+        self._reconnecting = threading.Lock()
 
     def _listener(self) -> stomp.ConnectionListener:
         outer = self
@@ -95,12 +98,17 @@ class ChaosCaller:
                     raise
                 time.sleep(0.2)
 
+    def ensure(self, timeout: float = 120.0) -> None:
+        """Connected and subscribed, reconnecting if the connection is gone."""
+        with self._reconnecting:
+            if self.conn is None or not self.conn.is_connected():
+                self.close()
+                self.connect(timeout)
+
     def send(self, body: dict[str, Any]) -> None:
         raw = json.dumps(body).encode()
         while True:
-            if self.conn is None or not self.conn.is_connected():
-                self.close()
-                self.connect()
+            self.ensure()
             receipt = uuid.uuid4().hex
             got = self.receipts[receipt] = threading.Event()
             try:
@@ -114,7 +122,8 @@ class ChaosCaller:
             finally:
                 self.receipts.pop(receipt, None)
             self.resends += 1
-            self.close()
+            with self._reconnecting:
+                self.close()
 
     def events_since(self, t: float) -> list[dict[str, Any]]:
         with self.cond:
@@ -124,12 +133,10 @@ class ChaosCaller:
         """Seconds from ``t`` to the first job event received after it (reconnecting)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.conn is None or not self.conn.is_connected():
-                try:
-                    self.close()
-                    self.connect(timeout=max(1.0, end - time.monotonic()))
-                except Exception:  # noqa: BLE001
-                    continue
+            try:
+                self.ensure(timeout=max(1.0, end - time.monotonic()))
+            except Exception:  # noqa: BLE001
+                continue
             with self.cond:
                 for at, e in self.events:
                     if at >= t and "outcome" in e:

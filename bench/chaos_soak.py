@@ -49,6 +49,15 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
     seen_pids: set[int] = set()
     faults: list[dict[str, Any]] = []
     caller = ChaosCaller(broker.connection, host.queue, host.topic)
+    kinds = ["broker"] * broker_restarts + ["host"] * host_kills
+    rng.shuffle(kinds)
+    at = sorted(rng.uniform(0.05, 0.85) * requests for _ in kinds)
+    # The sender runs ahead of each fault's moment by this many requests, then waits
+    # for the fault to be over: there is work in flight when it strikes and work left
+    # after it (a fast host could otherwise finish everything sent while the broker is
+    # being stopped, and nothing would show that it resumed).
+    margin = max(50, requests // 50)
+    over = [threading.Event() for _ in kinds]
     t0 = time.monotonic()
     try:
         host.start()
@@ -58,7 +67,11 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
 
         def send_all() -> None:
             try:
+                gate = 0
                 for i in range(requests):
+                    while gate < len(at) and i >= at[gate] + margin:
+                        over[gate].wait()
+                        gate += 1
                     rid = f"soak-{i}"
                     caller.send({"msg_type": "test_side_effect", "namespace": "prodops",
                                  "request_id": rid, "n": str(i)})
@@ -68,10 +81,7 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
 
         sender = threading.Thread(target=send_all, name="sender", daemon=True)
         sender.start()
-        kinds = ["broker"] * broker_restarts + ["host"] * host_kills
-        rng.shuffle(kinds)
-        at = sorted(rng.uniform(0.05, 0.85) * requests for _ in kinds)
-        for kind, threshold in zip(kinds, at, strict=True):
+        for number, (kind, threshold) in enumerate(zip(kinds, at, strict=True)):
             while done_count(cache) < threshold:
                 if host.proc is not None and host.proc.poll() is not None:
                     raise RuntimeError(f"host exited by itself:\n{host.text()[-3000:]}")
@@ -87,6 +97,7 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
                 broker.stop()
                 broker.start()
                 up = time.monotonic()
+                over[number].set()
                 fault["broker_down_s"] = round(up - hit, 2)
                 resume = caller.first_event_after(up, timeout=120)
                 if resume is not None:
@@ -97,6 +108,7 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
                 host.wait()
                 dead = time.monotonic()
                 host.start(wait=False)
+                over[number].set()
                 resume = caller.first_event_after(dead, timeout=120)
                 time.sleep(0.5)
                 fault["survivors_after_kill"] = len(alive(seen_pids))
@@ -156,6 +168,8 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
         }
         return report
     finally:
+        for gate in over:
+            gate.set()  # a sender still waiting goes on (and fails against a closed caller)
         caller.close()
         host.stop()
         broker.stop()

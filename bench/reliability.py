@@ -46,7 +46,9 @@ def render(r: dict[str, Any]) -> str:
         "then a line per time that happened in a counter file; process isolation, two at a "
         "time; it declares `reconcile`, which looks for the file) while the broker "
         f"(persistent) was restarted {s['broker_restarts']} times and the host was SIGKILLed "
-        f"and restarted {s['host_kills']} times, at random moments (seed {s['seed']}): "
+        f"and restarted {s['host_kills']} times, at random moments (seed {s['seed']}; the "
+        "sender keeps at most 2 % of the requests, 50 or more, ahead of a fault until it is "
+        "over, so that work is in flight when it strikes and left after it): "
         f"`bench/chaos_soak.py`, {s['elapsed_s']} s in all.",
         "",
         _row("", "measured", "baseline (target)"),
