@@ -299,9 +299,11 @@ def test_full_local_queue_rejects_as_busy_and_keeps_answering_pings(host_factory
     host = host_factory().start()
     caller = caller_for(host)
     # test_sleep: concurrency 1, queue limit 5 -> 1 running + 5 queued; the rest are busy.
-    # (Which ones depends on whether the worker took the first job off the queue before
-    # the sixth arrived; the first five always fit.)
-    rids = [caller.send("test_sleep", {"seconds": 0.5, "key": f"b{i}"}) for i in range(9)]
+    # The first is running before the others are sent: otherwise how many fit depends on
+    # when the worker takes it off the queue.
+    rids = [caller.send("test_sleep", {"seconds": 1.5, "key": "b0"})]
+    host.wait_log(f"job {rids[0]} started")
+    rids += [caller.send("test_sleep", {"seconds": 0.5, "key": f"b{i}"}) for i in range(1, 9)]
     busy = [r for r in (caller.wait_reply(lambda r, rid=rid: r.get("request_id") == rid
                                           or r.get("job_id") == rid, timeout=10)
                         for rid in rids[5:])
