@@ -19,7 +19,7 @@ import stomp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import HostProcess, service_env  # noqa: E402
+from support import SERVICES, HostProcess, service_env  # noqa: E402
 
 
 def broker() -> dict[str, str]:
@@ -102,6 +102,17 @@ class RawResponder:
 
     def close(self) -> None:
         self.conn.disconnect()
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int:
+    """The local ActiveMQ's pid, as scripts/services.sh recorded it."""
+    return int((SERVICES / "run" / "activemq.pid").read_text())
 
 
 def rss_kb(pid: int) -> int:

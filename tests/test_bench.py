@@ -1,0 +1,42 @@
+"""The throughput benchmark's figures hold together on a short run against the real broker."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from support import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import steps  # noqa: E402
+import throughput  # noqa: E402
+
+
+def test_steps_time_each_step_of_a_request() -> None:
+    got = steps.run(repeat=200)
+    assert set(got["steps_us"]) == {
+        "stomp.py parses the MESSAGE frame",
+        "envelope (JSON) and input (cattrs)",
+        "journal: accepted and finished (SQLite, 100 per commit)",
+        "two job log lines (loguru)",
+        "event JSON, SEND and ACK frames",
+    }
+    assert all(v > 0 for v in got["steps_us"].values())
+    assert got["sum_us"] == pytest.approx(sum(got["steps_us"].values()), abs=0.1)
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker")
+def test_throughput_reports_cpu_of_each_process_and_the_budget() -> None:
+    got = throughput.run(n=400, rounds=1)
+    cpu = got["cpu_us_per_request"]
+    assert set(cpu["raw"]) == {"consumer", "broker"}
+    assert set(cpu["raw_events"]) == set(cpu["host"]) == {"consumer", "broker", "watcher"}
+    # Every process did work for the requests it handled.
+    assert all(v > 0 for run in cpu.values() for v in run.values())
+    wall = 1e6 / got["target_per_s"]
+    others = cpu["host"]["broker"] + cpu["host"]["watcher"]
+    assert got["host_budget_us_at_target"] == pytest.approx(
+        min(wall, got["cpus"] * wall - others), abs=0.2)
+    assert got["opsagent_per_s"] == got["opsagent_rounds_per_s"][0]
