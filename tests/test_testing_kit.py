@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from opsagent import Capability, Outcome, hookimpl
 from opsagent.config import ConfigError
 from opsagent.credentials import env_name
 from opsagent.plugins import PluginError
-from opsagent.testing import FakeCredentials, Harness, declared, make_job
+from opsagent.testing import FakeCredentials, Harness, declared, make_job, processes_with_env
 from opsagent.testing.http import FakeServer
 
 pytest_plugins = ["pytester"]
@@ -202,3 +203,18 @@ def test_once_a_caller_has_the_event_the_dedup_key_is_free(
     host = opsagent_harness(modules=[keyed])
     answers = [host.send("keyed", {})["msg_type"] for _ in range(200)]
     assert answers == ["keyed_done"] * 200
+
+
+def test_processes_with_env_finds_a_child_by_its_environment_until_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    marker = str(tmp_path / "cache")
+    assert processes_with_env(marker) == []
+    child = subprocess.Popen(["sleep", "30"], env={"SWF_TMP_DIR": marker})
+    try:
+        assert processes_with_env(marker) == [child.pid]
+        assert processes_with_env(marker + "-other") == []
+    finally:
+        child.kill()
+        child.wait()
+    assert processes_with_env(marker) == []

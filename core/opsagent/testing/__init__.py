@@ -10,13 +10,15 @@ without a broker::
         assert answer["outcome"] == "ok"
 
 Also here: :func:`declared` and :func:`make_job` to call a doer directly with a job like
-the host's, :class:`FakeCredentials` (fixture ``opsagent_credentials``), and loopback
-HTTP fakes (:mod:`opsagent.testing.http`, fixture ``opsagent_http``).
+the host's, :class:`FakeCredentials` (fixture ``opsagent_credentials``), loopback
+HTTP fakes (:mod:`opsagent.testing.http`, fixture ``opsagent_http``), and
+:func:`processes_with_env` to check that a killed job left no process behind.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -223,6 +225,26 @@ def opsagent_http() -> Iterator[Callable[..., FakeServer]]:
         pytest.fail("a fake server's handler raised: " + "; ".join(errors))
 
 
+def processes_with_env(text: str) -> list[int]:
+    """Pids of the processes (this one aside) whose environment holds ``text`` in a name
+    or value: a job's children carry the paths of its cache and state directories, so
+    after a job is killed ``processes_with_env(str(tmp_path)) == []`` checks that
+    nothing it started is left.  Only processes of this user can be read; a process
+    sees the environment it was started with (``/proc/PID/environ``)."""
+    want = text.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if want in raw:
+            found.append(int(entry))
+    return found
+
+
 __all__ = [
     "FakeCredentials",
     "FakeServer",
@@ -232,4 +254,5 @@ __all__ = [
     "opsagent_credentials",
     "opsagent_harness",
     "opsagent_http",
+    "processes_with_env",
 ]

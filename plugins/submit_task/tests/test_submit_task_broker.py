@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opsagent.testing import processes_with_env
 from submit_task_fakes import FakeCatalogue, FakePanda
 from submit_task_support import TASK, OperatorToken
 
@@ -32,19 +33,6 @@ def activemq() -> dict[str, str]:
             "activemq` (`make test` does)"
         )
     return env
-
-
-def _pids_with_in_environ(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker.encode() in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 def test_host_killed_between_prun_and_record_submits_once_and_records_after_restart(
@@ -79,7 +67,7 @@ def test_host_killed_between_prun_and_record_submits_once_and_records_after_rest
         # ...and the host dies right then.  systemd (KillMode=mixed) takes the job's
         # process down with it; here that is every process carrying this test's paths.
         first.kill9()
-        for pid in _pids_with_in_environ(str(tmp_path)):
+        for pid in processes_with_env(str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
         assert caller.events_for(rid) == []
         assert pcs.tasks[TASK]["panda_task_id"] is None

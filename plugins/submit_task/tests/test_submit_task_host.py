@@ -3,7 +3,6 @@ exactly one event per job, in WIRE.md's three shapes."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import opsagent_submit_task
 import pytest
-from opsagent.testing import FakeCredentials, Harness
+from opsagent.testing import FakeCredentials, Harness, processes_with_env
 from submit_task_fakes import FakeCatalogue, FakePanda
 from submit_task_support import TASK, OperatorToken
 
@@ -96,19 +95,6 @@ def test_invalid_task_name_is_rejected_before_any_work(host: Harness, pcs: FakeC
     assert pcs.server.requests == []
 
 
-def _processes_with_in_environ(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
     opsagent_harness: Callable[..., Harness],
     opsagent_credentials: FakeCredentials,
@@ -137,11 +123,11 @@ def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
         time.sleep(0.05)
     assert panda.submit_requests, "prun never reached the PanDA server"
     sandboxes = tmp_path / "h0" / "cache" / "submit"
-    assert _processes_with_in_environ(str(sandboxes))  # prun is running
+    assert processes_with_env(str(sandboxes))  # prun is running
 
     started = time.monotonic()
     h.stop()
     assert time.monotonic() - started < 6
     time.sleep(0.2)
-    assert _processes_with_in_environ(str(sandboxes)) == []
+    assert processes_with_env(str(sandboxes)) == []
     assert [str(p) for p in sandboxes.rglob("*")] == []

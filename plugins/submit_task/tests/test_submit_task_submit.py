@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from opsagent.job import MemoryNotes
 from opsagent.outcome import JobFailed, Outcome
 from opsagent.schema import structure
+from opsagent.testing import processes_with_env
 from opsagent.testing.http import Response
 from opsagent_submit_task import SubmitConfig, SubmitInput
 from opsagent_submit_task.submit import NOTE_ID, submit
@@ -230,20 +230,6 @@ def test_the_pcs_token_authenticates_the_record_when_localhost_is_not_trusted(
         assert "pcs-secret" not in (outcome.reason or "")
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def test_a_hanging_panda_server_times_out_and_leaves_no_process_behind(
     pcs: FakeCatalogue, panda: FakePanda, operator_token: OperatorToken, cache: Path
 ) -> None:
@@ -263,7 +249,7 @@ def test_a_hanging_panda_server_times_out_and_leaves_no_process_behind(
     assert len(panda.submit_requests) == 1  # prun was really waiting on the server
     # prun and everything it started are gone (they carried the sandbox path in their
     # environment, as PANDA_CONFIG_ROOT and HOME).
-    assert _processes_with(str(cache / "submit")) == []
+    assert processes_with_env(str(cache / "submit")) == []
     assert pcs.record_requests == []
 
 
