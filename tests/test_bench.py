@@ -39,4 +39,6 @@ def test_throughput_reports_cpu_of_each_process_and_the_budget() -> None:
     others = cpu["host"]["broker"] + cpu["host"]["watcher"]
     assert got["host_budget_us_at_target"] == pytest.approx(
         min(wall, got["cpus"] * wall - others), abs=0.2)
+    assert got["host_budget_us_without_watcher"] == pytest.approx(
+        min(wall, got["cpus"] * wall - cpu["host"]["broker"]), abs=0.2)
     assert got["opsagent_per_s"] == got["opsagent_rounds_per_s"][0]
