@@ -158,6 +158,13 @@ class StompTransport:
             self._up = False
             logger.warning("broker connection lost ({}); reconnecting from the main loop", why)
 
+    def _failed(self, generation: int, what: str, exc: BaseException) -> None:
+        """A send or an ack failed on a connection that looked up: it is not usable.  The
+        main loop reconnects, and the broker redelivers what was left unacknowledged,
+        which the journal answers; otherwise those messages would wait for a reconnection
+        that nothing else brings about."""
+        self._lost(generation, f"{what} failed: {type(exc).__name__}: {exc}")
+
     def _new_connection(self) -> stomp.Connection12:
         hb = self.config.heartbeat_ms
         conn = stomp.Connection12(
@@ -203,9 +210,18 @@ class StompTransport:
                         headers={"client-id": f"{self.client_id}-{role}-{generation}"},
                     )
                     self._nodelay(c)
+                # Usable before the subscription: the first delivery can reach a job, and
+                # the job its end, before this method returns; its event and ack must go
+                # out then (found: the first request of a burst left unacknowledged and
+                # its event unpublished until the next reconnection).
+                self._conn = conn
+                self._pub = pub
+                self._up = True
                 if self._intake:
                     self._subscribe(conn)
             except (StompException, OSError, TimeoutError) as exc:
+                self._up = False
+                self._conn = self._pub = None
                 self._failures += 1
                 self._drop(conn)
                 self._drop(pub)
@@ -220,10 +236,7 @@ class StompTransport:
                     self._next_try - now,
                 )
                 return False
-            self._conn = conn
-            self._pub = pub
             self._failures = 0
-            self._up = True
             self.connects += 1
             if self.connects > 1:
                 logger.info(
@@ -266,7 +279,7 @@ class StompTransport:
         conn.subscribe(self.config.queue, id="ops", ack="client-individual", headers=headers)
 
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        conn = self._pub
+        conn, generation = self._pub, self._generation
         if conn is None or not self._up:
             raise TransportError("not connected to the broker")
         try:
@@ -274,6 +287,7 @@ class StompTransport:
                 destination, body, content_type="application/json", headers=dict(headers or {})
             )
         except (StompException, OSError) as exc:
+            self._failed(generation, "send", exc)
             raise TransportError(f"send to {destination} failed: {exc}") from exc
 
     def ack(self, delivery: Delivery) -> bool:
@@ -284,11 +298,12 @@ class StompTransport:
         try:
             conn.ack(ack_id)
             return True
-        except (StompException, OSError):
+        except (StompException, OSError) as exc:
+            self._failed(generation, "ack", exc)
             return False
 
     def send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        conn = self._pub
+        conn, generation = self._pub, self._generation
         if conn is None or not self._up:
             raise TransportError("not connected to the broker")
         data = b"".join(
@@ -300,6 +315,7 @@ class StompTransport:
         try:
             conn.transport.send(data)
         except (StompException, OSError) as exc:
+            self._failed(generation, "send", exc)
             raise TransportError(f"send of {len(messages)} message(s) failed: {exc}") from exc
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
@@ -317,7 +333,8 @@ class StompTransport:
             return mine
         try:
             conn.transport.send(data)
-        except (StompException, OSError):
+        except (StompException, OSError) as exc:
+            self._failed(generation, "ack", exc)
             return [False] * len(deliveries)
         return mine
 
