@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import attrs
 import opscaps
 import pytest
 from opsagent.config import MonitorConfig
@@ -81,6 +82,14 @@ def test_heartbeats_and_action_log_follow_the_wire_contract(opsagent_harness, mo
 def snapshot() -> Snapshot:
     return Snapshot(state="READY", broker_connected=True, capabilities=("x",), unavailable={},
                     broken=(), in_flight={}, queued={})
+
+
+def test_a_journal_that_cannot_be_written_is_unhealthy_and_says_why():
+    ok = snapshot()
+    full = attrs.evolve(ok, journal_error="OperationalError: database or disk is full")
+    assert ok.healthy and "JOURNAL" not in ok.line()
+    assert not full.healthy
+    assert "JOURNAL NOT WRITABLE (OperationalError: database or disk is full)" in full.line()
 
 
 def test_a_hung_monitor_costs_callers_nothing_and_the_queue_stays_bounded():

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,13 +78,22 @@ def test_a_gigabyte_of_output_is_capped_and_host_memory_stays_flat(host_factory,
     assert host.log.stat().st_size < 4 << 20
 
 
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A filesystem of ``size`` mounted at ``where`` (the first host's directory)."""
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                   check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
 @pytest.fixture
 def small_cache(tmp_path):
-    where = tmp_path / "h0" / "cache"
-    where.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=True)
+    with tmpfs(tmp_path / "h0" / "cache", "4m") as where:
+        yield where
 
 
 def test_a_full_cache_fails_the_job_and_not_the_host(small_cache, host_factory, caller_for):
@@ -166,3 +179,56 @@ def test_a_catalogue_answering_503_or_hanging_fails_the_job_in_bounded_time(
     assert took < bound + 5.0, took  # + the job's process start and the event's way back
     assert pings and max(pings) < 0.5, pings
     assert host.proc is not None and host.proc.poll() is None
+
+
+def writable(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    return float(re.search(r"^opsagent_journal_writable (\S+)$", text, re.M)[1])
+
+
+@pytest.fixture
+def small_state(tmp_path):
+    with tmpfs(tmp_path / "h0" / "state", "2m") as where:
+        yield where
+
+
+def test_a_full_state_directory_fails_jobs_visibly_and_loses_nothing(
+    small_state, host_factory, caller_for, broker
+):
+    host = host_factory(extra={"metrics": {"enabled": True, "port": 0}}).start()
+    caller = caller_for(host)
+    host.wait_log("/metrics")
+    port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", host.text())[1])
+    first = caller.send("test_noop", {})
+    assert caller.wait_event(first)["outcome"] == "ok"
+    assert writable(port) == 1
+    # The journal's filesystem fills up.
+    filler = small_state / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    rids = [caller.send("test_noop", {}) for _ in range(5)]
+    for rid in rids:
+        event = caller.wait_event(rid, timeout=20)
+        assert event["outcome"] == "error", event
+        assert "not run: the host's journal cannot be written" in event["reason"], event
+    assert ping(caller) < 1.0
+    assert host.proc is not None and host.proc.poll() is None, "the host did not survive"
+    said = "whose end is not recorded stay unacknowledged until it can"
+    host.wait_log(said)
+    assert host.text().count(said) == 1, "said once, not once a job"
+    assert writable(port) == 0
+    # Room again: the ends are recorded and their messages acknowledged.
+    filler.unlink()
+    host.wait_log("can be written again", timeout=10)
+    host.wait_log("5 job end(s) recorded after the journal refused them", timeout=10)
+    after = caller.send("test_noop", {})
+    assert caller.wait_event(after)["outcome"] == "ok"
+    assert writable(port) == 1
+    assert host.stop() == 0
+    # Nothing was left unacknowledged: a second host on the queue gets no message.
+    second = host_factory(queue=host.queue, topic=host.topic).start()
+    time.sleep(1.0)
+    assert second.proc is not None and second.proc.poll() is None
+    assert "started (" not in second.text(), second.text()[-2000:]
+    # One event each, none published again.
+    assert [e["outcome"] for e in caller.events if e.get("job_id") in rids] == ["error"] * 5

@@ -14,6 +14,7 @@ Without the thread (``opsagent do``, tests) each end is written at once.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -28,6 +29,8 @@ from opsagent.transport.base import Delivery, Transport, TransportError
 
 #: The most ends written in one batch.
 BATCH_MAX = 512
+#: Seconds between tries to record ends the journal refused (a full disk).
+RETRY_S = 1.0
 
 
 class Completion:
@@ -50,6 +53,9 @@ class Completion:
         self.outcomes: dict[str, int] = {}
         self._cv = threading.Condition()
         self._waiting: list[tuple[Ticket, Outcome, bytes]] = []
+        #: Ends published (or not: the flag) whose record failed: retried every
+        #: RETRY_S until the journal takes them, their messages unacknowledged meanwhile.
+        self._unrecorded: list[tuple[Ticket, Outcome, bool]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -73,18 +79,54 @@ class Completion:
         self._thread = None
 
     def _run(self) -> None:
+        retry_at = 0.0
         while True:
             with self._cv:
                 while not self._waiting and not self._stopping:
-                    self._cv.wait()
+                    if not self._unrecorded:
+                        self._cv.wait()
+                    elif time.monotonic() < retry_at:
+                        self._cv.wait(retry_at - time.monotonic())
+                    else:
+                        break
                 batch = self._waiting[:BATCH_MAX]
                 del self._waiting[:BATCH_MAX]
-                if not batch and self._stopping:
-                    return
+                stopping = self._stopping and not batch
+            if self._unrecorded and (stopping or time.monotonic() >= retry_at):
+                if not self._record_again(final=stopping):
+                    retry_at = time.monotonic() + RETRY_S
+            if stopping:
+                return
             try:
                 self._write(batch)
             except Exception:  # noqa: BLE001 - the completion thread must survive anything
                 logger.exception("writing {} job end(s) failed; left for redelivery", len(batch))
+
+    def _record_again(self, *, final: bool) -> bool:
+        """Try again to record the ends the journal refused; acknowledge those that
+        were published once recorded.  True when none is left.  ``final`` (stopping):
+        what still cannot be recorded is left unacknowledged, and its job runs again
+        when the broker redelivers it."""
+        ends = self._unrecorded
+        try:
+            self.journal.finish_many([(t.job_id, o, published) for t, o, published in ends])
+        except Exception:  # noqa: BLE001 - the journal logged why; try again later
+            if final:
+                logger.warning(
+                    "{} job end(s) could not be recorded before stopping; their messages "
+                    "are left for redelivery",
+                    len(ends),
+                )
+                self._unrecorded = []
+                for ticket, _o, _p in ends:
+                    self.ledger.release(ticket)
+            return False
+        self._unrecorded = []
+        logger.info("{} job end(s) recorded after the journal refused them", len(ends))
+        self._acknowledge([(t, o, b"") for t, o, published in ends if published])
+        for ticket, _o, _p in ends:
+            self.ledger.release(ticket)
+        return True
 
     # -- publishing ----------------------------------------------------------------
 
@@ -153,9 +195,12 @@ class Completion:
         self._write([(ticket, outcome, raw)])
 
     def _write(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
-        """Publish, record, acknowledge ``batch``; its tickets leave the ledger after."""
+        """Publish, record, acknowledge ``batch``; its tickets leave the ledger after,
+        unless the journal refuses the record: then they wait, unacknowledged, for
+        :meth:`_record_again` (only on the completion thread)."""
         if not batch:
             return
+        held = False
         try:
             messages: list[tuple[str, bytes]] = []
             for ticket, _outcome, raw in batch:
@@ -178,15 +223,27 @@ class Completion:
                     exc,
                 )
                 published = False
-            self.journal.finish_many([(t.job_id, o, published) for t, o, _raw in batch])
+            try:
+                self.journal.finish_many([(t.job_id, o, published) for t, o, _raw in batch])
+            except sqlite3.Error:
+                if self._thread is None:
+                    raise
+                # Not acknowledged without a record: kept, and tried again.
+                self._unrecorded.extend((t, o, published) for t, o, _raw in batch)
+                held = True
+                return
             if published:
-                acked = self.transport.ack_many([t.delivery for t, _o, _raw in batch])
-                for (ticket, _o, _raw), ok in zip(batch, acked, strict=True):
-                    if not ok:
-                        self._earlier(ticket.job_id)
+                self._acknowledge(batch)
         finally:
-            for ticket, _o, _raw in batch:
-                self.ledger.release(ticket)
+            if not held:
+                for ticket, _o, _raw in batch:
+                    self.ledger.release(ticket)
+
+    def _acknowledge(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
+        acked = self.transport.ack_many([t.delivery for t, _o, _raw in batch])
+        for (ticket, _o, _raw), ok in zip(batch, acked, strict=True):
+            if not ok:
+                self._earlier(ticket.job_id)
 
     @staticmethod
     def _earlier(job_id: str) -> None:
@@ -205,6 +262,9 @@ class Completion:
             # journal's recorded outcome is published then.
             logger.bind(job_id=job_id).warning("outcome of {} not published yet: {}", job_id, exc)
             return
-        self.journal.mark_published(job_id)
+        try:
+            self.journal.mark_published(job_id)
+        except sqlite3.Error:
+            pass  # the journal logged it; a redelivery publishes the outcome again
         if not self.transport.ack(delivery):
             self._earlier(job_id)

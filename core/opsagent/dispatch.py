@@ -8,6 +8,7 @@ the spot.  Every refused request gets one structured ``request_rejected`` (to
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -275,7 +276,10 @@ class Dispatcher:
         # Recorded as finished so a redelivery of this message is not run either.
         from opsagent.outcome import Outcome
 
-        self.journal.finish(job_id, Outcome.error(reason, rejected=code))
+        try:
+            self.journal.finish(job_id, Outcome.error(reason, rejected=code))
+        except sqlite3.Error:
+            pass  # the journal logged it; a redelivery would be judged again
         body = events.rejection(
             env.msg_type,
             reason,

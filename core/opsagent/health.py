@@ -37,6 +37,8 @@ class Snapshot:
     credential_expiry: Mapping[str, float] = attrs.Factory(dict)
     #: The dispatcher's counters (received, accepted, each rejection code...).
     counts: Mapping[str, int] = attrs.Factory(dict)
+    #: Why the journal cannot be written (a full disk), None when it can.
+    journal_error: str | None = None
 
     @property
     def jobs(self) -> int:
@@ -44,8 +46,14 @@ class Snapshot:
 
     @property
     def healthy(self) -> bool:
-        """Broker up, nothing broken, every capability available (the monitor's OK)."""
-        return self.broker_connected and not self.broken and not self.unavailable
+        """Broker up, journal writable, nothing broken, every capability available (the
+        monitor's OK)."""
+        return (
+            self.broker_connected
+            and self.journal_error is None
+            and not self.broken
+            and not self.unavailable
+        )
 
     def line(self) -> str:
         """One line for ``systemctl status`` and the monitor's ``description``."""
@@ -56,6 +64,8 @@ class Snapshot:
             broker,
             f"{len(offered)} capabilities",
         ]
+        if self.journal_error is not None:
+            parts.append(f"JOURNAL NOT WRITABLE ({self.journal_error})")
         if self.unavailable:
             parts.append("unavailable: " + ", ".join(sorted(self.unavailable)))
         if self.broken:

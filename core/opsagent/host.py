@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -372,6 +373,7 @@ class Host:
             queued=queued,
             credential_expiry=self.availability.expiries(),
             counts=_copy_counts(self.dispatcher.counts),
+            journal_error=self.journal.error,
         )
 
     def on_delivery(self, delivery: Delivery) -> None:
@@ -537,7 +539,10 @@ class Host:
         next_status = 0.0
         while not self._stop.wait(0.1):
             # Acceptances held since the last batch of ends become durable.
-            self.journal.commit()
+            try:
+                self.journal.commit()
+            except sqlite3.Error:
+                pass  # the journal logs it once and says why in the status line
             # The transport logs each reconnection itself.
             self.transport.ensure(self.on_delivery)
             self.workers.check_deadlines()

@@ -17,6 +17,11 @@ committing, so a job's child process writing its notes never waits long, and the
 receiver's lookups go through a read connection of their own.
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
+
+When a commit fails (a full disk, an I/O error) the acceptances it was writing are held
+again, :attr:`Journal.error` says why until a commit succeeds, and the state change is
+logged once each way; the host keeps the messages of jobs whose end is not recorded
+unacknowledged and retries (see :mod:`opsagent.completion`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from loguru import logger
 
 from opsagent.outcome import Outcome
 
@@ -106,6 +112,8 @@ class Journal:
         self._pending: dict[str, tuple[str, str | None, str, int, float]] = {}
         #: The acceptances the transaction in progress is writing.
         self._committing: dict[str, tuple[str, str | None, str, int, float]] = {}
+        #: Why the last commit failed; None once one succeeds.
+        self.error: str | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -161,14 +169,30 @@ class Journal:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        except BaseException:
+        except BaseException as exc:
             with self._held_lock:
                 # What was accepted again meanwhile (a newer attempt count) wins.
                 self._pending = {**batch, **self._pending}
                 self._committing = {}
+            if isinstance(exc, sqlite3.Error):
+                self._failing(exc)
             raise
         with self._held_lock:
             self._committing = {}
+        if self.error is not None:
+            self.error = None
+            logger.info("the journal {} can be written again", self.path)
+
+    def _failing(self, exc: sqlite3.Error) -> None:
+        if self.error is None:
+            logger.error(
+                "the journal {} cannot be written ({}): messages of jobs whose end is not "
+                "recorded stay unacknowledged until it can; free space in the state "
+                "directory",
+                self.path,
+                exc,
+            )
+        self.error = f"{type(exc).__name__}: {exc}"
 
     def _held(self, job_id: str) -> tuple[str, str | None, str, int, float] | None:
         """The held acceptance of ``job_id`` (the held-acceptances lock is held)."""

@@ -35,6 +35,12 @@ class _Live(Collector):
         )
         connected.add_metric([], 1.0 if snap.broker_connected else 0.0)
         yield connected
+        writable = GaugeMetricFamily(
+            "opsagent_journal_writable",
+            "1 when the journal's last commit succeeded, 0 while it cannot be written",
+        )
+        writable.add_metric([], 1.0 if snap.journal_error is None else 0.0)
+        yield writable
         in_flight = GaugeMetricFamily(
             "opsagent_jobs_in_flight",
             "Accepted jobs not yet ended (queued or running)",

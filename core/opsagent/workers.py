@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -207,7 +208,14 @@ class Workers:
         self._envs.pop(msg_type, None)
 
     def _run(self, ticket: Ticket) -> Outcome | None:
-        self.before_start(ticket)
+        try:
+            self.before_start(ticket)
+        except sqlite3.Error as exc:
+            # The journal could not record what must precede the job (it logged why).
+            return Outcome.error(
+                f"not run: the host's journal cannot be written ({exc}); send it again "
+                f"once the host's state directory has room"
+            )
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
