@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import stomp
+from loguru import logger
 from notify_socket import NotifySocket
 from opsagent import config as configuration
 from opsagent import host as hostmod
@@ -323,3 +324,53 @@ def test_stomp_receiving_needs_a_live_receiver_that_hears_heart_beats(broker):
     finally:
         release.set()
         transport.close()
+
+
+class FailingTransport(MemoryTransport):
+    """``ensure`` raises while ``failing``: a bug in a step of the main loop."""
+
+    failing = False
+
+    def ensure(self, on_delivery):
+        if self.failing:
+            raise RuntimeError("a bug in ensure")
+        return super().ensure(on_delivery)
+
+
+def test_a_failing_main_loop_step_is_logged_once_withholds_the_watchdog_and_passes(
+        tmp_path, monkeypatch, notify_socket):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    cfg_path = tmp_path / "host.toml"
+    cfg_path.write_text(toml({"host": {"instance": "failing", "cache_dir": str(tmp_path / "c"),
+                                       "state_dir": str(tmp_path / "s")}}))
+    cfg = configuration.load(cfg_path)
+    builtin = [ep for ep in entry_points(group=plugins.GROUP)
+               if ep.value == "opsagent.builtin"]
+    transport = FailingTransport(MemoryBroker(), cfg.broker.queue)
+    host = Host(cfg, transport=transport, registry=plugins.load(entry_points_=builtin))
+    logged: list[str] = []
+    sink = logger.add(lambda m: logged.append(str(m)), level="ERROR")
+    runner = threading.Thread(target=host.run, kwargs={"install_signals": False}, daemon=True)
+    runner.start()
+    try:
+        notify_socket.wait_for(lambda f: f.get("READY") == "1", timeout=10)
+
+        def beats_during(seconds: float) -> int:
+            start = time.monotonic()
+            time.sleep(seconds)
+            return len([t for t, _ in notify_socket.having("WATCHDOG", since=start)])
+
+        transport.failing = True
+        time.sleep(0.15)
+        assert beats_during(0.8) == 0, "a host whose loop fails must not pet the watchdog"
+        assert runner.is_alive(), "the host outlives a failing step"
+        failures = [m for m in logged if "a step of the main loop failed" in m]
+        assert len(failures) == 1 and "RuntimeError: a bug in ensure" in failures[0]
+        transport.failing = False
+        assert beats_during(0.6) >= 3
+    finally:
+        logger.remove(sink)
+        host.stop()
+        runner.join(20)
+    assert not runner.is_alive()

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 from loguru import logger
 
 from opsagent import config as configuration
@@ -132,6 +133,18 @@ def reap_leftovers(state_dir: Path, predecessor: str) -> None:
             ", ".join(jobs) or "unknown",
         )
 
+
+
+#: At most one traceback of a failing main-loop step per this many seconds.
+LOOP_FAILURE_LOG_EVERY = 60.0
+
+
+@attrs.define
+class _LoopState:
+    """What the main loop carries from one step to the next."""
+
+    deaf_since: float | None = None
+    next_status: float = 0.0
 
 class Host:
     def __init__(
@@ -535,39 +548,57 @@ class Host:
         return self.exit_status
 
     def _loop(self) -> None:
-        deaf_since: float | None = None
-        next_status = 0.0
+        state = _LoopState()
+        failed_at = -LOOP_FAILURE_LOG_EVERY
+        suppressed = 0
         while not self._stop.wait(0.1):
-            # Acceptances held since the last batch of ends become durable.
             try:
-                self.journal.commit()
-            except sqlite3.Error:
-                pass  # the journal logs it once and says why in the status line
-            # The transport logs each reconnection itself.
-            self.transport.ensure(self.on_delivery)
-            self.workers.check_deadlines()
-            now = time.monotonic()
-            alive = self.receiver_alive()
-            if not alive and deaf_since is None:
-                deaf_since = now
-                logger.error(
-                    "the broker connection is up but its receiver is dead or has heard nothing "
-                    "within twice the heart-beat interval; withholding WATCHDOG=1 so systemd "
-                    "restarts the host"
+                self._loop_step(state)
+            except Exception:  # noqa: BLE001 - the host outlives a failing step
+                # No WATCHDOG=1 is sent on a failed step: systemd restarts a host whose
+                # loop keeps failing; one that fails once carries on.
+                now = time.monotonic()
+                if now - failed_at < LOOP_FAILURE_LOG_EVERY:
+                    suppressed += 1
+                    continue
+                logger.opt(exception=True).error(
+                    "a step of the main loop failed ({} more since the last one logged); "
+                    "carrying on",
+                    suppressed,
                 )
-            elif alive and deaf_since is not None:
-                logger.info("the receiver hears the broker again")
-                deaf_since = None
-            self.notifier.watchdog(alive, now)
-            if now >= next_status:
-                next_status = now + STATUS_EVERY
-                self.notifier.status(self.snapshot().line())
-            if time.time() >= self._next_credential_check:
-                self._check_credentials()
-            try:
-                self.scheduler.tick(accepting=self.dispatcher.accepting)
-            except Exception:  # noqa: BLE001 - a schedule never takes the host down
-                logger.opt(exception=True).error("scheduler tick failed")
+                failed_at, suppressed = now, 0
+
+    def _loop_step(self, state: _LoopState) -> None:
+        # Acceptances held since the last batch of ends become durable.
+        try:
+            self.journal.commit()
+        except sqlite3.Error:
+            pass  # the journal logs it once and says why in the status line
+        # The transport logs each reconnection itself.
+        self.transport.ensure(self.on_delivery)
+        self.workers.check_deadlines()
+        now = time.monotonic()
+        alive = self.receiver_alive()
+        if not alive and state.deaf_since is None:
+            state.deaf_since = now
+            logger.error(
+                "the broker connection is up but its receiver is dead or has heard nothing "
+                "within twice the heart-beat interval; withholding WATCHDOG=1 so systemd "
+                "restarts the host"
+            )
+        elif alive and state.deaf_since is not None:
+            logger.info("the receiver hears the broker again")
+            state.deaf_since = None
+        self.notifier.watchdog(alive, now)
+        if now >= state.next_status:
+            state.next_status = now + STATUS_EVERY
+            self.notifier.status(self.snapshot().line())
+        if time.time() >= self._next_credential_check:
+            self._check_credentials()
+        try:
+            self.scheduler.tick(accepting=self.dispatcher.accepting)
+        except Exception:  # noqa: BLE001 - a schedule never takes the host down
+            logger.opt(exception=True).error("scheduler tick failed")
 
     def _start_reporting(self) -> None:
         if self.metrics is not None:
