@@ -148,6 +148,7 @@ def render(r: dict[str, Any]) -> str:
         _row("ping max after, ms", fc["ping_after_max_ms"], fc["ping_before_ms"]),
         _row("next job that fits", fc["next_job_outcome"], "ok"),
         "",
+        *full_state_section(r.get("full_state")),
         "The monitor answering 503 or never answering (posts time out after 2 s), a job and "
         "a ping in turn:",
         "",
@@ -172,6 +173,27 @@ def render(r: dict[str, Any]) -> str:
             "fuzzes the envelope parser for 20 s. These are pass/fail tests, run by "
             "`make test`.", ""]
     return "\n".join(out)
+
+
+def full_state_section(fs: dict[str, Any] | None) -> list[str]:
+    if fs is None:
+        return []
+    return [
+        f"The state directory (the journal) on a {fs['tmpfs_mib']} MiB tmpfs, filled, and "
+        f"{fs['requests']} requests sent; then the space freed (`resources.full_state`):",
+        "",
+        _row("", "measured", "baseline (target)"),
+        _row("---", "---:", "---:"),
+        _row("outcomes while full", " / ".join(fs["outcomes"]), "error"),
+        _row("reason", fs["reason"], "-"),
+        _row("host alive", fs["host_alive"], "True"),
+        _row("ping max while full, ms", fs["ping_during_max_ms"], fs["ping_before_ms"]),
+        _row("kept ends recorded and acknowledged after freeing, s",
+             fs["recorded_after_freeing_s"], "-"),
+        _row("next job", fs["next_job_outcome"], "ok"),
+        _row("messages a second host found left on the queue", fs["left_on_queue"], "0"),
+        "",
+    ]
 
 
 def catalogue_section(c: dict[str, Any]) -> list[str]:
@@ -231,7 +253,7 @@ def host_start(env: dict[str, str]) -> float:
     return round(took, 2)
 
 
-PARTS = ("soak", "standby", "flood", "full_cache", "monitor", "catalogue")
+PARTS = ("soak", "standby", "flood", "full_cache", "full_state", "monitor", "catalogue")
 #: ``--quick``: the same measurements, smaller (minutes instead of most of an hour).
 QUICK = {"requests": 1000, "broker_restarts": 1, "host_kills": 1, "standby_requests": 500,
          "flood_mb": 256}
@@ -281,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     measure = {"standby": lambda: standby(args.standby_requests, env=env),
                "flood": lambda: resources.flood(env, args.flood_mb),
                "full_cache": lambda: resources.full_cache(env),
+               "full_state": lambda: resources.full_state(env),
                "monitor": lambda: resources.monitor(env),
                "catalogue": lambda: resources.catalogue(env)}
     for part, run in measure.items():

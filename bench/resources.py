@@ -108,6 +108,52 @@ def full_cache(env: dict[str, str], size_mb: int = 4) -> dict[str, Any]:
             subprocess.run(["umount", "-l", str(cache)], check=True)
 
 
+def full_state(env: dict[str, str], size_mb: int = 2, jobs: int = 20) -> dict[str, Any]:
+    """The state directory (the journal) on a full ``size_mb`` MiB tmpfs: ``jobs``
+    requests and pings meanwhile; then the space freed, the time until the kept ends are
+    recorded, a job after it, and what a second host finds left on the queue."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "full" / "state"
+        state.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(state)],
+                       check=True)
+        try:
+            host, caller = _host(Path(tmp) / "full", env)
+            try:
+                before = ping(caller)
+                filler = state / "filler"
+                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
+                               capture_output=True, check=False)
+                rids = [caller.send("test_noop", {}) for _ in range(jobs)]
+                events = [caller.wait_event(rid, 30) for rid in rids]
+                during = [ping(caller) for _ in range(20)]
+                assert host.proc is not None
+                alive = host.proc.poll() is None
+                freed = time.monotonic()
+                filler.unlink()
+                host.wait_log(f"{jobs} job end(s) recorded after the journal refused them", 30)
+                recorded_s = time.monotonic() - freed
+                after = caller.wait_event(caller.send("test_noop", {}))
+            finally:
+                host.stop()
+            second = HostProcess(Path(tmp) / "second", env, queue=host.queue,
+                                 topic=host.topic).start()
+            time.sleep(1.0)
+            left = second.text().count(" started (")
+            second.stop()
+            caller.close()
+            reasons = {e.get("reason") for e in events}
+            return {"tmpfs_mib": size_mb, "requests": jobs,
+                    "outcomes": sorted({e["outcome"] for e in events}),
+                    "reason": reasons.pop() if len(reasons) == 1 else sorted(map(str, reasons)),
+                    "host_alive": alive, "ping_before_ms": round(before * 1000, 2),
+                    "ping_during_max_ms": round(max(during) * 1000, 2),
+                    "recorded_after_freeing_s": round(recorded_s, 2),
+                    "next_job_outcome": after["outcome"], "left_on_queue": left}
+        finally:
+            subprocess.run(["umount", "-l", str(state)], check=True)
+
+
 def monitor(env: dict[str, str], n: int = 100) -> dict[str, Any]:
     """Ping latency with no monitor (baseline), a monitor answering 503, a hung one."""
     out: dict[str, Any] = {}
