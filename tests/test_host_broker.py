@@ -205,6 +205,24 @@ def test_finished_job_redelivered_is_not_run_again(host_factory, caller_for, tmp
     assert len(caller.events_for(rid)) == 1
 
 
+def test_the_same_request_sent_again_while_it_runs_runs_once_and_both_are_acknowledged(
+        host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    rid = caller.send("test_sleep", {"seconds": 0.8, "key": "again"})
+    host.wait_log(f"job {rid} started")
+    caller.send("test_sleep", {"seconds": 0.8, "key": "again"}, request_id=rid)  # a retry
+    caller.wait_event(rid)
+    time.sleep(0.5)
+    assert len(caller.events_for(rid)) == 1
+    assert host.text().count(f"job {rid} started") == 1
+    assert host.stop() == 0
+    # Neither message is left unacknowledged: a second host on the queue gets nothing.
+    second = host_factory(queue=host.queue, topic=host.topic).start()
+    time.sleep(1.0)
+    assert " started (" not in second.text(), second.text()[-2000:]
+
+
 def test_sigterm_drains_running_job_and_exits_zero(host_factory, caller_for):
     host = host_factory().start()
     caller = caller_for(host)

@@ -124,8 +124,9 @@ class Completion:
         self._unrecorded = []
         logger.info("{} job end(s) recorded after the journal refused them", len(ends))
         self._acknowledge([(t, o, b"") for t, o, published in ends if published])
-        for ticket, _o, _p in ends:
-            self.ledger.release(ticket)
+        for ticket, _o, published in ends:
+            if not published:
+                self.ledger.release(ticket)
         return True
 
     # -- publishing ----------------------------------------------------------------
@@ -233,6 +234,7 @@ class Completion:
                 held = True
                 return
             if published:
+                held = True  # released by _acknowledge
                 self._acknowledge(batch)
         finally:
             if not held:
@@ -240,10 +242,21 @@ class Completion:
                     self.ledger.release(ticket)
 
     def _acknowledge(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
-        acked = self.transport.ack_many([t.delivery for t, _o, _raw in batch])
-        for (ticket, _o, _raw), ok in zip(batch, acked, strict=True):
-            if not ok:
+        """Take recorded ends' tickets out of the ledger, then acknowledge every message
+        that asked for them: a copy arriving before the release has joined its ticket
+        (:meth:`Ledger.rejoin`) and is acknowledged here; one arriving after is answered
+        from the journal."""
+        tickets = [t for t, _o, _raw in batch]
+        for ticket in tickets:
+            self.ledger.release(ticket)
+        acked = self.transport.ack_many([d for t in tickets for d in t.deliveries])
+        at = 0
+        for ticket in tickets:
+            # The latest delivery decides: earlier ones of an earlier connection were
+            # redelivered already, and that redelivery is the latest.
+            if not acked[at]:
                 self._earlier(ticket.job_id)
+            at += len(ticket.joined) + 1
 
     @staticmethod
     def _earlier(job_id: str) -> None:

@@ -209,11 +209,9 @@ class Dispatcher:
 
     def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
         job_id = env.request_id or delivery.message_id
-        holder = self.ledger.get(job_id)
-        if holder is not None:
-            # The same message again (redelivered after a reconnect) while its job is
-            # still here: the job's end will acknowledge this newer delivery.
-            holder.delivery = delivery
+        if self.ledger.rejoin(job_id, delivery) is not None:
+            # The same message again (redelivered after a reconnect), or the same request
+            # sent again, while its job is still here: the job's end acknowledges both.
             self.counts["rejoined"] += 1
             return
         key = cap.key_of(inp)

@@ -33,7 +33,9 @@ class Flag:
 
 @attrs.define(eq=False)
 class Ticket:
-    """One accepted job.  ``delivery`` is replaced when the broker redelivers the message."""
+    """One accepted job.  ``delivery`` is the latest message that asked for it: a
+    redelivery, or the same request sent again, while the job is here joins it (see
+    :meth:`Ledger.rejoin`)."""
 
     job_id: str
     cap: Capability
@@ -50,6 +52,14 @@ class Ticket:
     started_at: float | None = None
     cancel: Flag = attrs.Factory(Flag)
     ended: bool = False
+    #: Earlier messages of this job, acknowledged with its end (those of an earlier
+    #: connection cannot be: the broker has already redelivered them).
+    joined: list[Delivery] = attrs.Factory(list)
+
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [self.delivery, *self.joined]
 
 
 class Ledger:
@@ -74,6 +84,18 @@ class Ledger:
             self._tickets[ticket.job_id] = ticket
             self.idle.clear()
             return None
+
+    def rejoin(self, job_id: str, delivery: Delivery) -> Ticket | None:
+        """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
+        request sent again) joins its ticket, whose end acknowledges every message that
+        asked for it; return that ticket.  Atomic with :meth:`release`: a delivery joins
+        a ticket still here, or finds none (and the journal answers for it)."""
+        with self._lock:
+            ticket = self._tickets.get(job_id)
+            if ticket is not None:
+                ticket.joined.append(ticket.delivery)
+                ticket.delivery = delivery
+            return ticket
 
     def get(self, job_id: str) -> Ticket | None:
         with self._lock:

@@ -1,0 +1,37 @@
+"""The ledger: a copy of a message joins the job in flight, or finds none once it ended."""
+
+from __future__ import annotations
+
+import attrs
+from opsagent.capability import Capability
+from opsagent.ledger import Ledger, Ticket
+from opsagent.outcome import Outcome
+from opsagent.transport.base import Delivery
+
+
+@attrs.frozen
+class Empty:
+    pass
+
+
+CAP = Capability(msg_type="t_noop", input=Empty, doer=lambda inp, job: Outcome.ok(),
+                 isolation="thread", events={"ok": "t_done", "error": "t_failed"})
+
+
+def delivery(n: int) -> Delivery:
+    return Delivery(body=b"{}", message_id=f"m{n}", redelivered=False, headers={},
+                    token=(f"ack{n}", "s", 1))
+
+
+def test_a_copy_joins_the_ticket_in_flight_and_every_message_is_kept_for_the_ack() -> None:
+    ledger = Ledger()
+    ticket = Ticket(job_id="j", cap=CAP, inp=Empty(), body={}, echo={}, dedup_key=None,
+                    reply_to=None, delivery=delivery(1))
+    assert ledger.admit(ticket) is None
+    assert ledger.rejoin("j", delivery(2)) is ticket
+    assert ledger.rejoin("j", delivery(3)) is ticket
+    assert [d.message_id for d in ticket.deliveries] == ["m3", "m1", "m2"]
+    assert ledger.rejoin("other", delivery(4)) is None
+    ledger.release(ticket)
+    assert ledger.rejoin("j", delivery(5)) is None, "after its end the journal answers"
+    assert [d.message_id for d in ticket.deliveries] == ["m3", "m1", "m2"]
