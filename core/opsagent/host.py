@@ -134,7 +134,6 @@ def reap_leftovers(state_dir: Path, predecessor: str) -> None:
         )
 
 
-
 #: At most one traceback of a failing main-loop step per this many seconds.
 LOOP_FAILURE_LOG_EVERY = 60.0
 
@@ -145,6 +144,7 @@ class _LoopState:
 
     deaf_since: float | None = None
     next_status: float = 0.0
+
 
 class Host:
     def __init__(

@@ -56,7 +56,6 @@ class Ticket:
     #: connection cannot be: the broker has already redelivered them).
     joined: list[Delivery] = attrs.Factory(list)
 
-
     @property
     def deliveries(self) -> list[Delivery]:
         return [self.delivery, *self.joined]

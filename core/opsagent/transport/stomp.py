@@ -307,9 +307,7 @@ class StompTransport:
         if conn is None or not self._up:
             raise TransportError("not connected to the broker")
         data = b"".join(
-            encode_frame(
-                "SEND", {"destination": dest, "content-type": "application/json"}, body
-            )
+            encode_frame("SEND", {"destination": dest, "content-type": "application/json"}, body)
             for dest, body in messages
         )
         try:
