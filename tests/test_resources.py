@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import fill, tmpfs
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -76,18 +74,6 @@ def test_a_gigabyte_of_output_is_capped_and_host_memory_stays_flat(host_factory,
     assert max(pings) < 1.0
     # What was kept is bounded: the head and tail of the output, in the host's log.
     assert host.log.stat().st_size < 4 << 20
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A filesystem of ``size`` mounted at ``where`` (the first host's directory)."""
-    where.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                   check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 @pytest.fixture
@@ -204,8 +190,7 @@ def test_a_full_state_directory_fails_jobs_visibly_and_loses_nothing(
     assert caller.wait_event(first)["outcome"] == "ok"
     assert writable(port) == 1
     # The journal's filesystem fills up.
-    filler = small_state / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    filler = fill(small_state)
     rids = [caller.send("test_noop", {}) for _ in range(5)]
     for rid in rids:
         event = caller.wait_event(rid, timeout=20)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from opsagent import config as configuration
 from opsagent import schedule
-from support import OPSAGENT, HostProcess
+from support import OPSAGENT, HostProcess, fill, tmpfs
 
 REQUESTED = re.compile(r"schedule (\S+): requested \S+ as schedule\.\S+\.(\d+)( \(catch-up)?")
 
@@ -227,3 +227,24 @@ def test_cron_slots_follow_the_expression():
     assert schedule.next_slot(every, 1000) == 1020
     assert schedule.last_slot(every, 1000) == 990
 
+
+
+def test_a_full_state_directory_neither_resends_a_slot_nor_stops_the_schedules(
+        host_factory, tmp_path):
+    with tmpfs(tmp_path / "h0" / "state", "2m") as state:
+        host = scheduled(host_factory(), {"name": "echo", "msg_type": "test_echo", "every": 1,
+                                          "input": {"text": "tick"}})
+        host.start()
+        wait_until(lambda: len(requested(host.text(), "echo")) >= 1, 5, "a first run")
+        filler = fill(state)
+        time.sleep(3.0)
+        text = host.text()
+        assert "scheduler tick failed" not in text
+        slots = [slot for slot, _ in requested(text, "echo")]
+        assert len(slots) == len(set(slots)), f"a slot was sent twice: {slots}"
+        assert text.count("runs and skips cannot be recorded") <= 1
+        filler.unlink()
+        seen = len(requested(host.text(), "echo"))
+        wait_until(lambda: len(requested(host.text(), "echo")) >= seen + 2, 6,
+                   "runs once there is room again")
+        assert host.stop() == 0

@@ -113,9 +113,31 @@ class Book:
     """Each schedule's last run, in the journal's database (its own table and connection)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        #: Why the last write failed (a full disk); None once one succeeds.
+        self.error: str | None = None
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Record, or say once that records are being lost: the schedules run on either
+        way (a failed record must not make the scheduler send a slot again)."""
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            if self.error is None:
+                logger.warning(
+                    "schedules: runs and skips cannot be recorded in {} ({}); the schedules "
+                    "run on, and `opsagent schedule` shows the last recorded ones",
+                    self.path,
+                    exc,
+                )
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        if self.error is not None:
+            self.error = None
+            logger.info("schedules: runs and skips are recorded again in {}", self.path)
 
     def last(self, name: str) -> tuple[float, str] | None:
         row = self._db.execute(
@@ -125,7 +147,7 @@ class Book:
         return None if row is None else (row[0], row[1])
 
     def ran(self, name: str, slot: float, job: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO schedules (name, last_slot, last_job_id, last_run_at, runs)"
             " VALUES (?, ?, ?, ?, 1) ON CONFLICT(name) DO UPDATE SET"
             " last_slot = excluded.last_slot, last_job_id = excluded.last_job_id,"
@@ -135,7 +157,7 @@ class Book:
         )
 
     def skipped(self, name: str, reason: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO schedules (name, last_slot, last_job_id, last_run_at, skipped, last_skip)"
             " VALUES (?, 0, '', 0, 1, ?) ON CONFLICT(name) DO UPDATE SET"
             " skipped = skipped + 1, last_skip = excluded.last_skip",
