@@ -87,6 +87,13 @@ def _cases() -> list[tuple[str, bytes, str | None, str]]:
         ("foreign namespace", json.dumps({"msg_type": "test_side_effect", "n": "1",
                                           "namespace": "otherops"}).encode(), None, ""),
     ]
+    # Destinations the broker would act on in ways the caller chooses: an empty name
+    # (ActiveMQ drops the connection that sends to it), a composite, wildcards.
+    for value in ("/queue/", "/topic/", "/queue/a,/queue/b", "/topic/>", "/topic/ops.*",
+                  "/queue/a b", "/queue/#"):
+        cases.append((f"destination in reply_to: {value}",
+                      body(msg_type="test_echo", text="x", reply_to=value), "malformed",
+                      "$.reply_to"))
     for value in INJECTIONS:
         short = value.encode("unicode_escape").decode()[:24]
         cases.append((f"injection in request_id: {short}",
@@ -177,6 +184,7 @@ def test_every_hostile_input_gets_one_answer_and_nothing_escapes(host_factory, c
     assert not new, f"written outside the cache and state: {sorted(new)}"
     assert not _token_files(), _token_files()
     assert "Traceback" not in host.text(), host.text()[-3000:]
+    assert "connection lost" not in host.text(), "no input may cost the host its connection"
 
 
 def test_missing_namespace_is_served_as_the_old_agent_did(host_factory, caller_for):

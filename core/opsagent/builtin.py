@@ -7,6 +7,7 @@ from collections.abc import Callable
 import attrs
 
 from opsagent.capability import Capability
+from opsagent.envelope import REPLY_TO_PATTERN
 from opsagent.hookspecs import hookimpl
 from opsagent.job import Job
 from opsagent.outcome import Outcome
@@ -16,7 +17,7 @@ from opsagent.schema import pattern
 
 @attrs.frozen
 class PingInput:
-    reply_to: str = attrs.field(validator=pattern(r"/(queue|topic|temp-queue)/.+", "a destination"))
+    reply_to: str = attrs.field(validator=pattern(REPLY_TO_PATTERN, "a destination"))
 
 
 @attrs.frozen

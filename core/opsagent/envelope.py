@@ -19,6 +19,12 @@ MAX_BODY = 1 << 20
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 40
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+#: A destination the host may reply to: the prefix and one plain name.  Not an empty
+#: name (ActiveMQ drops the connection that sends to it, and with it the frames written
+#: after: other jobs' events), not a composite (``a,b``: the host would publish
+#: wherever a caller lists) and not a wildcard (``*``, ``>``, ``#``).
+REPLY_TO_PATTERN = r"/(queue|topic|temp-queue)/[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}"
+_REPLY_TO = re.compile(REPLY_TO_PATTERN)
 
 
 class EnvelopeError(ValueError):
@@ -142,9 +148,10 @@ def parse(raw: bytes | str, *, max_body: int = MAX_BODY) -> Envelope:
         errors.append(f"$.msg_type: expected a non-empty string, got {shown(msg_type)}")
     namespace = _opt_str(body, "namespace", errors)
     reply_to = _opt_str(body, "reply_to", errors)
-    if reply_to is not None and not reply_to.startswith(("/queue/", "/topic/", "/temp-queue/")):
+    if reply_to is not None and not _REPLY_TO.fullmatch(reply_to):
         errors.append(
-            f"$.reply_to: expected a /queue/ or /topic/ destination, got {shown(reply_to)}"
+            "$.reply_to: expected a /queue/ or /topic/ destination with one name of "
+            f"letters, digits, '_', '.', ':', '-' (no ',' or wildcards), got {shown(reply_to)}"
         )
         reply_to = None
     request_id = body.get("request_id")
