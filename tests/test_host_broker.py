@@ -223,6 +223,26 @@ def test_the_same_request_sent_again_while_it_runs_runs_once_and_both_are_acknow
     assert " started (" not in second.text(), second.text()[-2000:]
 
 
+def test_a_retry_from_a_new_connection_gets_the_answer_while_the_job_runs_and_after(
+        host_factory, caller_for):
+    host = host_factory().start()
+    first, retry, late = caller_for(host), caller_for(host), caller_for(host)
+    rid = first.send("test_sleep", {"seconds": 0.8, "key": "retry"})
+    host.wait_log(f"job {rid} started")
+    # The caller lost its connection and sends again from a new one (a new reply_to).
+    retry.send("test_sleep", {"seconds": 0.8, "key": "retry"}, request_id=rid)
+    mine = first.wait_reply(lambda r: r.get("job_id") == rid)
+    again = retry.wait_reply(lambda r: r.get("job_id") == rid)
+    assert mine == again and mine["outcome"] == "ok"
+    # After the end: the recorded outcome to the new reply_to, not the topic again.
+    late.send("test_sleep", {"seconds": 0.8, "key": "retry"}, request_id=rid)
+    answered = late.wait_reply(lambda r: r.get("job_id") == rid)
+    assert answered["outcome"] == "ok" and answered["msg_type"] == mine["msg_type"]
+    time.sleep(0.5)
+    assert host.text().count(f"job {rid} started") == 1
+    assert len(first.events_for(rid)) == 1, "one event on the topic"
+
+
 def test_sigterm_drains_running_job_and_exits_zero(host_factory, caller_for):
     host = host_factory().start()
     caller = caller_for(host)

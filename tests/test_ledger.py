@@ -28,9 +28,10 @@ def test_a_copy_joins_the_ticket_in_flight_and_every_message_is_kept_for_the_ack
     ticket = Ticket(job_id="j", cap=CAP, inp=Empty(), body={}, echo={}, dedup_key=None,
                     reply_to=None, delivery=delivery(1))
     assert ledger.admit(ticket) is None
-    assert ledger.rejoin("j", delivery(2)) is ticket
-    assert ledger.rejoin("j", delivery(3)) is ticket
+    assert ledger.rejoin("j", delivery(2), "/queue/r2") is ticket
+    assert ledger.rejoin("j", delivery(3), "/queue/r2") is ticket
     assert [d.message_id for d in ticket.deliveries] == ["m3", "m1", "m2"]
+    assert ticket.reply_destinations == ["/queue/r2"], "each destination once"
     assert ledger.rejoin("other", delivery(4)) is None
     ledger.release(ticket)
     assert ledger.rejoin("j", delivery(5)) is None, "after its end the journal answers"

@@ -209,8 +209,7 @@ class Completion:
                 # it has the event must not find the key still held.
                 self.ledger.free_key(ticket)
                 messages.append((self.topic, raw))
-                if ticket.reply_to:
-                    messages.append((ticket.reply_to, raw))
+                messages.extend((dest, raw) for dest in ticket.reply_destinations)
             try:
                 self.transport.send_many(messages)
                 published = True

@@ -209,9 +209,10 @@ class Dispatcher:
 
     def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
         job_id = env.request_id or delivery.message_id
-        if self.ledger.rejoin(job_id, delivery) is not None:
+        if self.ledger.rejoin(job_id, delivery, env.reply_to) is not None:
             # The same message again (redelivered after a reconnect), or the same request
-            # sent again, while its job is still here: the job's end acknowledges both.
+            # sent again, while its job is still here: the job's end acknowledges both
+            # and answers each reply_to.
             self.counts["rejoined"] += 1
             return
         key = cap.key_of(inp)
@@ -296,7 +297,8 @@ class Dispatcher:
         self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any, entry: Any
     ) -> None:
         self.counts["redelivered_finished"] += 1
-        if entry.published:
+        resent = env.reply_to is not None and not delivery.redelivered
+        if entry.published and not resent:
             self.transport.ack(delivery)
             return
         outcome = entry.outcome
@@ -320,6 +322,16 @@ class Dispatcher:
                 sender=self.completion.sender,
                 namespace=self.namespace,
             )
+        if entry.published:
+            # The same request sent again after its end (a caller's retry that lost the
+            # answer): the recorded outcome to its reply_to only; the topic had it.
+            try:
+                self.completion.reply(body, env.reply_to)
+            except TransportError as exc:
+                logger.warning("could not answer {} again: {}", entry.id, exc)
+                return  # unacknowledged: redelivered after the reconnect, then acked
+            self.transport.ack(delivery)
+            return
         self.completion.publish_and_ack(entry.id, body, env.reply_to, delivery)
 
     def _reject(

@@ -55,6 +55,14 @@ class Ticket:
     #: Earlier messages of this job, acknowledged with its end (those of an earlier
     #: connection cannot be: the broker has already redelivered them).
     joined: list[Delivery] = attrs.Factory(list)
+    #: Other destinations the same request asked to be answered at (a caller's retry
+    #: from a new connection): each gets the end's reply too.
+    also_reply_to: list[str] = attrs.Factory(list)
+
+    @property
+    def reply_destinations(self) -> list[str]:
+        first = [self.reply_to] if self.reply_to else []
+        return first + [d for d in self.also_reply_to if d != self.reply_to]
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -84,16 +92,19 @@ class Ledger:
             self.idle.clear()
             return None
 
-    def rejoin(self, job_id: str, delivery: Delivery) -> Ticket | None:
+    def rejoin(self, job_id: str, delivery: Delivery, reply_to: str | None = None) -> Ticket | None:
         """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
-        request sent again) joins its ticket, whose end acknowledges every message that
-        asked for it; return that ticket.  Atomic with :meth:`release`: a delivery joins
-        a ticket still here, or finds none (and the journal answers for it)."""
+        request sent again, answered at ``reply_to``) joins its ticket, whose end
+        acknowledges every message that asked for it and replies to every destination;
+        return that ticket.  Atomic with :meth:`release`: a delivery joins a ticket still
+        here, or finds none (and the journal answers for it)."""
         with self._lock:
             ticket = self._tickets.get(job_id)
             if ticket is not None:
                 ticket.joined.append(ticket.delivery)
                 ticket.delivery = delivery
+                if reply_to and reply_to not in ticket.reply_destinations:
+                    ticket.also_reply_to.append(reply_to)
             return ticket
 
     def get(self, job_id: str) -> Ticket | None:
