@@ -90,7 +90,7 @@ def _cases() -> list[tuple[str, bytes, str | None, str]]:
     # Destinations the broker would act on in ways the caller chooses: an empty name
     # (ActiveMQ drops the connection that sends to it), a composite, wildcards.
     for value in ("/queue/", "/topic/", "/queue/a,/queue/b", "/topic/>", "/topic/ops.*",
-                  "/queue/a b", "/queue/#"):
+                  "/queue/a b", "/queue/#", "/temp-queue/mine"):
         cases.append((f"destination in reply_to: {value}",
                       body(msg_type="test_echo", text="x", reply_to=value), "malformed",
                       "$.reply_to"))

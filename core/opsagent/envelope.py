@@ -19,11 +19,13 @@ MAX_BODY = 1 << 20
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 40
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-#: A destination the host may reply to: the prefix and one plain name.  Not an empty
-#: name (ActiveMQ drops the connection that sends to it, and with it the frames written
-#: after: other jobs' events), not a composite (``a,b``: the host would publish
-#: wherever a caller lists) and not a wildcard (``*``, ``>``, ``#``).
-REPLY_TO_PATTERN = r"/(queue|topic|temp-queue)/[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}"
+#: A destination the host may reply to: ``/queue/`` or ``/topic/`` (WIRE.md) and one
+#: plain name.  Not an empty name (ActiveMQ drops the connection that sends to it, and
+#: with it the frames written after: other jobs' events), not a composite (``a,b``: the
+#: host would publish wherever a caller lists), not a wildcard (``*``, ``>``, ``#``), and
+#: not ``/temp-queue/``: a name in a body is not translated to the caller's temporary
+#: queue, so the broker would make one on the host's connection, for nobody.
+REPLY_TO_PATTERN = r"/(queue|topic)/[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}"
 _REPLY_TO = re.compile(REPLY_TO_PATTERN)
 
 
