@@ -45,6 +45,10 @@ NOTES: dict[str, str] = {
     "host.cache_dir": "Where jobs write their working files (`job.cache_dir`).",
     "host.state_dir": "Where the journal lives (`journal.sqlite3`); must survive restarts.",
     "host.max_body_bytes": "A larger message is rejected as `malformed` before it is parsed.",
+    "host.max_event_bytes": "A job event larger than this goes out without the job's own "
+    "data fields and with `data_dropped` saying how large they were (the journal keeps "
+    "them): brokers cap frames (ActiveMQ's STOMP connector at 100 MiB unless set lower) "
+    "and drop the connection that sends a larger one.",
     "host.drain_seconds": "On stop, how long running jobs may finish before they are killed.",
     "host.kill_grace_seconds": "Between SIGTERM and SIGKILL of a job's process group.",
     "host.output_cap_bytes": "How much of a job's stdout/stderr is kept for its log.",

@@ -243,6 +243,21 @@ def test_a_retry_from_a_new_connection_gets_the_answer_while_the_job_runs_and_af
     assert len(first.events_for(rid)) == 1, "one event on the topic"
 
 
+def test_an_event_over_the_size_cap_goes_out_without_the_jobs_data(host_factory, caller_for):
+    host = host_factory(extra={"host": {"max_event_bytes": 4096}}).start()
+    caller = caller_for(host)
+    big = caller.send("test_echo", {"text": "x" * 6000})
+    small = caller.send("test_echo", {"text": "fits"})
+    event = caller.wait_event(big)
+    assert event["outcome"] == "ok" and event["msg_type"] == "test_echoed"
+    assert "text" not in event and "pid" not in event
+    assert "over the host's cap of 4096" in event["data_dropped"]
+    assert caller.wait_reply(lambda r: r.get("job_id") == big)["data_dropped"]
+    assert caller.wait_event(small)["text"] == "fits"
+    assert "sent without its data" in host.text()
+    assert "connection lost" not in host.text()
+
+
 def test_sigterm_drains_running_job_and_exits_zero(host_factory, caller_for):
     host = host_factory().start()
     caller = caller_for(host)

@@ -43,8 +43,10 @@ class Completion:
         topic: str,
         sender: str,
         namespace: str,
+        max_event: int = 1 << 20,
     ) -> None:
         self.transport = transport
+        self.max_event = max_event
         self.journal = journal
         self.ledger = ledger
         self.topic = topic
@@ -131,16 +133,24 @@ class Completion:
 
     # -- publishing ----------------------------------------------------------------
 
-    def send(self, body: dict[str, Any], reply_to: str | None) -> None:
-        """Publish ``body`` on the event topic and, when given, to ``reply_to``."""
-        raw = events.encode(body)
+    def _encode(self, body: dict[str, Any], outcome: Outcome | None) -> bytes:
+        return events.encode(body) if outcome is None else self.encode_event(body, outcome)
+
+    def send(
+        self, body: dict[str, Any], reply_to: str | None, outcome: Outcome | None = None
+    ) -> None:
+        """Publish ``body`` on the event topic and, when given, to ``reply_to``; a job's
+        event (``outcome`` given) within the size cap (:meth:`encode_event`)."""
+        raw = self._encode(body, outcome)
         self.transport.send(self.topic, raw)
         if reply_to:
             self.transport.send(reply_to, raw)
 
-    def reply(self, body: dict[str, Any], reply_to: str | None) -> None:
+    def reply(
+        self, body: dict[str, Any], reply_to: str | None, outcome: Outcome | None = None
+    ) -> None:
         if reply_to:
-            self.transport.send(reply_to, events.encode(body))
+            self.transport.send(reply_to, self._encode(body, outcome))
 
     def event_of(self, ticket: Ticket, outcome: Outcome) -> dict[str, Any]:
         return events.job_event(
@@ -151,6 +161,26 @@ class Completion:
             sender=self.sender,
             namespace=self.namespace,
         )
+
+    def encode_event(self, body: dict[str, Any], outcome: Outcome) -> bytes:
+        """``body`` as sent; over ``max_event`` bytes, without the outcome's data fields
+        (a broker drops the connection that sends a frame over its cap, and with it the
+        frames written after), saying so in ``data_dropped``."""
+        raw = events.encode(body)
+        if len(raw) <= self.max_event:
+            return raw
+        slim = {k: v for k, v in body.items() if k not in outcome.data}
+        slim["data_dropped"] = (
+            f"the job's data made this event {len(raw)} bytes, over the host's cap of "
+            f"{self.max_event} ([host] max_event_bytes); the journal keeps it"
+        )
+        logger.bind(job_id=body.get("job_id")).warning(
+            "event of {} is {} bytes, over the cap of {}: sent without its data",
+            body.get("job_id"),
+            len(raw),
+            self.max_event,
+        )
+        return events.encode(slim)
 
     def finish(self, ticket: Ticket, outcome: Outcome) -> None:
         """End ``ticket`` with ``outcome`` (exactly once; later calls are ignored).
@@ -183,7 +213,7 @@ class Completion:
                     duration,
                     outcome.reason,
                 )
-            raw = events.encode(self.event_of(ticket, outcome))
+            raw = self.encode_event(self.event_of(ticket, outcome), outcome)
         except BaseException:
             self.ledger.release(ticket)
             raise
@@ -265,10 +295,15 @@ class Completion:
         )
 
     def publish_and_ack(
-        self, job_id: str, body: dict[str, Any], reply_to: str | None, delivery: Delivery
+        self,
+        job_id: str,
+        body: dict[str, Any],
+        reply_to: str | None,
+        delivery: Delivery,
+        outcome: Outcome | None = None,
     ) -> None:
         try:
-            self.send(body, reply_to)
+            self.send(body, reply_to, outcome)
         except TransportError as exc:
             # Left unacknowledged: the broker redelivers after the reconnect and the
             # journal's recorded outcome is published then.

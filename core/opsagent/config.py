@@ -116,6 +116,7 @@ class HostConfig:
     cache_dir: str = attrs.Factory(lambda: _env("SWF_TMP_DIR", "/data/swf-tmp"))
     state_dir: str = attrs.Factory(_default_state_dir)
     max_body_bytes: int = 1 << 20
+    max_event_bytes: int = 1 << 20
     drain_seconds: float = 30.0
     kill_grace_seconds: float = 5.0
     output_cap_bytes: int = 64 * 1024

@@ -302,7 +302,9 @@ class Dispatcher:
             self.transport.ack(delivery)
             return
         outcome = entry.outcome
+        job = outcome  # a job's event is held to the size cap; a rejection is small
         if outcome is not None and "rejected" in outcome.data:
+            job = None
             body = events.rejection(
                 env.msg_type,
                 outcome.reason or "",
@@ -326,13 +328,13 @@ class Dispatcher:
             # The same request sent again after its end (a caller's retry that lost the
             # answer): the recorded outcome to its reply_to only; the topic had it.
             try:
-                self.completion.reply(body, env.reply_to)
+                self.completion.reply(body, env.reply_to, job)
             except TransportError as exc:
                 logger.warning("could not answer {} again: {}", entry.id, exc)
                 return  # unacknowledged: redelivered after the reconnect, then acked
             self.transport.ack(delivery)
             return
-        self.completion.publish_and_ack(entry.id, body, env.reply_to, delivery)
+        self.completion.publish_and_ack(entry.id, body, env.reply_to, delivery, job)
 
     def _reject(
         self,

@@ -245,6 +245,7 @@ class Host:
             topic=cfg.broker.topic,
             sender=self.instance,
             namespace=cfg.host.namespace,
+            max_event=cfg.host.max_event_bytes,
         )
         #: Called with a :class:`~opsagent.health.JobEnd` after each job's outcome is
         #: published (metrics, the monitor's action log); never on a hot lock.
