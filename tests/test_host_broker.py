@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -167,6 +168,29 @@ def test_thread_job_overrunning_its_limit_times_out_and_the_lane_keeps_working(
     assert caller.wait_event(rid, timeout=5)["outcome"] == "timeout"
     rid2 = caller.send("test_sleep_thread", {"seconds": 0.01})
     assert caller.wait_event(rid2, timeout=5)["outcome"] == "ok"
+
+
+def test_thread_jobs_that_never_return_cost_a_bounded_number_of_threads(
+        host_factory, caller_for):
+    host = host_factory().start()
+    caller = caller_for(host)
+    assert host.proc is not None
+    threads = len(os.listdir(f"/proc/{host.proc.pid}/task"))
+    # Each overruns its 0.5 s limit and keeps its thread for 4 s; the lane (concurrency
+    # 1) keeps at most 4 such threads, then refuses new work until they return.
+    hung = [caller.send("test_sleep_thread", {"seconds": 4}) for _ in range(4)]
+    outcomes = [caller.wait_event(rid, timeout=10)["outcome"] for rid in hung]
+    assert outcomes == ["timeout"] * 4
+    more = [caller.send("test_sleep_thread", {"seconds": 4}) for _ in range(2)]
+    refused = [caller.wait_event(rid, timeout=10) for rid in more]
+    assert all(e["msg_type"] == "request_rejected" and e["code"] == "unavailable"
+               for e in refused), refused
+    assert "cannot be killed" in refused[0]["reason"]
+    assert len(os.listdir(f"/proc/{host.proc.pid}/task")) <= threads + 4
+    # Once the doers return, their threads leave and the capability takes work again.
+    time.sleep(3.0)
+    again = caller.send("test_sleep_thread", {"seconds": 0.01})
+    assert caller.wait_event(again, timeout=10)["outcome"] == "ok"
 
 
 def test_sigkill_mid_job_then_restart_publishes_one_outcome_and_loses_nothing(

@@ -98,6 +98,9 @@ class Dispatcher:
             self._control(delivery, env, cap)
             return
         reason = self.unavailable.get(cap.msg_type)
+        if reason is None and cap.isolation == "thread":
+            lane = self.workers.lanes.get(cap.msg_type)
+            reason = None if lane is None else lane.stuck()
         if reason is not None:
             self._reject(
                 delivery,

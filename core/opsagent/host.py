@@ -381,7 +381,7 @@ class Host:
             state=state,
             broker_connected=self.transport.connected,
             capabilities=tuple(sorted(self.registry.capabilities)),
-            unavailable=dict(self.availability.unavailable),
+            unavailable={**self.availability.unavailable, **self.workers.stuck()},
             broken=tuple(b.name for b in self.registry.broken),
             in_flight=in_flight,
             queued=queued,

@@ -73,6 +73,25 @@ class Lane:
                 return
         self._spawn()
 
+    @property
+    def stuck_max(self) -> int:
+        """Threads of overrun jobs this lane keeps before it takes no more work."""
+        return max(4, 2 * self.cap.concurrency)
+
+    def stuck(self) -> str | None:
+        """Why the capability takes no new work: too many of its jobs overran their limit
+        and still hold threads that cannot be killed.  None while below the bound; the
+        threads leave, and the capability is available again, as their doers return."""
+        with self._lock:
+            n = len(self._retired)
+        if n < self.stuck_max:
+            return None
+        return (
+            f"{n} of its jobs overran their time limit and still run in threads that "
+            f"cannot be killed (thread isolation); it takes no new work until they return "
+            f"(restart the host to end them)"
+        )
+
     def _loop(self) -> None:
         me = threading.current_thread()
         while True:
@@ -188,6 +207,15 @@ class Workers:
             return True
         except queue.Full:
             return False
+
+    def stuck(self) -> dict[str, str]:
+        """Capabilities that take no new work because of overrun thread jobs, with why."""
+        out = {}
+        for msg_type, lane in self.lanes.items():
+            reason = lane.stuck()
+            if reason is not None:
+                out[msg_type] = reason
+        return out
 
     def queued(self) -> int:
         return sum(lane.queue.qsize() for lane in self.lanes.values())
