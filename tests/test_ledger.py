@@ -28,11 +28,17 @@ def test_a_copy_joins_the_ticket_in_flight_and_every_message_is_kept_for_the_ack
     ticket = Ticket(job_id="j", cap=CAP, inp=Empty(), body={}, echo={}, dedup_key=None,
                     reply_to=None, delivery=delivery(1))
     assert ledger.admit(ticket) is None
-    assert ledger.rejoin("j", delivery(2), "/queue/r2") is ticket
-    assert ledger.rejoin("j", delivery(3), "/queue/r2") is ticket
+    assert ledger.rejoin("j", delivery(2), "/queue/r2") == (ticket, None)
+    assert ledger.rejoin("j", delivery(3), "/queue/r2") == (ticket, None)
     assert [d.message_id for d in ticket.deliveries] == ["m3", "m1", "m2"]
     assert ticket.reply_destinations == ["/queue/r2"], "each destination once"
-    assert ledger.rejoin("other", delivery(4)) is None
+    assert ledger.rejoin("other", delivery(4)) == (None, None)
+    # The end's replies go out; a copy joining after that is answered by its joiner.
+    ticket.answer = b'{"outcome": "ok"}'
+    assert ledger.destinations(ticket) == ["/queue/r2"]
+    assert ledger.rejoin("j", delivery(5), "/queue/r3") == (ticket, b'{"outcome": "ok"}')
+    assert ledger.rejoin("j", delivery(6), "/queue/r2") == (ticket, None), "answered already"
+    assert ticket.reply_destinations == ["/queue/r2"]
     ledger.release(ticket)
-    assert ledger.rejoin("j", delivery(5)) is None, "after its end the journal answers"
-    assert [d.message_id for d in ticket.deliveries] == ["m3", "m1", "m2"]
+    assert ledger.rejoin("j", delivery(7)) == (None, None), "after its end the journal answers"
+    assert [d.message_id for d in ticket.deliveries] == ["m6", "m1", "m2", "m3", "m5"]

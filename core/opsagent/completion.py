@@ -146,6 +146,9 @@ class Completion:
         if reply_to:
             self.transport.send(reply_to, raw)
 
+    def reply_raw(self, raw: bytes, reply_to: str) -> None:
+        self.transport.send(reply_to, raw)
+
     def reply(
         self, body: dict[str, Any], reply_to: str | None, outcome: Outcome | None = None
     ) -> None:
@@ -214,6 +217,7 @@ class Completion:
                     outcome.reason,
                 )
             raw = self.encode_event(self.event_of(ticket, outcome), outcome)
+            ticket.answer = raw
         except BaseException:
             self.ledger.release(ticket)
             raise
@@ -239,7 +243,7 @@ class Completion:
                 # it has the event must not find the key still held.
                 self.ledger.free_key(ticket)
                 messages.append((self.topic, raw))
-                messages.extend((dest, raw) for dest in ticket.reply_destinations)
+                messages.extend((dest, raw) for dest in self.ledger.destinations(ticket))
             try:
                 self.transport.send_many(messages)
                 published = True

@@ -212,11 +212,17 @@ class Dispatcher:
 
     def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
         job_id = env.request_id or delivery.message_id
-        if self.ledger.rejoin(job_id, delivery, env.reply_to) is not None:
+        holder, answer = self.ledger.rejoin(job_id, delivery, env.reply_to)
+        if holder is not None:
             # The same message again (redelivered after a reconnect), or the same request
             # sent again, while its job is still here: the job's end acknowledges both
-            # and answers each reply_to.
+            # and answers each reply_to -- this one now if the end's replies are out.
             self.counts["rejoined"] += 1
+            if answer is not None and env.reply_to:
+                try:
+                    self.completion.reply_raw(answer, env.reply_to)
+                except TransportError as exc:
+                    logger.warning("could not answer {} again: {}", job_id, exc)
             return
         key = cap.key_of(inp)
         entry = self.journal.accept(job_id, cap.msg_type, key, env.body)

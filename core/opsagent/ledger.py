@@ -58,6 +58,11 @@ class Ticket:
     #: Other destinations the same request asked to be answered at (a caller's retry
     #: from a new connection): each gets the end's reply too.
     also_reply_to: list[str] = attrs.Factory(list)
+    #: The end's event as published, once the job has ended.
+    answer: bytes | None = None
+    #: The end's replies have been taken for sending (:meth:`Ledger.destinations`): a
+    #: copy joining after that is answered by whoever joins it.
+    replied: bool = False
 
     @property
     def reply_destinations(self) -> list[str]:
@@ -92,20 +97,34 @@ class Ledger:
             self.idle.clear()
             return None
 
-    def rejoin(self, job_id: str, delivery: Delivery, reply_to: str | None = None) -> Ticket | None:
+    def rejoin(
+        self, job_id: str, delivery: Delivery, reply_to: str | None = None
+    ) -> tuple[Ticket | None, bytes | None]:
         """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
         request sent again, answered at ``reply_to``) joins its ticket, whose end
-        acknowledges every message that asked for it and replies to every destination;
-        return that ticket.  Atomic with :meth:`release`: a delivery joins a ticket still
-        here, or finds none (and the journal answers for it)."""
+        acknowledges every message that asked for it and replies to every destination.
+        Returns the ticket, and the answer to send to ``reply_to`` now when the end's
+        replies have already gone out.  Atomic with :meth:`release` and
+        :meth:`destinations`: a delivery joins a ticket still here, or finds none (and
+        the journal answers for it)."""
         with self._lock:
             ticket = self._tickets.get(job_id)
-            if ticket is not None:
-                ticket.joined.append(ticket.delivery)
-                ticket.delivery = delivery
-                if reply_to and reply_to not in ticket.reply_destinations:
-                    ticket.also_reply_to.append(reply_to)
-            return ticket
+            if ticket is None:
+                return None, None
+            ticket.joined.append(ticket.delivery)
+            ticket.delivery = delivery
+            if not reply_to or reply_to in ticket.reply_destinations:
+                return ticket, None
+            if ticket.replied:
+                return ticket, ticket.answer
+            ticket.also_reply_to.append(reply_to)
+            return ticket, None
+
+    def destinations(self, ticket: Ticket) -> list[str]:
+        """Where the end of ``ticket`` replies; later copies are answered as they join."""
+        with self._lock:
+            ticket.replied = True
+            return ticket.reply_destinations
 
     def get(self, job_id: str) -> Ticket | None:
         with self._lock:
