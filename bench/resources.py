@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 
 from common import HostProcess, RoundTrip, broker, pct
 from opsagent.testing.http import FakeServer, Response, hang
-from support import Caller
+from support import Caller, fill, tmpfs
 
 
 def rss_kib(pid: int) -> int:
@@ -82,76 +81,62 @@ def flood(env: dict[str, str], mb: int = 1024) -> dict[str, Any]:
 
 def full_cache(env: dict[str, str], size_mb: int = 4) -> dict[str, Any]:
     """A job writing past a ``size_mb`` MiB tmpfs cache; then a ping and a job that fits."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "full" / "cache"
-        cache.mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(cache)],
-                       check=True)
+    with tempfile.TemporaryDirectory() as tmp, tmpfs(Path(tmp) / "full" / "cache",
+                                                     f"{size_mb}m"):
+        host, caller = _host(Path(tmp) / "full", env)
         try:
-            host, caller = _host(Path(tmp) / "full", env)
-            try:
-                before = ping(caller)
-                event = caller.wait_event(caller.send("test_fill", {"mb": 4 * size_mb}), 30)
-                after = [ping(caller) for _ in range(20)]
-                fits = caller.wait_event(caller.send("test_fill", {"mb": 1, "name": "s"}))
-                assert host.proc is not None
-                return {"tmpfs_mib": size_mb, "asked_mib": 4 * size_mb,
-                        "outcome": event["outcome"], "event": event["msg_type"],
-                        "reason": event.get("reason"), "host_alive": host.proc.poll() is None,
-                        "ping_before_ms": round(before * 1000, 2),
-                        "ping_after_max_ms": round(max(after) * 1000, 2),
-                        "next_job_outcome": fits["outcome"]}
-            finally:
-                caller.close()
-                host.stop()
+            before = ping(caller)
+            event = caller.wait_event(caller.send("test_fill", {"mb": 4 * size_mb}), 30)
+            after = [ping(caller) for _ in range(20)]
+            fits = caller.wait_event(caller.send("test_fill", {"mb": 1, "name": "s"}))
+            assert host.proc is not None
+            return {"tmpfs_mib": size_mb, "asked_mib": 4 * size_mb,
+                    "outcome": event["outcome"], "event": event["msg_type"],
+                    "reason": event.get("reason"), "host_alive": host.proc.poll() is None,
+                    "ping_before_ms": round(before * 1000, 2),
+                    "ping_after_max_ms": round(max(after) * 1000, 2),
+                    "next_job_outcome": fits["outcome"]}
         finally:
-            subprocess.run(["umount", "-l", str(cache)], check=True)
+            caller.close()
+            host.stop()
 
 
 def full_state(env: dict[str, str], size_mb: int = 2, jobs: int = 20) -> dict[str, Any]:
     """The state directory (the journal) on a full ``size_mb`` MiB tmpfs: ``jobs``
     requests and pings meanwhile; then the space freed, the time until the kept ends are
     recorded, a job after it, and what a second host finds left on the queue."""
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "full" / "state"
-        state.mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(state)],
-                       check=True)
+    with tempfile.TemporaryDirectory() as tmp, tmpfs(Path(tmp) / "full" / "state",
+                                                     f"{size_mb}m") as state:
+        host, caller = _host(Path(tmp) / "full", env)
         try:
-            host, caller = _host(Path(tmp) / "full", env)
-            try:
-                before = ping(caller)
-                filler = state / "filler"
-                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"],
-                               capture_output=True, check=False)
-                rids = [caller.send("test_noop", {}) for _ in range(jobs)]
-                events = [caller.wait_event(rid, 30) for rid in rids]
-                during = [ping(caller) for _ in range(20)]
-                assert host.proc is not None
-                alive = host.proc.poll() is None
-                freed = time.monotonic()
-                filler.unlink()
-                host.wait_log("job end(s) recorded after the journal refused them", 30)
-                recorded_s = time.monotonic() - freed
-                after = caller.wait_event(caller.send("test_noop", {}))
-            finally:
-                host.stop()
-            second = HostProcess(Path(tmp) / "second", env, queue=host.queue,
-                                 topic=host.topic).start()
-            time.sleep(1.0)
-            left = second.text().count(" started (")
-            second.stop()
-            caller.close()
-            reasons = {e.get("reason") for e in events}
-            return {"tmpfs_mib": size_mb, "requests": jobs,
-                    "outcomes": sorted({e["outcome"] for e in events}),
-                    "reason": reasons.pop() if len(reasons) == 1 else sorted(map(str, reasons)),
-                    "host_alive": alive, "ping_before_ms": round(before * 1000, 2),
-                    "ping_during_max_ms": round(max(during) * 1000, 2),
-                    "recorded_after_freeing_s": round(recorded_s, 2),
-                    "next_job_outcome": after["outcome"], "left_on_queue": left}
+            before = ping(caller)
+            filler = fill(state)
+            rids = [caller.send("test_noop", {}) for _ in range(jobs)]
+            events = [caller.wait_event(rid, 30) for rid in rids]
+            during = [ping(caller) for _ in range(20)]
+            assert host.proc is not None
+            alive = host.proc.poll() is None
+            freed = time.monotonic()
+            filler.unlink()
+            host.wait_log("job end(s) recorded after the journal refused them", 30)
+            recorded_s = time.monotonic() - freed
+            after = caller.wait_event(caller.send("test_noop", {}))
         finally:
-            subprocess.run(["umount", "-l", str(state)], check=True)
+            host.stop()
+        second = HostProcess(Path(tmp) / "second", env, queue=host.queue,
+                             topic=host.topic).start()
+        time.sleep(1.0)
+        left = second.text().count(" started (")
+        second.stop()
+        caller.close()
+        reasons = {e.get("reason") for e in events}
+        return {"tmpfs_mib": size_mb, "requests": jobs,
+                "outcomes": sorted({e["outcome"] for e in events}),
+                "reason": reasons.pop() if len(reasons) == 1 else sorted(map(str, reasons)),
+                "host_alive": alive, "ping_before_ms": round(before * 1000, 2),
+                "ping_during_max_ms": round(max(during) * 1000, 2),
+                "recorded_after_freeing_s": round(recorded_s, 2),
+                "next_job_outcome": after["outcome"], "left_on_queue": left}
 
 
 def monitor(env: dict[str, str], n: int = 100) -> dict[str, Any]:

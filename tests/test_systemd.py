@@ -3,6 +3,7 @@ telling a notify socket when it is ready, what it does, that it lives, and that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -258,28 +259,40 @@ class DeafTransport(MemoryTransport):
         return False if self.down else super().ensure(on_delivery)
 
 
-def test_watchdog_stops_while_the_receiver_is_deaf_but_not_while_reconnecting(
-        tmp_path, monkeypatch, notify_socket):
+@contextlib.contextmanager
+def watched_host(tmp_path, monkeypatch, notify_socket, transport_cls, instance):
+    """A host on ``transport_cls`` (a MemoryTransport) under a systemd watchdog of 0.2 s,
+    running in a thread until the block ends; yields (transport, runner, beats_during)."""
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     cfg_path = tmp_path / "host.toml"
-    cfg_path.write_text(toml({"host": {"instance": "deaf", "cache_dir": str(tmp_path / "c"),
+    cfg_path.write_text(toml({"host": {"instance": instance, "cache_dir": str(tmp_path / "c"),
                                        "state_dir": str(tmp_path / "s")}}))
     cfg = configuration.load(cfg_path)
     builtin = [ep for ep in entry_points(group=plugins.GROUP)
                if ep.value == "opsagent.builtin"]
-    transport = DeafTransport(MemoryBroker(), cfg.broker.queue)
+    transport = transport_cls(MemoryBroker(), cfg.broker.queue)
     host = Host(cfg, transport=transport, registry=plugins.load(entry_points_=builtin))
     runner = threading.Thread(target=host.run, kwargs={"install_signals": False}, daemon=True)
     runner.start()
+
+    def beats_during(seconds: float) -> int:
+        start = time.monotonic()
+        time.sleep(seconds)
+        return len([t for t, _ in notify_socket.having("WATCHDOG", since=start)])
+
     try:
-        t_ready, _ = notify_socket.wait_for(lambda f: f.get("READY") == "1", timeout=10)
+        notify_socket.wait_for(lambda f: f.get("READY") == "1", timeout=10)
+        yield transport, runner, beats_during
+    finally:
+        host.stop()
+        runner.join(20)
 
-        def beats_during(seconds: float) -> int:
-            start = time.monotonic()
-            time.sleep(seconds)
-            return len([t for t, _ in notify_socket.having("WATCHDOG", since=start)])
 
+def test_watchdog_stops_while_the_receiver_is_deaf_but_not_while_reconnecting(
+        tmp_path, monkeypatch, notify_socket):
+    with watched_host(tmp_path, monkeypatch, notify_socket, DeafTransport, "deaf") as (
+            transport, _runner, beats_during):
         assert beats_during(0.6) >= 3
         transport.deaf = True
         time.sleep(0.15)
@@ -290,9 +303,6 @@ def test_watchdog_stops_while_the_receiver_is_deaf_but_not_while_reconnecting(
         assert beats_during(0.6) >= 3
         assert "DISCONNECTED" in notify_socket.wait_for(
             lambda f: "DISCONNECTED" in f.get("STATUS", ""), timeout=3)[1]["STATUS"]
-    finally:
-        host.stop()
-        runner.join(20)
 
 
 @pytest.mark.broker
@@ -339,38 +349,19 @@ class FailingTransport(MemoryTransport):
 
 def test_a_failing_main_loop_step_is_logged_once_withholds_the_watchdog_and_passes(
         tmp_path, monkeypatch, notify_socket):
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    cfg_path = tmp_path / "host.toml"
-    cfg_path.write_text(toml({"host": {"instance": "failing", "cache_dir": str(tmp_path / "c"),
-                                       "state_dir": str(tmp_path / "s")}}))
-    cfg = configuration.load(cfg_path)
-    builtin = [ep for ep in entry_points(group=plugins.GROUP)
-               if ep.value == "opsagent.builtin"]
-    transport = FailingTransport(MemoryBroker(), cfg.broker.queue)
-    host = Host(cfg, transport=transport, registry=plugins.load(entry_points_=builtin))
     logged: list[str] = []
     sink = logger.add(lambda m: logged.append(str(m)), level="ERROR")
-    runner = threading.Thread(target=host.run, kwargs={"install_signals": False}, daemon=True)
-    runner.start()
     try:
-        notify_socket.wait_for(lambda f: f.get("READY") == "1", timeout=10)
-
-        def beats_during(seconds: float) -> int:
-            start = time.monotonic()
-            time.sleep(seconds)
-            return len([t for t, _ in notify_socket.having("WATCHDOG", since=start)])
-
-        transport.failing = True
-        time.sleep(0.15)
-        assert beats_during(0.8) == 0, "a host whose loop fails must not pet the watchdog"
-        assert runner.is_alive(), "the host outlives a failing step"
-        failures = [m for m in logged if "a step of the main loop failed" in m]
-        assert len(failures) == 1 and "RuntimeError: a bug in ensure" in failures[0]
-        transport.failing = False
-        assert beats_during(0.6) >= 3
+        with watched_host(tmp_path, monkeypatch, notify_socket, FailingTransport,
+                          "failing") as (transport, runner, beats_during):
+            transport.failing = True
+            time.sleep(0.15)
+            assert beats_during(0.8) == 0, "a host whose loop fails must not pet the watchdog"
+            assert runner.is_alive(), "the host outlives a failing step"
+            failures = [m for m in logged if "a step of the main loop failed" in m]
+            assert len(failures) == 1 and "RuntimeError: a bug in ensure" in failures[0]
+            transport.failing = False
+            assert beats_during(0.6) >= 3
     finally:
         logger.remove(sink)
-        host.stop()
-        runner.join(20)
     assert not runner.is_alive()
