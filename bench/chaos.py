@@ -16,7 +16,7 @@ from typing import Any
 
 import stomp
 from common import ROOT
-from support import port_open
+from support import login, port_open, service_env
 
 
 class PersistentBroker:
@@ -27,7 +27,7 @@ class PersistentBroker:
         self.env = {**os.environ, "OPSAGENT_SERVICES": str(services_dir),
                     "ACTIVEMQ_PERSISTENT": "true", "ACTIVEMQ_STOMP_PORT": str(port)}
         self.script = str(ROOT / "scripts" / "services.sh")
-        self.connection = {"ACTIVEMQ_HOST": "127.0.0.1", "ACTIVEMQ_PORT": str(port)}
+        self.services_dir = services_dir
 
     def _ctl(self, cmd: str) -> None:
         subprocess.run([self.script, cmd, "activemq"], env=self.env, check=True,
@@ -35,6 +35,11 @@ class PersistentBroker:
 
     def start(self) -> None:
         self._ctl("start")
+
+    @property
+    def connection(self) -> dict[str, str]:
+        """Where and as whom clients connect (the service's env file, once started)."""
+        return service_env("activemq", self.services_dir)
 
     def stop(self) -> None:
         self._ctl("stop")
@@ -88,7 +93,7 @@ class ChaosCaller:
                     [(self.broker["ACTIVEMQ_HOST"], int(self.broker["ACTIVEMQ_PORT"]))],
                     auto_decode=False, reconnect_attempts_max=1)
                 conn.set_listener("chaos", self._listener())
-                conn.connect(wait=True)
+                conn.connect(*login(self.broker, "web").values(), wait=True)
                 conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.subscribe(self.topic, id="topic", ack="auto")
                 self.conn = conn

@@ -19,7 +19,7 @@ import stomp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import SERVICES, HostProcess, service_env  # noqa: E402
+from support import SERVICES, HostProcess, login, service_env  # noqa: E402
 
 
 def broker() -> dict[str, str]:
@@ -43,7 +43,7 @@ def connect(env: dict[str, str], nodelay: bool = True, listener: Any = None
                               auto_decode=False)
     if listener is not None:
         conn.set_listener("l", listener)
-    conn.connect(wait=True)
+    conn.connect(*login(env, "web").values(), wait=True)
     if nodelay:
         conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return conn

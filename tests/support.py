@@ -26,8 +26,9 @@ SITEBROKEN = ROOT / "tests" / "sitebroken"
 OPSAGENT = [sys.executable, "-m", "opsagent.cli"]
 
 
-def service_env(name: str) -> dict[str, str]:
-    path = SERVICES / f"{name}.env"
+def service_env(name: str, services: Path = SERVICES) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines a running service left for its clients (scripts/services.sh)."""
+    path = services / f"{name}.env"
     if not path.exists():
         raise RuntimeError(f"{name} is not running: start it with `scripts/services.sh start "
                            f"{name}` (`make test` does)")
@@ -73,13 +74,15 @@ class HostProcess:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.queue = queue or f"/queue/test.{uuid.uuid4().hex[:12]}"
+        self.broker_login = login(broker, "host")
         self.topic = topic or f"/topic/test.{uuid.uuid4().hex[:12]}"
         raw: dict[str, dict[str, Any]] = {
             "host": {"instance": name, "cache_dir": str(tmp / "cache"),
                      "state_dir": str(tmp / "state"), "drain_seconds": 5,
                      "kill_grace_seconds": 1},
             "broker": {"hosts": [f"{broker['ACTIVEMQ_HOST']}:{broker['ACTIVEMQ_PORT']}"],
-                       "queue": self.queue, "topic": self.topic, "heartbeat_ms": 10000,
+                       **self.broker_login, "queue": self.queue, "topic": self.topic,
+                       "heartbeat_ms": 10000,
                        "reconnect_max_delay": 1.0},
         }
         for section, values in (extra or {}).items():
@@ -138,11 +141,27 @@ class HostProcess:
             return None
 
 
+def login(broker: dict[str, str], who: str = "web") -> dict[str, str]:
+    """``user`` and ``password`` of one of the test broker's users: ``host`` (the host's
+    own), ``web`` (the web tier) or ``outsider`` (may connect, allowed nothing)."""
+    prefix = {"host": "ACTIVEMQ", "web": "ACTIVEMQ_WEB", "outsider": "ACTIVEMQ_OUTSIDER"}[who]
+    return {"user": broker[f"{prefix}_USER"], "password": broker[f"{prefix}_PASSWORD"]}
+
+
+def connect(broker: dict[str, str], who: str = "web", **kwargs: Any) -> stomp.Connection12:
+    """A raw stomp.py connection to the test broker, logged in as ``who``."""
+    conn = stomp.Connection12([(broker["ACTIVEMQ_HOST"], int(broker["ACTIVEMQ_PORT"]))],
+                              **kwargs)
+    conn.connect(*login(broker, who).values(), wait=True)
+    return conn
+
+
 class Caller:
-    """A STOMP client standing for the web tier: sends requests, collects events and replies."""
+    """A STOMP client standing for the web tier: sends requests, collects events and replies.
+    ``who`` is the broker user it logs in as (see :func:`login`)."""
 
     def __init__(self, broker: dict[str, str], queue: str, topic: str,
-                 namespace: str = "prodops") -> None:
+                 namespace: str = "prodops", who: str = "web") -> None:
         self.queue = queue
         self.topic = topic
         self.namespace = namespace
@@ -165,7 +184,7 @@ class Caller:
                     outer.cond.notify_all()
 
         self.conn.set_listener("caller", Listener())
-        self.conn.connect(wait=True)
+        self.conn.connect(*login(broker, who).values(), wait=True)
         self.conn.transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn.subscribe(topic, id="topic", ack="auto")
         self.conn.subscribe(self.reply_to, id="reply", ack="auto")

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from support import ROOT, Caller, HostProcess
+from support import ROOT, Caller, HostProcess, service_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def persistent_broker(tmp_path):
         subprocess.run([script, cmd, "activemq"], env=env, check=True, capture_output=True)
 
     ctl("start")
-    yield ctl, {"ACTIVEMQ_HOST": "127.0.0.1", "ACTIVEMQ_PORT": "61623"}
+    yield ctl, service_env("activemq", tmp_path / "svc")
     ctl("stop")
 
 

@@ -294,7 +294,7 @@ def test_sigterm_drains_running_job_and_exits_zero(host_factory, caller_for):
 
 def test_shutdown_message_exits_100(host_factory, caller_for):
     host = host_factory().start()
-    caller = caller_for(host)
+    caller = caller_for(host, who="host")  # shutdown is the host's own user's by default
     caller.send("shutdown", {"reason": "test"})
     assert host.wait(20) == 100
     assert caller.wait_reply(lambda r: r.get("msg_type") == "shutdown_ack")
@@ -329,10 +329,10 @@ def test_strict_mode_and_missing_required_capability_stop_startup_with_78(host_f
     assert "required capability fetch_nothing not available" in proc.stderr
 
 
-def test_broker_unreachable_at_start_exits_75(tmp_path):
+def test_broker_unreachable_at_start_exits_75(tmp_path, broker):
     from support import HostProcess
 
-    host = HostProcess(tmp_path, {"ACTIVEMQ_HOST": "127.0.0.1", "ACTIVEMQ_PORT": "9"},
+    host = HostProcess(tmp_path, {**broker, "ACTIVEMQ_PORT": "9"},
                        extra={"broker": {"connect_attempts": 2}})
     proc = subprocess.run([*OPSAGENT, "--config", str(host.config), "run"], env=host.env,
                           capture_output=True, text=True, timeout=30)

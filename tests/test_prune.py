@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from opsagent.job import Job
 from opsagent.prune import PruneInput, prune_cache
+from opsagent.schema import FieldError, InputError, json_schema, structure
 from opsagent_fetch_payload_log.cache import Cache
 
 OLD = time.time() - 40 * 86400
@@ -142,5 +143,22 @@ def test_a_link_as_cache_root_is_the_operators_and_is_followed(tmp_path: Path) -
 
 
 def test_days_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="older_than_days"):
+    with pytest.raises(FieldError, match="expected a number of days") as refused:
         PruneInput(older_than_days=0)
+    assert refused.value.field == "older_than_days"
+
+
+def test_a_request_cannot_prune_what_is_younger_than_a_day(tmp_path: Path) -> None:
+    # The attack: older_than_days near 0 from anyone who can write to the queue deleted a
+    # log cached half a second earlier.
+    cache = tmp_path / "cache"
+    _write(cache / "panda-logs" / "100" / "1" / "payload.stdout", 10)
+    time.sleep(0.5)
+    with pytest.raises(InputError) as refused:
+        structure({"older_than_days": 0.00001}, PruneInput)
+    assert refused.value.errors == [
+        "$.older_than_days: expected a number of days >= 1, got 1e-05"
+    ]
+    assert (cache / "panda-logs" / "100" / "1" / "payload.stdout").exists()
+    assert _run(cache, older_than_days=1)["removed"] == []
+    assert json_schema(PruneInput)["properties"]["older_than_days"]["minimum"] == 1

@@ -58,7 +58,8 @@ class DroppingProxy:
 
 def send_through(proxy: DroppingProxy, host, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     config = tmp / "send.toml"
-    config.write_text(toml({"broker": {"hosts": [f"127.0.0.1:{proxy.port}"],
+    login = host.broker_login
+    config.write_text(toml({"broker": {"hosts": [f"127.0.0.1:{proxy.port}"], **login,
                                        "queue": host.queue, "topic": host.topic}}))
     return subprocess.run([*OPSAGENT, "--config", str(config), "send", *args],
                           capture_output=True, text=True, env=host.env, timeout=60)

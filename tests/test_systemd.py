@@ -17,7 +17,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-import stomp
 from loguru import logger
 from notify_socket import NotifySocket
 from opsagent import config as configuration
@@ -28,7 +27,7 @@ from opsagent.host import Host
 from opsagent.systemd import Notifier
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 from opsagent.transport.stomp import StompTransport
-from support import ROOT, toml
+from support import ROOT, connect, login, toml
 
 UNITS = ROOT / "contrib" / "systemd"
 INSTALLED_AT = "/opt/opsagent/bin/opsagent"
@@ -309,7 +308,7 @@ def test_watchdog_stops_while_the_receiver_is_deaf_but_not_while_reconnecting(
 def test_stomp_receiving_needs_a_live_receiver_that_hears_heart_beats(broker):
     queue = f"/queue/test.hb.{uuid.uuid4().hex[:8]}"
     cfg = BrokerConfig(hosts=[f"{broker['ACTIVEMQ_HOST']}:{broker['ACTIVEMQ_PORT']}"],
-                       queue=queue, heartbeat_ms=500)
+                       **login(broker, "host"), queue=queue, heartbeat_ms=500)
     entered, release = threading.Event(), threading.Event()
 
     def wedge(_delivery) -> None:
@@ -322,8 +321,7 @@ def test_stomp_receiving_needs_a_live_receiver_that_hears_heart_beats(broker):
     try:
         time.sleep(2.0)  # idle for four heart-beat intervals
         assert transport.receiving, "heart-beats alone keep an idle receiver alive"
-        sender = stomp.Connection12([(broker["ACTIVEMQ_HOST"], int(broker["ACTIVEMQ_PORT"]))])
-        sender.connect(wait=True)
+        sender = connect(broker)
         sender.send(queue, b"{}")
         sender.disconnect()
         assert entered.wait(5)

@@ -14,13 +14,15 @@ import stomp
 from opsagent.config import BrokerConfig
 from opsagent.transport.base import Delivery, TransportError
 from opsagent.transport.stomp import StompTransport
+from support import login
 
 pytestmark = pytest.mark.broker
 
 
 def config(broker: dict[str, str], queue: str) -> BrokerConfig:
     return BrokerConfig(hosts=[f"{broker['ACTIVEMQ_HOST']}:{broker['ACTIVEMQ_PORT']}"],
-                        queue=queue, topic=f"/topic/test.{uuid.uuid4().hex[:12]}",
+                        **login(broker, "host"), queue=queue,
+                        topic=f"/topic/test.{uuid.uuid4().hex[:12]}",
                         heartbeat_ms=10000, reconnect_max_delay=0.5)
 
 
@@ -29,7 +31,7 @@ def raw(broker: dict[str, str], listener: Any = None) -> stomp.Connection12:
                               auto_decode=False)
     if listener is not None:
         conn.set_listener("l", listener)
-    conn.connect(wait=True)
+    conn.connect(*login(broker, "web").values(), wait=True)
     return conn
 
 

@@ -48,6 +48,9 @@ def _default_state_dir() -> str:
     return str(Path(base) / "opsagent")
 
 
+USER_HEADERS = ("auto", "JMSXUserID", "_AMQ_VALIDATED_USER")
+
+
 @attrs.frozen
 class BrokerConfig:
     """``[broker]``: where the requests come from and the events go."""
@@ -70,8 +73,17 @@ class BrokerConfig:
     reconnect_max_delay: float = 30.0
     #: Tries to connect at start-up before exiting with status 75.
     connect_attempts: int = 10
+    #: The header carrying the broker's validated sender: ``auto`` picks it from the
+    #: CONNECTED frame's ``server`` (``JMSXUserID`` on ActiveMQ Classic,
+    #: ``_AMQ_VALIDATED_USER`` on Artemis).  Only the one the broker stamps is read: the
+    #: other passes through from the client unchanged, so it proves nothing.
+    user_header: str = "auto"
 
     def __attrs_post_init__(self) -> None:
+        if self.user_header not in USER_HEADERS:
+            raise ValueError(
+                f"user_header {self.user_header!r}: expected one of {', '.join(USER_HEADERS)}"
+            )
         for dest in (self.queue, self.topic):
             if not dest.startswith(("/queue/", "/topic/")):
                 raise ValueError(f"destination {dest!r} must start with /queue/ or /topic/")
@@ -324,9 +336,17 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{p}: {detail}") from None
 
 
+#: Keys of ``[capability.<msg_type>]`` the host reads itself (see :mod:`opsagent.access`).
+HOST_KEYS = ("allow_users",)
+
+
 def section_table(config: Config, msg_type: str) -> dict[str, Any]:
-    """The raw ``[capability.<msg_type>]`` table without the host's override keys."""
-    return {k: v for k, v in config.capability.get(msg_type, {}).items() if k not in OVERRIDES}
+    """The raw ``[capability.<msg_type>]`` table without the keys the host reads itself."""
+    return {
+        k: v
+        for k, v in config.capability.get(msg_type, {}).items()
+        if k not in OVERRIDES and k not in HOST_KEYS
+    }
 
 
 def section_from_table(

@@ -1,9 +1,11 @@
 """The receiver: parse, validate, check dedup, enqueue, return.
 
 :meth:`Dispatcher.on_delivery` runs on the transport's receiver thread.  It never
-blocks on work and nothing raised in it escapes.  Control capabilities are answered on
-the spot.  Every refused request gets one structured ``request_rejected`` (to
-``reply_to`` and on the topic) and is acknowledged, so a poison message never loops.
+blocks on work and nothing raised in it escapes.  A request from a broker user the
+capability does not allow (:mod:`opsagent.access`) is refused before its input is even
+read.  Control capabilities are answered on the spot.  Every refused request gets one
+structured ``request_rejected`` (to ``reply_to`` and on the topic) and is acknowledged,
+so a poison message never loops.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from loguru import logger
 
 from opsagent import events, execute
+from opsagent.access import Access
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.envelope import Envelope, EnvelopeError, parse
@@ -44,6 +47,7 @@ class Dispatcher:
         max_body: int,
         control: Any,
         unavailable: dict[str, str],
+        access: Access | None = None,
     ) -> None:
         self.registry = registry
         self.transport = transport
@@ -55,6 +59,7 @@ class Dispatcher:
         self.require_namespace = require_namespace
         self.max_body = max_body
         self.control = control
+        self.access = access or Access()
         # Shared with the host, which updates it as credentials expire and are renewed.
         self.unavailable = unavailable
         self.accepting = True
@@ -93,6 +98,10 @@ class Dispatcher:
         cap = self.registry.get(env.msg_type)
         if cap is None:
             self._reject_unknown(delivery, env)
+            return
+        refusal = self.access.refusal(cap.msg_type, delivery.user)
+        if refusal is not None:
+            self._forbid(delivery, env, refusal)
             return
         if cap.control:
             self._control(delivery, env, cap)
@@ -141,6 +150,35 @@ class Dispatcher:
         )
         self.transport.ack(delivery)
         return False
+
+    def _forbid(self, delivery: Delivery, env: Envelope, reason: str) -> None:
+        """Refuse a request its sender may not make: journaled (who asked for what, not
+        the body) under the broker's message id -- never under the caller's request_id,
+        which would let an outsider overwrite the record of someone else's job --, the
+        rejection published, the message acknowledged."""
+        from opsagent.outcome import Outcome
+
+        record_id = f"forbidden:{delivery.message_id}"
+        asked = {"msg_type": env.msg_type, "request_id": env.request_id, "user": delivery.user}
+        try:
+            self.journal.accept(record_id, env.msg_type, None, asked)
+            self.journal.finish(
+                record_id, Outcome.error(reason, rejected="forbidden", user=delivery.user)
+            )
+        except sqlite3.Error:
+            pass  # the journal logged it; a redelivery is refused again
+        body = events.rejection(
+            env.msg_type,
+            reason,
+            [],
+            sender=self.completion.sender,
+            namespace=self.namespace,
+            request_id=env.request_id,
+            code="forbidden",
+        )
+        self.counts["forbidden"] += 1
+        logger.bind(msg_type=env.msg_type).warning("rejected {}: {}", env.msg_type, reason)
+        self.completion.publish_and_ack(record_id, body, env.reply_to, delivery)
 
     def _reject_unknown(self, delivery: Delivery, env: Envelope) -> None:
         broken = self.registry.broken_msg_type(env.msg_type)

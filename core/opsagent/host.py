@@ -33,6 +33,7 @@ from loguru import logger
 from opsagent import config as configuration
 from opsagent import credentials as creds
 from opsagent import health, plugins, proc, schedule
+from opsagent.access import Access, AccessError
 from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.dispatch import Dispatcher
@@ -203,6 +204,13 @@ class Host:
         self.availability = creds.Availability(
             {
                 m: (cap.credentials, cap.optional_credentials)
+        try:
+            self.access = Access.from_tables(cfg.capability, caps, cfg.broker.user)
+        except AccessError as exc:
+            raise StartupError(f"{cfg.source}: {exc}", EXIT_CONFIG) from exc
+        anyone = self.access.open_to_anyone(caps)
+        if anyone:
+            logger.info("open to any broker user: {}", ", ".join(anyone))
                 for m, cap in caps.items()
                 if not cap.control
             },
@@ -283,6 +291,7 @@ class Host:
         )
         # One mapping, kept current by the credential checks in the main loop.
         self.dispatcher.unavailable = self.availability.unavailable
+            access=self.access,
         self.scheduler = self._scheduler(caps, journal_path)
         self.monitor = None
         if cfg.monitor.enabled:

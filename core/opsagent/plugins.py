@@ -110,8 +110,11 @@ def load(
 ) -> Registry:
     """Load every capability package; see the module docstring for the policy.
 
-    ``allow`` (when not empty) and ``deny`` filter by msg_type after registration;
-    a ``require``d msg_type that is missing raises :class:`PluginError`.
+    ``allow`` (when not empty) and ``deny`` filter by msg_type after registration; the
+    host's control capabilities are never filtered out by ``allow`` but may be denied
+    (``shutdown``), except ``health_ping``, which liveness checks, ``opsagent ping`` and
+    the hot standby's probes need (limit who may call it with ``allow_users``).
+    A ``require``d msg_type that is missing raises :class:`PluginError`.
     ``extra_modules`` are ``(name, module)`` pairs registered like entry points (tests).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -144,9 +147,15 @@ def load(
                 Broken(name, name, "0", f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )
     allow_set, deny_set = set(allow), set(deny)
+    if "health_ping" in deny_set:
+        raise PluginError(
+            "capabilities.deny: health_ping cannot be denied (liveness, opsagent ping and "
+            "the hot standby's probes need it); limit it with "
+            "[capability.health_ping] allow_users = [...]"
+        )
     for msg_type in list(registry.capabilities):
         cap = registry.capabilities[msg_type]
-        if cap.control:
+        if cap.control and msg_type not in deny_set:
             continue
         if (allow_set and msg_type not in allow_set) or msg_type in deny_set:
             del registry.capabilities[msg_type]

@@ -35,6 +35,7 @@ import attrs
 
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
+from opsagent.schema import FieldError
 
 #: Names listed in the event; the counts cover everything.
 LIST_LIMIT = 200
@@ -42,17 +43,26 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 PRUNING = ".pruning-"
 
 
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name}: expected a number of days > 0, got {value}")
+#: The youngest a prune may reach: a request (from anyone the broker lets write to the
+#: queue) for ``older_than_days = 0.00001`` would otherwise empty the cache, logs a job
+#: cached a second ago included.
+MIN_DAYS = 1.0
+
+
+def _at_least_a_day(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if not value >= MIN_DAYS:
+        raise FieldError(attr.name, f"expected a number of days >= {MIN_DAYS:g}, got {value}")
 
 
 @attrs.frozen
 class PruneInput:
     older_than_days: float = attrs.field(
         default=30.0,
-        validator=_positive,
-        metadata={"description": "remove what was last modified longer ago than this"},
+        validator=_at_least_a_day,
+        metadata={
+            "description": "remove what was last modified longer ago than this (at least 1)",
+            "minimum": MIN_DAYS,
+        },
     )
     dry_run: bool = attrs.field(
         default=False, metadata={"description": "list what would go, remove nothing"}

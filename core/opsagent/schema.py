@@ -246,6 +246,8 @@ def json_schema(cls: type, *, title: str | None = None, top: bool = True) -> dic
                 prop["pattern"] = "^(?:" + v.json_pattern + ")$"
         if "description" in field.metadata:
             prop["description"] = field.metadata["description"]
+        if "minimum" in field.metadata:
+            prop["minimum"] = field.metadata["minimum"]
         if field.default is attrs.NOTHING:
             required.append(field.name)
         elif not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]

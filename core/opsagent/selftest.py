@@ -9,7 +9,12 @@ Checked, each reported as ``ok``, ``warn`` or ``fail``:
   schema; each sample input round-tripped through the schema; each credential present,
   of safe mode and owner, readable, and its expiry -- never its value; the programs it
   needs on the jobs' ``PATH``; its own checks through the ``capability_checks`` hook;
-- with ``live``: a ``health_ping`` round trip through the broker to the running host.
+- who may call each capability (``allow_users``): every capability open to any broker
+  user is listed as a warning, so an operator sees what anyone who can write to the
+  queue may ask for;
+- with ``live``: a ``health_ping`` round trip through the broker to the running host,
+  and whether the broker stamps the sender's user on a message (a probe to a queue of
+  the selftest's own): without it every capability with ``allow_users`` refuses all.
 
 Every detail goes through redaction, in case a plugin's check echoes a secret.
 """
@@ -32,6 +37,7 @@ import attrs
 from opsagent import config as configuration
 from opsagent import credentials as creds
 from opsagent import plugins, schema
+from opsagent.access import Access, AccessError
 from opsagent.capability import Capability
 from opsagent.job import Job
 from opsagent.redaction import Redactor
@@ -293,6 +299,74 @@ def _live(cfg: configuration.Config, timeout: float) -> Check:
     )
 
 
+def _access(cfg: configuration.Config, registry: plugins.Registry) -> list[Check]:
+    """Who may call each capability; any broker user is a warning (health_ping aside)."""
+    try:
+        access = Access.from_tables(cfg.capability, registry.capabilities, cfg.broker.user)
+    except AccessError as exc:
+        return [Check.fail("allow_users", str(exc))]
+    out = []
+    for msg_type in sorted(registry.capabilities):
+        who = access.describe(msg_type)
+        if who != "anyone":
+            out.append(Check.ok(msg_type, f"only broker user(s): {who}"))
+        elif msg_type == "health_ping":
+            out.append(Check.ok(msg_type, "anyone (liveness only)"))
+        else:
+            out.append(
+                Check.warn(
+                    msg_type,
+                    "anyone who can write to the queue; limit it with "
+                    f"[capability.{msg_type}] allow_users = [...]",
+                )
+            )
+    return out
+
+
+def _stamping(cfg: configuration.Config, timeout: float) -> Check:
+    """Send a probe to a queue of our own, as the configured broker user, and read it
+    back the way the host reads a request's sender."""
+    import threading
+    import uuid
+
+    from opsagent.transport.base import Delivery
+    from opsagent.transport.stomp import StompTransport
+
+    probe = f"/queue/opsagent.selftest.{uuid.uuid4().hex}"
+    broker = attrs.evolve(cfg.broker, queue=probe, exclusive=False)
+    transport = StompTransport(broker, prefetch=1, client_id="opsagent-selftest")
+    got: list[Delivery] = []
+    arrived = threading.Event()
+
+    def on_delivery(delivery: Delivery) -> None:
+        got.append(delivery)
+        transport.ack(delivery)
+        arrived.set()
+
+    try:
+        if not transport.ensure(on_delivery):
+            return Check.fail("sender stamping", f"cannot connect: {transport.last_error}")
+        transport.send(probe, b"{}", {"JMSXUserID": "forged", "_AMQ_VALIDATED_USER": "forged"})
+        if not arrived.wait(timeout):
+            return Check.fail("sender stamping", f"the probe sent to {probe} never came back")
+    finally:
+        transport.close()
+    user, header, server = got[0].user, transport.user_header, transport.server or "?"
+    if user is not None and user == cfg.broker.user:
+        return Check.ok("sender stamping", f"{server} stamps the sender ({header}: {user})")
+    if user is None:
+        why = f"no {header} on the probe" if header else "unknown broker: set [broker] user_header"
+    else:
+        why = f"{header} says {user!r}, but this host logs in as {cfg.broker.user!r}"
+    return Check.fail(
+        "sender stamping",
+        f"{server} is not stamping the sender ({why}): capabilities with allow_users "
+        f"(shutdown and prune_cache by default) refuse every request; enable "
+        f"populateJMSXUserID (ActiveMQ Classic) or populate-validated-user (Artemis), "
+        f"see docs/operations.md",
+    )
+
+
 def run(
     cfg: configuration.Config,
     *,
@@ -347,8 +421,9 @@ def run(
         if capability and msg_type != capability:
             continue
         add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
+    add("access", _access(cfg, registry))
     if live:
-        add("broker", [_live(cfg, live_timeout)])
+        add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
     redactor = Redactor(creds.secrets_of(cfg.credentials))
     redactor.learn(cfg.broker.password)
     return [

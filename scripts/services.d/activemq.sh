@@ -1,5 +1,12 @@
 # ActiveMQ Classic 5.17 (Debian package), STOMP only, loopback only, one PID.
 # ACTIVEMQ_PERSISTENT=true keeps messages across broker restarts (KahaDB).
+# Authentication is on, as in production: three users (the host, a web tier, an outsider
+# who may connect but is allowed no capability), and the broker stamps each message with
+# the user that sent it (JMSXUserID), overwriting whatever the client put there.  The
+# passwords are fixed: this broker listens on loopback only and holds test data.
+ACTIVEMQ_HOST_USER=opsagent ACTIVEMQ_HOST_PASSWORD=opsagent-host-pw
+ACTIVEMQ_WEB_USER=webtier ACTIVEMQ_WEB_PASSWORD=opsagent-web-pw
+ACTIVEMQ_OUTSIDER_USER=outsider ACTIVEMQ_OUTSIDER_PASSWORD=opsagent-outsider-pw
 ACTIVEMQ_STOMP_PORT=${ACTIVEMQ_STOMP_PORT:-61613}
 ACTIVEMQ_STOMP_SSL_PORT=${ACTIVEMQ_STOMP_SSL_PORT:-$((ACTIVEMQ_STOMP_PORT + 1))}
 
@@ -25,7 +32,17 @@ activemq_start() {
   http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
   <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test" useJmx="false"
-          persistent="${ACTIVEMQ_PERSISTENT:-false}" schedulerSupport="false" dataDirectory="\${activemq.data}">
+          persistent="${ACTIVEMQ_PERSISTENT:-false}" schedulerSupport="false" dataDirectory="\${activemq.data}"
+          populateJMSXUserID="true" useAuthenticatedPrincipalForJMSXUserID="true">
+    <plugins>
+      <simpleAuthenticationPlugin anonymousAccessAllowed="false">
+        <users>
+          <authenticationUser username="$ACTIVEMQ_HOST_USER" password="$ACTIVEMQ_HOST_PASSWORD" groups="hosts,users"/>
+          <authenticationUser username="$ACTIVEMQ_WEB_USER" password="$ACTIVEMQ_WEB_PASSWORD" groups="users"/>
+          <authenticationUser username="$ACTIVEMQ_OUTSIDER_USER" password="$ACTIVEMQ_OUTSIDER_PASSWORD" groups="users"/>
+        </users>
+      </simpleAuthenticationPlugin>
+    </plugins>
     <sslContext>
       <sslContext keyStore="file:$d/tls/broker.ks" keyStorePassword="opsagent-test"/>
     </sslContext>
@@ -54,4 +71,10 @@ activemq_env() {
   echo "ACTIVEMQ_PORT=$ACTIVEMQ_STOMP_PORT"
   echo "ACTIVEMQ_SSL_PORT=$ACTIVEMQ_STOMP_SSL_PORT"
   echo "ACTIVEMQ_SSL_CA_CERTS=$SERVICES/activemq/tls/ca.pem"
+  echo "ACTIVEMQ_USER=$ACTIVEMQ_HOST_USER"
+  echo "ACTIVEMQ_PASSWORD=$ACTIVEMQ_HOST_PASSWORD"
+  echo "ACTIVEMQ_WEB_USER=$ACTIVEMQ_WEB_USER"
+  echo "ACTIVEMQ_WEB_PASSWORD=$ACTIVEMQ_WEB_PASSWORD"
+  echo "ACTIVEMQ_OUTSIDER_USER=$ACTIVEMQ_OUTSIDER_USER"
+  echo "ACTIVEMQ_OUTSIDER_PASSWORD=$ACTIVEMQ_OUTSIDER_PASSWORD"
 }

@@ -40,7 +40,15 @@ from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
 class Harness:
-    """A host on an in-memory broker; requests in, terminal answers out."""
+    """A host on an in-memory broker; requests in, terminal answers out.
+
+    The broker stamps who sent each message, as an authenticating broker does: the host
+    is logged in as :attr:`HOST_USER`, requests are sent as ``broker_user`` (default
+    :attr:`CALLER_USER`), so ``allow_users`` can be tried here too.
+    """
+
+    HOST_USER = "harness-host"
+    CALLER_USER = "harness-caller"
 
     def __init__(
         self,
@@ -50,14 +58,15 @@ class Harness:
         entry_points: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
-        raw = {
+        raw: dict[str, dict[str, Any]] = {
             "host": {
                 "instance": "harness",
                 "cache_dir": str(tmp / "cache"),
                 "state_dir": str(tmp / "state"),
                 "drain_seconds": 5,
                 "kill_grace_seconds": 1,
-            }
+            },
+            "broker": {"user": self.HOST_USER},
         }
         for section, values in (config or {}).items():
             raw.setdefault(section, {}).update(values)
@@ -76,7 +85,9 @@ class Harness:
             ]
             self.registry = plugins.load(entry_points_=builtin, extra_modules=mods)
         self.broker = MemoryBroker()
-        self.transport = MemoryTransport(self.broker, self.config.broker.queue)
+        self.transport = MemoryTransport(
+            self.broker, self.config.broker.queue, user=self.config.broker.user
+        )
         self.events: list[dict[str, Any]] = []
         self._answers: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
@@ -101,8 +112,15 @@ class Harness:
                 self._answers[key] = event
             self._cond.notify_all()
 
-    def publish(self, msg_type: str, payload: dict[str, Any] | None = None, **envelope: Any) -> str:
-        """Publish without waiting; returns the request id."""
+    def publish(
+        self,
+        msg_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        broker_user: str | None = CALLER_USER,
+        **envelope: Any,
+    ) -> str:
+        """Publish as ``broker_user`` without waiting; returns the request id."""
         request_id = envelope.pop("request_id", None) or uuid.uuid4().hex
         body = {
             "msg_type": msg_type,
@@ -111,11 +129,11 @@ class Harness:
             **envelope,
             **(payload or {}),
         }
-        self.broker.publish(self.config.broker.queue, json.dumps(body).encode())
+        self.broker.publish(self.config.broker.queue, json.dumps(body).encode(), user=broker_user)
         return request_id
 
-    def publish_raw(self, body: bytes) -> None:
-        self.broker.publish(self.config.broker.queue, body)
+    def publish_raw(self, body: bytes, *, broker_user: str | None = CALLER_USER) -> None:
+        self.broker.publish(self.config.broker.queue, body, user=broker_user)
 
     def send(
         self,

@@ -14,13 +14,19 @@ class TransportError(RuntimeError):
 
 @attrs.frozen
 class Delivery:
-    """One message as delivered; ``token`` is the transport's own acknowledgement handle."""
+    """One message as delivered; ``token`` is the transport's own acknowledgement handle.
+
+    ``user`` is the broker user that sent it, as the broker stamped it (never a field of
+    the body, never a header the broker passes through from the client); ``None`` when
+    the broker stamped none.
+    """
 
     body: bytes
     message_id: str
     redelivered: bool = False
     headers: Mapping[str, str] = attrs.Factory(dict)
     token: Any = None
+    user: str | None = None
 
 
 OnDelivery = Callable[[Delivery], None]

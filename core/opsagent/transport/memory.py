@@ -2,7 +2,10 @@
 
 Queues deliver each message to one subscriber with individual acknowledgement; what a
 subscriber has not acknowledged when it disconnects goes back to the head of the queue
-with ``redelivered`` set.  Topics deliver to every subscriber.  Deliveries to one
+with ``redelivered`` set.  Topics deliver to every subscriber.  Like a broker with
+authentication, it stamps each message with the user that sent it (``user=`` of
+:meth:`MemoryBroker.publish`, or the sending :class:`MemoryTransport`'s), whatever the
+headers say.  Deliveries to one
 connection run on that connection's own receiver thread, as with stomp.py.
 """
 
@@ -25,6 +28,7 @@ class _Message:
     message_id: str
     headers: dict[str, str]
     redelivered: bool = False
+    user: str | None = None
 
 
 class MemoryBroker:
@@ -39,10 +43,16 @@ class MemoryBroker:
         self._ids = itertools.count(1)
 
     def publish(
-        self, destination: str, body: bytes, headers: Mapping[str, str] | None = None
+        self,
+        destination: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        user: str | None = None,
     ) -> str:
-        """Send from outside any transport (a caller); returns the message id."""
-        msg = _Message(body, f"ID:memory-{next(self._ids)}", dict(headers or {}))
+        """Send from outside any transport (a caller logged in as ``user``); returns the
+        message id."""
+        msg = _Message(body, f"ID:memory-{next(self._ids)}", dict(headers or {}), user=user)
         if destination.startswith("/topic/"):
             with self._lock:
                 subs = list(self._topic_subs.get(destination, ()))
@@ -108,8 +118,16 @@ class MemoryBroker:
 class MemoryTransport:
     """A connection to a :class:`MemoryBroker`, with the :class:`Transport` interface."""
 
-    def __init__(self, broker: MemoryBroker, queue_name: str, *, prefetch: int = 1000) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        queue_name: str,
+        *,
+        prefetch: int = 1000,
+        user: str | None = None,
+    ) -> None:
         self.broker = broker
+        self.user = user
         self.queue_name = queue_name
         self.prefetch = prefetch
         self._unacked: dict[str, _Message] = {}
@@ -151,6 +169,7 @@ class MemoryTransport:
                         msg.redelivered,
                         msg.headers,
                         token=(msg.message_id, generation),
+                        user=msg.user,
                     )
                 )
 
@@ -164,7 +183,7 @@ class MemoryTransport:
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         if not self._connected:
             raise TransportError("not connected")
-        self.broker.publish(destination, body, headers)
+        self.broker.publish(destination, body, headers, user=self.user)
 
     def ack(self, delivery: Delivery) -> bool:
         message_id, generation = delivery.token

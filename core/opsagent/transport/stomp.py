@@ -14,6 +14,9 @@
 - Events and acknowledgements of a batch of ended jobs go out as one socket write each
   (:meth:`StompTransport.send_many`, :meth:`StompTransport.ack_many`): the frames are
   encoded here (STOMP 1.2) and written through stomp.py's transport, under its lock.
+- The sender's broker user is read from the one header the broker stamps, chosen from the
+  CONNECTED frame's ``server`` (Classic ``JMSXUserID``, Artemis ``_AMQ_VALIDATED_USER``)
+  or configured (``[broker] user_header``); see :mod:`opsagent.access`.
 - ``client-individual`` acknowledgement; ``activemq.prefetchSize`` bounds what the broker
   hands over unacknowledged.  An ack for a delivery of an earlier connection is not
   sent: the broker redelivers that message and the journal answers for it.
@@ -64,14 +67,28 @@ def encode_frame(command: str, headers: Mapping[str, str], body: bytes = b"") ->
     return (head + "\n\n").encode() + body + b"\0"
 
 
+def user_header_of(server: str) -> str | None:
+    """The header in which the broker named by a CONNECTED ``server`` stamps the sender."""
+    name = server.lower()
+    if "artemis" in name:
+        return "_AMQ_VALIDATED_USER"
+    if name.startswith("activemq"):
+        return "JMSXUserID"
+    return None
+
+
 class _Listener(stomp.ConnectionListener):
     def __init__(self, owner: StompTransport, generation: int, on_delivery: OnDelivery) -> None:
         self.owner = owner
         self.generation = generation
         self.on_delivery = on_delivery
 
+    def on_connected(self, frame: Any) -> None:
+        self.owner._connected_to(frame.headers.get("server", ""))
+
     def on_message(self, frame: Any) -> None:
         headers = frame.headers
+        user_header = self.owner.user_header
         delivery = Delivery(
             body=frame.body if isinstance(frame.body, bytes) else frame.body.encode(),
             message_id=headers.get("message-id", ""),
@@ -82,6 +99,7 @@ class _Listener(stomp.ConnectionListener):
                 headers.get("subscription"),
                 self.generation,
             ),
+            user=(headers.get(user_header) or None) if user_header else None,
         )
         try:
             self.on_delivery(delivery)
@@ -127,6 +145,25 @@ class StompTransport:
         self._next_try = 0.0
         self.last_error = ""
         self.connects = 0
+        #: The broker's ``server`` header, from the last CONNECTED frame.
+        self.server = ""
+        #: The header that carries the validated sender (None: unknown broker).
+        self.user_header: str | None = None if config.user_header == "auto" else config.user_header
+
+    def _connected_to(self, server: str) -> None:
+        if server == self.server:
+            return
+        self.server = server
+        if self.config.user_header != "auto":
+            return
+        self.user_header = user_header_of(server)
+        if self.user_header is None:
+            logger.warning(
+                "broker {!r} is neither ActiveMQ Classic nor Artemis: no validated sender is "
+                "read, so capabilities with allow_users refuse every request; set [broker] "
+                "user_header",
+                server,
+            )
 
     @property
     def connected(self) -> bool:

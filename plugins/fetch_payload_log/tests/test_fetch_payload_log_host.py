@@ -100,6 +100,7 @@ def running_host(
 ) -> Iterator[RunningHost]:
     import stomp
 
+    env = service_env("activemq")
     tag = uuid.uuid4().hex[:10]
     topic = f"/topic/fpltest.events.{tag}"
     instance = f"fpltest-{tag}"
@@ -117,6 +118,8 @@ def running_host(
                 },
                 "broker": {
                     "hosts": [f"{broker[0]}:{broker[1]}"],
+                    "user": env["ACTIVEMQ_USER"],
+                    "password": env["ACTIVEMQ_PASSWORD"],
                     "queue": f"/queue/fpltest.{tag}",
                     "topic": topic,
                     "heartbeat_ms": 0,
@@ -135,7 +138,7 @@ def running_host(
 
     watcher = stomp.Connection12([broker], heartbeats=(0, 0))
     watcher.set_listener("events", Listener())
-    watcher.connect(wait=True)
+    watcher.connect(env["ACTIVEMQ_WEB_USER"], env["ACTIVEMQ_WEB_PASSWORD"], wait=True)
     watcher.subscribe(topic, id="events", ack="auto")
     log = open(tmp_path / "host.log", "w")  # noqa: SIM115 - closed below
     host = subprocess.Popen(
