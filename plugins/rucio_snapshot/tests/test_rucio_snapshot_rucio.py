@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,61 @@ def test_campaigns_come_from_the_catalogue_lifecycle(
     # the configured list wins over the catalogue's; the first one is the current one
     job = make_job(catalogue_url=catalogue.server.url, campaigns=[LAST, "24.10.0"])
     assert run(job).data["current_campaign"] == LAST
+
+
+def test_a_hostile_catalogue_cannot_name_files_outside_the_cache(
+    make_job, campaign, catalogue: FakeCatalogue, tmp_path: Path
+) -> None:
+    token = f"pwned{uuid.uuid4().hex[:10]}"
+    hostile = [
+        "x/../../../state",  # next to the cache
+        "../" * 12 + f"tmp/{token}",  # anywhere
+        "*",  # every dataset of a stage, in the Rucio listing
+        "26.02.0\nforged log line",
+    ]
+    catalogue.campaigns = [
+        {"version": hostile[0], "lifecycle": "current"},
+        {"version": LAST, "lifecycle": "last"},
+        *({"version": v, "lifecycle": "producing"} for v in hostile[1:]),
+    ]
+    job = make_job(catalogue_url=catalogue.server.url)
+    before = {p for p in tmp_path.rglob("*")}
+    err = failed(job)
+    for version in hostile:
+        assert (
+            f"{version!r}: not a campaign version like 26.02.0 (as the catalogue lists it): "
+            "not refreshed" in err.reason
+        ), err.reason
+    # The valid campaign is refreshed; nothing else is written anywhere.
+    assert f"{LAST}:" not in err.reason
+    assert {p for p in tmp_path.rglob("*")} - before == {
+        job.cache_dir,
+        cache(job),
+        cachefiles.snapshot_path(job.cache_dir, LAST),
+    }
+    assert not list(Path("/tmp").glob(f"{token}*"))
+    assert set(err.data["snapshots"]) == {LAST}
+    # The current campaign was not a version: nothing matched, the catalogue untouched.
+    assert catalogue.patches() == []
+    assert [r.arg("campaign") for r in catalogue.server.requests if r.arg("campaign")] == []
+    for version in hostile:
+        with pytest.raises(ValueError, match="not a campaign version"):
+            cachefiles.snapshot_path(job.cache_dir, version)
+        with pytest.raises(ValueError, match="not a campaign version"):
+            cachefiles.matches_path(job.cache_dir, version)
+
+
+def test_a_task_named_with_a_dot_segment_is_not_patched_elsewhere(
+    make_job, campaign, catalogue: FakeCatalogue
+) -> None:
+    for name in ("..", "."):  # PATCH .../prod-tasks/../ would be PATCH /pcs/api/
+        catalogue.tasks[name] = {"name": name, "campaign": LAST, "filters": {"physics": "NC"}}
+    job = make_job(catalogue_url=catalogue.server.url)
+    err = failed(job, campaigns=[LAST])
+    assert err.reason.startswith(f"{LAST}: catalogue: 2 of 3 task(s) not updated (PATCH task ")
+    assert "not a name that can be put in a URL" in err.reason
+    assert [r.path for r in catalogue.patches()] == ["/pcs/api/prod-tasks/last-campaign-task/"]
+    assert catalogue.outputs("last-campaign-task")
 
 
 def test_no_campaign_anywhere_is_an_error(make_job, rucio_server) -> None:

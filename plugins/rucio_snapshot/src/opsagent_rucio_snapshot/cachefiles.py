@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opsagent.schema import shown
+
+from opsagent_rucio_snapshot.inputs import CAMPAIGN
+
 SUBDIR = "rucio-snapshots"
+_VERSION = re.compile(CAMPAIGN)
 #: The time format of ``fetched_at`` / ``checked_at`` (as the deployed job wrote it).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -27,12 +33,25 @@ def snapshot_dir(cache_dir: Path) -> Path:
     return Path(cache_dir) / SUBDIR
 
 
+def is_version(version: object) -> bool:
+    """Whether ``version`` may name a file here: a campaign version like ``26.02.0``,
+    whatever its source (the request, the configuration, the catalogue)."""
+    return isinstance(version, str) and _VERSION.fullmatch(version) is not None
+
+
+def check_version(version: str) -> str:
+    """``version`` if :func:`is_version`, else :class:`ValueError`."""
+    if not is_version(version):
+        raise ValueError(f"{shown(version)} is not a campaign version like 26.02.0")
+    return version
+
+
 def snapshot_path(cache_dir: Path, version: str) -> Path:
-    return snapshot_dir(cache_dir) / f"current-{version}.json"
+    return snapshot_dir(cache_dir) / f"current-{check_version(version)}.json"
 
 
 def matches_path(cache_dir: Path, version: str) -> Path:
-    return snapshot_dir(cache_dir) / f"matches-{version}.json"
+    return snapshot_dir(cache_dir) / f"matches-{check_version(version)}.json"
 
 
 def ensure_dir(path: Path) -> Path:

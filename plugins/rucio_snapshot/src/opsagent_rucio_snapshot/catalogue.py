@@ -167,8 +167,13 @@ class Catalogue:
 
     def replace_outputs(self, task: dict[str, Any], outputs: list[dict[str, Any]]) -> None:
         """PATCH the task's overrides with ``outputs`` replaced, other keys kept as read."""
+        name = task["name"]
+        if name in (".", ".."):
+            # quote() keeps dots, and a dot segment would be resolved in the URL: ".."
+            # would PATCH <base>/pcs/api/ itself.
+            raise CatalogueError(f"PATCH task {name!r}: not a name that can be put in a URL")
         overrides = task.get("overrides")
         overrides = dict(overrides) if isinstance(overrides, dict) else {}
         overrides["outputs"] = outputs
-        url = f"{self.base}{API}/prod-tasks/{quote(task['name'], safe='')}/"
+        url = f"{self.base}{API}/prod-tasks/{quote(name, safe='')}/"
         self._request("PATCH", url, json={"overrides": overrides})

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
+from opsagent.schema import shown
 
 from opsagent_rucio_snapshot import cachefiles
 from opsagent_rucio_snapshot.catalogue import Catalogue, CatalogueError
@@ -182,6 +183,14 @@ class Run:
         current: bool,
     ) -> None:
         cfg, log = self.cfg, self.job.log
+        if not cachefiles.is_version(version):
+            # The request's and the configuration's versions were checked as input; the
+            # catalogue's were not, and a version names files and a Rucio query.
+            self.fail(
+                shown(version),
+                "not a campaign version like 26.02.0 (as the catalogue lists it): not refreshed",
+            )
+            return
         info: dict[str, Any] = self.summary.setdefault(version, {"current": current})
         try:
             snap = fetch_campaign(rucio, pool, cfg.scope, version, cfg.stages)
@@ -206,13 +215,13 @@ class Run:
         for key, err in broken_stages.items():
             self.fail(version, f"stage {key} failed: {err}")
         if broken_datasets:
-            shown = "; ".join(
+            listed = "; ".join(
                 f"{did}: {err}" for did, err in list(broken_datasets.items())[:SHOWN_DATASET_ERRORS]
             )
             more = len(broken_datasets) - SHOWN_DATASET_ERRORS
             self.fail(
                 version,
-                f"{len(broken_datasets)} dataset(s) failed ({shown}"
+                f"{len(broken_datasets)} dataset(s) failed ({listed}"
                 + (f"; {more} more in the snapshot)" if more > 0 else ")"),
             )
         if current and catalogue is not None:
@@ -280,8 +289,8 @@ def update_snapshots(inp: SnapshotInput, job: Job) -> Outcome:
     versions, current = campaigns_to_refresh(inp, cfg, catalogue)
     job.log.info(
         "refreshing {} (current {}), {} requests in flight",
-        ", ".join(versions),
-        current,
+        ", ".join(v if cachefiles.is_version(v) else shown(v) for v in versions),
+        current if cachefiles.is_version(current) else shown(current),
         cfg.parallel,
     )
     run = Run(job, cfg)
