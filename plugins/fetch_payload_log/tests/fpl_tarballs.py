@@ -138,3 +138,163 @@ def outside_links(target: str) -> list[tuple[tarfile.TarInfo, bytes]]:
             PREFIX + "pandatracerlog.txt", type=tarfile.LNKTYPE, linkname=PREFIX + "payload.stdout"
         ),
     ]
+
+
+def _checksummed(block: bytearray) -> bytes:
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
+
+
+def _sparse_struct(offset: int, numbytes: int) -> bytes:
+    return b"%011o\x00%011o\x00" % (offset, numbytes)
+
+
+def old_gnu_sparse(extensions: int, *, truncated: bool = False) -> bytes:
+    """payload.stdout as an old-GNU sparse member (type ``S``) whose map goes on for
+    ``extensions`` extension blocks of 21 entries each: :mod:`tarfile` reads the whole map
+    into a list before it returns the member.  ``truncated``: the archive ends in the map.
+    """
+    info = tarfile.TarInfo(PREFIX + "payload.stdout")
+    info.size = 0
+    info.mtime = 1_700_000_000
+    head = bytearray(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+    head[156:157] = tarfile.GNUTYPE_SPARSE
+    head[386:482] = _sparse_struct(0, 0) * 4
+    head[482] = 1  # isextended
+    head[483:495] = b"%011o\x00" % (1 << 32)  # origsize
+    ext = bytearray(512)
+    ext[0:504] = _sparse_struct(1 << 30, 1 << 20) * 21
+    ext[504] = 1
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [comp.compress(_checksummed(head))]
+    block = bytes(ext)
+    for _ in range(extensions):
+        out.append(comp.compress(block))
+    if not truncated:
+        ext[504] = 0
+        out.append(comp.compress(bytes(ext) + bytes(1024)))
+    else:
+        out.append(comp.compress(block[:100]))
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n += 1
+    return str(n).encode() + body
+
+
+def pax_sparse_1_0(pairs: int, *, truncated: bool = False) -> bytes:
+    """payload.stdout as a pax ``GNU.sparse`` 1.0 member whose map, at the start of its
+    data, announces and holds ``pairs`` (offset, size) pairs: :mod:`tarfile` reads them all
+    into a list before it returns the member.  ``truncated``: the archive ends in the map."""
+    records = b"".join(
+        _pax_record(k, v)
+        for k, v in (
+            ("GNU.sparse.major", "1"),
+            ("GNU.sparse.minor", "0"),
+            ("GNU.sparse.name", PREFIX + "payload.stdout"),
+            ("GNU.sparse.realsize", str(1 << 40)),
+        )
+    )
+    pax = tarfile.TarInfo("./PaxHeaders/payload.stdout")
+    pax.type = tarfile.XHDTYPE
+    pax.size = len(records)
+    pax.mtime = 1_700_000_000
+    number = b"%d\n" % (1 << 30)  # not one of the small ints Python shares
+    head = b"%d\n" % pairs
+    mapped = len(head) + 2 * pairs * len(number)
+    data = tarfile.TarInfo("./GNUSparseFile.0/payload.stdout")
+    data.size = mapped
+    data.mtime = 1_700_000_000
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [
+        comp.compress(_raw_header(pax) + records + bytes((512 - len(records) % 512) % 512)),
+        comp.compress(_raw_header(data) + head),
+    ]
+    shown = pairs if not truncated else pairs // 2
+    lines = number * 8192
+    for _ in range(2 * shown // 8192):
+        out.append(comp.compress(lines))
+    out.append(comp.compress(number * (2 * shown % 8192)))
+    if not truncated:
+        out.append(comp.compress(bytes((512 - mapped % 512) % 512) + bytes(1024)))
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def _pax(records: bytes, type: bytes = tarfile.XHDTYPE, name: str = "./PaxHeaders/f") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = type
+    info.size = len(records)
+    info.mtime = 1_700_000_000
+    return _raw_header(info) + records + bytes((512 - len(records) % 512) % 512)
+
+
+def pax_sparse_0(minor: int) -> bytes:
+    """payload.stdout as a pax ``GNU.sparse`` 0.0 (repeated offset and numbytes keys) or
+    0.1 (one ``GNU.sparse.map`` key) member."""
+    if minor == 0:
+        pairs = [("GNU.sparse.size", "2048")]
+        pairs += [("GNU.sparse.offset", "1024"), ("GNU.sparse.numbytes", "512")] * 8
+    else:
+        pairs = [("GNU.sparse.size", "2048"), ("GNU.sparse.map", ",".join(["1024,512"] * 8))]
+    pairs.append(("GNU.sparse.name", PREFIX + "payload.stdout"))
+    data = tarfile.TarInfo("./GNUSparseFile.0/payload.stdout")
+    data.size = 0
+    raw = _pax(b"".join(_pax_record(k, v) for k, v in pairs)) + _raw_header(data)
+    return gzip.compress(raw + bytes(1024))
+
+
+def pax_overlong_length() -> bytes:
+    """A pax record whose length field has 5000 digits (``int()`` refuses over 4300)."""
+    records = b"9" * 5000 + b" path=x\n"
+    return gzip.compress(_pax(records) + _raw_header(tarfile.TarInfo("f")) + bytes(1024))
+
+
+def pax_chain(n: int) -> bytes:
+    """``n`` pax headers in a row before one member (tarfile reads them recursively)."""
+    one = _pax(_pax_record("comment", "x"))
+    tail = build([member(PREFIX + "payload.stdout", b"x\n")], compress=False)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [comp.compress(one) for _ in range(n)]
+    out += [comp.compress(tail), comp.flush()]
+    return b"".join(out)
+
+
+def pax_heavy_members(n: int, header_bytes: int = 28_000) -> bytes:
+    """``n`` empty members, each after a pax header of ``header_bytes`` of distinct keys
+    (under deflate's 32 KiB window, so each repeat costs a few bytes), then a kept log.
+    tarfile keeps every member it has read with its pax keys, in stream mode too."""
+    records = b""
+    i = 0
+    while len(records) < header_bytes - 16:
+        records += _pax_record(f"k{i}", "")
+        i += 1
+    one = _pax(records) + _raw_header(tarfile.TarInfo("f"))
+    tail = build([member(PREFIX + "payload.stdout", b"x\n")], compress=False)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [comp.compress(one) for _ in range(n)]
+    out += [comp.compress(tail), comp.flush()]
+    return b"".join(out)
+
+
+def pax_globals(n: int, header_bytes: int = 28_000) -> bytes:
+    """``n`` pax global headers of distinct keys: tarfile merges them all into one dict
+    that it keeps to the end of the archive and copies into every member."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = []
+    key = 0
+    for _ in range(n):
+        records = b""
+        while len(records) < header_bytes - 16:
+            records += _pax_record(f"k{key}", "")
+            key += 1
+        out.append(comp.compress(_pax(records, tarfile.XGLTYPE, "./PaxHeaders/global")))
+    tail = build([member(PREFIX + "payload.stdout", b"x\n")], compress=False)
+    out += [comp.compress(tail), comp.flush()]
+    return b"".join(out)

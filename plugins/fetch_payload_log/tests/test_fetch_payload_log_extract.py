@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import bz2
+import gzip
+import json
 import lzma
 import os
 import stat
+import subprocess
+import sys
 import tarfile
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import fpl_tarballs as T
 import pytest
-from opsagent_fetch_payload_log.extract import Limits, TarballRejected, extract
+from opsagent_fetch_payload_log.extract import Limits, TarballRejected, _CheckedInfo, extract
 
 DEFAULT = Limits()
 
@@ -143,3 +149,138 @@ def test_something_that_is_not_a_tarball_is_refused(tmp_path: Path, data: bytes)
 def test_a_tarball_without_the_logs_says_so(tmp_path: Path) -> None:
     with pytest.raises(TarballRejected, match="tarball: none of the expected members"):
         run(tmp_path, T.honest(kept=()))
+
+
+#: The hostile tarballs of the review: a 146 KB old-GNU sparse map took the extracting
+#: process from 27 to 210 MiB, a 64 KB pax GNU.sparse 1.0 map to 156 MiB.
+OLD_GNU_146K = 80_000  # extension blocks: ~150 KB compressed, a map of 1.7 M entries
+PAX_1_0_64K = 1_500_000  # pairs: ~64 KB compressed
+
+SPARSE = {
+    "old-gnu-146k": (lambda: T.old_gnu_sparse(OLD_GNU_146K), "old GNU"),
+    "old-gnu-truncated-map": (lambda: T.old_gnu_sparse(3, truncated=True), "old GNU"),
+    "pax-1.0-64k": (lambda: T.pax_sparse_1_0(PAX_1_0_64K), "pax GNU.sparse 1.0"),
+    "pax-1.0-truncated-map": (lambda: T.pax_sparse_1_0(1000, truncated=True), "pax GNU.sparse 1.0"),
+    "pax-0.0": (lambda: T.pax_sparse_0(0), "pax GNU.sparse 0.0"),
+    "pax-0.1": (lambda: T.pax_sparse_0(1), "pax GNU.sparse 0.1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPARSE))
+def test_sparse_members_are_refused_before_their_map_is_read(tmp_path: Path, case: str) -> None:
+    build, kind = SPARSE[case]
+    with pytest.raises(TarballRejected) as err:
+        run(tmp_path, build())
+    assert str(err.value).startswith(f"tarball: a sparse member ({kind}) "), err.value
+    assert str(err.value).endswith("sparse files are not accepted")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_pax_global_header_with_a_sparse_key_is_refused(tmp_path: Path) -> None:
+    glob = T._pax(T._pax_record("GNU.sparse.realsize", "1099511627776"), tarfile.XGLTYPE)
+    data = gzip.compress(glob + T.build([T.member("payload.stdout", b"x\n")], compress=False))
+    with pytest.raises(TarballRejected, match=r"a sparse member \(pax GNU.sparse.realsize\)"):
+        run(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (T.pax_overlong_length, "unreadable: Exceeds the limit (4300 digits)"),
+        (lambda: T.pax_chain(2000), "more than 8 long-name or pax headers in a row"),
+        (lambda: T.pax_globals(300), "pax global headers of more than 65536 bytes in all"),
+    ],
+    ids=["5000-digit-pax-length", "2000-pax-headers-in-a-row", "300-pax-global-headers"],
+)
+def test_malformed_headers_are_a_rejection_not_an_exception(
+    tmp_path: Path, data: Callable[[], bytes], why: str
+) -> None:
+    # Before: ValueError, RecursionError and RecursionError escaped from tarfile.
+    with pytest.raises(TarballRejected) as err:
+        run(tmp_path, data())
+    assert str(err.value).startswith(f"tarball: {why}"), err.value
+
+
+def test_tarfile_still_calls_the_hooks_the_header_checks_override() -> None:
+    # extract._CheckedInfo refuses sparse maps in these: were one renamed, a map would be
+    # read again (the tests above would see it too, more slowly).
+    for hook in (
+        "fromtarfile",
+        "_proc_member",
+        "_proc_sparse",
+        "_proc_gnusparse_00",
+        "_proc_gnusparse_01",
+        "_proc_gnusparse_10",
+        "_apply_pax_info",
+    ):
+        assert hook in vars(tarfile.TarInfo), hook
+        assert hook in vars(_CheckedInfo), hook
+
+
+MEASURED = textwrap.dedent("""
+    import json, os, resource, sys
+    from opsagent_fetch_payload_log.extract import Limits, TarballRejected, extract
+
+    def peak_kib():  # this process's peak RSS (ru_maxrss would count its parent's too)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    src, out, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    before = peak_kib()
+    try:
+        result = {"members": extract(src, fd, Limits(), sync=False).members}
+    except TarballRejected as exc:
+        result = {"rejected": str(exc)}
+    except MemoryError:
+        result = {"rejected": "MemoryError"}
+    after = peak_kib()
+    result["before_kib"], result["grew_kib"] = before, after - before
+    print(json.dumps(result))
+""")
+#: The extracting process's address space (a Python with the decompressing thread needs
+#: ~170 MiB of it for an honest tarball) and how much its resident memory may grow.
+ADDRESS_SPACE = 640 << 20
+MAX_GROWTH_KIB = 48 * 1024
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("old-gnu-146k", "tarball: a sparse member (old GNU)"),
+        ("pax-1.0-64k", "tarball: a sparse member (pax GNU.sparse 1.0)"),
+        ("500-members-with-28k-pax-headers", None),
+        ("honest", None),
+    ],
+)
+def test_hostile_headers_leave_the_extracting_process_memory_flat(
+    tmp_path: Path, case: str, expect: str | None
+) -> None:
+    builders = {
+        **{name: build for name, (build, _) in SPARSE.items()},
+        "500-members-with-28k-pax-headers": lambda: T.pax_heavy_members(500),
+        "honest": T.honest,
+    }
+    data = builders[case]()
+    src = tmp_path / "log.tgz"
+    src.write_bytes(data)
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED, str(src), str(tmp_path / "out"), str(ADDRESS_SPACE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    print(
+        f"{case}: {len(data) / 1024:.0f} KiB, RSS {got['before_kib'] / 1024:.0f} MiB "
+        f"+{got['grew_kib'] / 1024:.1f} MiB: {got.get('rejected') or got.get('members')}"
+    )
+    if expect is None:
+        assert "members" in got, got
+    else:
+        assert got.get("rejected", "").startswith(expect), got
+    assert got["grew_kib"] < MAX_GROWTH_KIB, got

@@ -6,9 +6,16 @@ base name is one of :data:`KEPT` are written, each as ``<dir>/<basename>`` with 
 devices, FIFOs, directories, sparse files, and names that are absolute or contain
 ``..`` are never written, whatever their base name.  Caps bound the number of members,
 the size of each member written and the size of the whole decompressed stream (which
-also bounds the work spent skipping members), and long-name and pax headers, which
-:mod:`tarfile` would read into memory, are refused above a small size.  The first
-member with a kept name wins; later ones are skipped.
+also bounds the work spent skipping members).
+
+Memory stays bounded whatever the archive says.  What :mod:`tarfile` reads into memory
+before it hands over a member is refused before it is read: long-name and pax headers
+above a small size, chains of them, pax global headers beyond a small total, and sparse
+members of every GNU format (an old-GNU ``S`` header, any ``GNU.sparse.*`` pax key): a
+sparse map, which can go on for the whole archive, would be read into a list whole.
+Members already read are not kept.  Any error :mod:`tarfile` raises on a malformed
+archive is a :class:`TarballRejected`.  The first member with a kept name wins; later
+ones are skipped.
 """
 
 from __future__ import annotations
@@ -35,10 +42,26 @@ CHUNK = 1 << 20
 #: With ``sync``, writeback of each this-many bytes starts while extraction goes on.
 WRITEBACK = 8 << 20
 MAX_META_HEADER = 64 * 1024
+#: Long-name and pax headers in a row before one member (tarfile reads them recursively).
+MAX_META_CHAIN = 8
+#: Pax global headers of an archive, in bytes together (tarfile keeps their keys to the end).
+MAX_GLOBAL_PAX = MAX_META_HEADER
 # Not in the type stubs, but part of tarfile since Python 3.2.
 _BAD_HEADER: tuple[type[Exception], ...] = (
     tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
     tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+#: What tarfile raises on a malformed archive besides TarError: nti() and the sparse
+#: readers index and split raw bytes; int() refuses over 4300 digits; pax keys decode.
+_MALFORMED: tuple[type[BaseException], ...] = (
+    tarfile.TarError,
+    EOFError,
+    ValueError,  # UnicodeError too
+    IndexError,
+    OverflowError,
+    RecursionError,
+    lzma.LZMAError,
+    zlib.error,
 )
 _WRITABLE = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _META = {
@@ -146,25 +169,74 @@ class _Ahead:
         self._thread.join()
 
 
+def _sparse(kind: str, where: str) -> TarballRejected:
+    return TarballRejected(f"a sparse member ({kind}) {where}: sparse files are not accepted")
+
+
 class _CheckedInfo(tarfile.TarInfo):
-    """Header checks :mod:`tarfile` does not make in stream mode."""
+    """Header checks :mod:`tarfile` does not make, made before it reads what they guard.
+
+    Besides :meth:`fromtarfile` and :meth:`_proc_member`, this overrides the hooks
+    tarfile (3.8 to 3.13) calls on sparse members: ``_proc_sparse`` (old GNU) and
+    ``_proc_gnusparse_00``/``_01``/``_10`` (pax, called once the pax keys are parsed and
+    before a 1.0 map is read), and ``_apply_pax_info`` (every pax key reaches a member
+    through it).  tests check that tarfile still has them.
+    """
 
     @classmethod
     def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Any:
-        # tarfile takes a bad header after the first member for the end of the archive
-        # and stops quietly; a header that lied about its size ends up here.
+        # Long-name and pax headers fetch the member they describe by calling this again.
+        depth = getattr(tarfile_, "_opsagent_chain", 0)
+        if depth >= MAX_META_CHAIN:
+            raise TarballRejected(
+                f"more than {MAX_META_CHAIN} long-name or pax headers in a row "
+                f"at byte {tarfile_.offset}"
+            )
+        tarfile_._opsagent_chain = depth + 1  # type: ignore[attr-defined]
         try:
             return super().fromtarfile(tarfile_)
         except _BAD_HEADER as exc:
+            # tarfile takes a bad header after the first member for the end of the
+            # archive and stops quietly; a header that lied about its size ends up here.
             raise TarballRejected(f"bad header at byte {tarfile_.offset}: {exc}") from None
+        finally:
+            tarfile_._opsagent_chain = depth  # type: ignore[attr-defined]
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse("old GNU", f"{self.name!r} at byte {self.offset}")
         # Long-name and pax headers are read into memory whole: refuse big ones.
         if self.type in _META and self.size > MAX_META_HEADER:
             raise TarballRejected(
                 f"a {_META[self.type]} header of {self.size} bytes (at most {MAX_META_HEADER})"
             )
+        if self.type == tarfile.XGLTYPE:
+            total = getattr(tarfile_, "_opsagent_global", 0) + self.size
+            if total > MAX_GLOBAL_PAX:
+                raise TarballRejected(
+                    f"pax global headers of more than {MAX_GLOBAL_PAX} bytes in all"
+                )
+            tarfile_._opsagent_global = total  # type: ignore[attr-defined]
         return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+    def _proc_sparse(self, tarfile_: tarfile.TarFile) -> Any:
+        raise _sparse("old GNU", f"{self.name!r} at byte {self.offset}")
+
+    # ``member`` is the header that follows the pax keys; a 1.0 map would come next.
+    def _proc_gnusparse_00(self, member: tarfile.TarInfo, *_: Any) -> None:
+        raise _sparse("pax GNU.sparse 0.0", f"{member.name!r} at byte {self.offset}")
+
+    def _proc_gnusparse_01(self, member: tarfile.TarInfo, *_: Any) -> None:
+        raise _sparse("pax GNU.sparse 0.1", f"{member.name!r} at byte {self.offset}")
+
+    def _proc_gnusparse_10(self, member: tarfile.TarInfo, *_: Any) -> None:
+        raise _sparse("pax GNU.sparse 1.0", f"{member.name!r} at byte {self.offset}")
+
+    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str, errors: str) -> None:
+        keys = sorted(k for k in pax_headers if k.startswith("GNU.sparse."))
+        if keys:
+            raise _sparse(f"pax {', '.join(keys[:3])}", f"{self.name!r} at byte {self.offset}")
+        super()._apply_pax_info(pax_headers, encoding, errors)  # type: ignore[misc]
 
 
 def _decompressed(raw: IO[bytes]) -> IO[bytes]:
@@ -226,7 +298,10 @@ def extract(
                 tarinfo=_CheckedInfo,  # type: ignore[call-overload]
                 bufsize=CHUNK,
             ) as tar:
-                for member in tar:
+                while (member := tar.next()) is not None:
+                    # In stream mode too tarfile keeps every member it has read, each with
+                    # its pax keys: keep none.
+                    tar.members.clear()
                     count += 1
                     if count > limits.max_members:
                         raise TarballRejected(
@@ -250,10 +325,16 @@ def extract(
                     assert source is not None  # a regular file always has data
                     kept[base] = _copy(source, dest_fd, base, member.size, sync, checkpoint)
                     written += kept[base]
-        except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-            if isinstance(exc, OSError) and not _is_format_error(exc):
+        except OSError as exc:
+            if not _is_format_error(exc):
                 raise
             raise TarballRejected(f"unreadable: {exc}") from None
+        except _MALFORMED as exc:
+            raise TarballRejected(f"unreadable: {exc or type(exc).__name__}") from None
+        except MemoryError:
+            # Nothing above reads unbounded data into memory; should tarfile still do it,
+            # the archive is what is wrong.
+            raise TarballRejected("unreadable: reading it ran out of memory") from None
         finally:
             ahead.close()
     if not kept:
