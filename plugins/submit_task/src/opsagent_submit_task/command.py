@@ -9,9 +9,14 @@ rather than silently passed on as literal text: a second command (``;``, ``&&``,
 parameter, tilde, brace or glob expansion, a comment, an environment assignment, or any
 program other than ``prun``.  Quoted text is just text: ``--exec "a.sh; b.sh"`` is fine.
 
-prun also reads and writes local files when told to (``--inTarBall``, ``--dumpJson``,
-``--workDir`` ...).  Those options are refused too: the submission must upload the empty
-sandbox it is given and write nothing outside it, whatever the catalogue says.
+prun also reads, uploads and writes local files when told to (``--inTarBall``,
+``--inputFileList``, ``--eventPickEvtList``, ``--dumpJson``, ``--workDir`` ...), and can be
+told to drop its own guard against a second task of the same name
+(``--allowTaskDuplication``).  So its options are not screened against a list of known
+dangers but checked against :data:`OPTIONS`, the options the catalogue's command
+(``build_panda_command`` of PCS) is made of, none of which names a local file.  Each must
+be written in full, as ``--name value`` or ``--name=value``: prun's parser would accept
+any unambiguous prefix (``--inputF``), which would make every refusal easy to walk around.
 """
 
 from __future__ import annotations
@@ -32,21 +37,26 @@ _OPERATORS = {
     ")": "a subshell ')'",
 }
 
-#: prun options that name a local file or directory to read, upload or write.
-LOCAL_FILE_OPTIONS = (
-    "--workDir",
-    "--useHomeDir",
-    "--inTarBall",
-    "--outTarBall",
-    "--loadJson",
-    "--dumpJson",
-    "--dumpTaskParams",
-    "--inDsTxt",
-    "--inOutDsJson",
-    "--goodRunListXML",
-    "--tmpDir",
-    "--pfnList",
-)
+#: The prun options a production task command uses (PCS ``build_panda_command``), and
+#: whether each takes a value.  Anything else -- another prun option, an abbreviation, a
+#: short option, ``--`` -- is refused.
+OPTIONS: dict[str, bool] = {
+    "--exec": True,
+    "--outDS": True,
+    "--official": False,
+    "--containerImage": True,
+    "--site": True,
+    "--workingGroup": True,
+    "--prodSourceLabel": True,
+    "--vo": True,
+    "--processingType": True,
+    "--nJobs": True,
+    "--nEventsPerJob": True,
+    "--nCore": True,
+    "--noBuild": False,
+    "--expertOnly_skipScout": False,
+    "--outputs": True,
+}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_SHOWN = 40
@@ -197,15 +207,39 @@ def prun_argv(text: str) -> list[str]:
             f"the command runs {first[:_MAX_SHOWN]!r}, not {PROGRAM!r}; only a bare prun "
             f"invocation is accepted (the capability runs panda-client's own prun)"
         )
-    for arg in words[1:]:
-        if not arg.startswith("--") or arg == "--":
-            continue
-        opt = arg[2:].split("=", 1)[0]
-        for refused in LOCAL_FILE_OPTIONS:
-            # argparse accepts any unambiguous prefix of an option name.
-            if opt and refused[2:].startswith(opt):
-                raise CommandRefused(
-                    f"prun option {arg.split('=', 1)[0]!r} ({refused}) reads or writes local "
-                    f"files; the submission uploads only its empty sandbox"
-                )
+    _check_options(words[1:])
     return words
+
+
+def _check_options(args: list[str]) -> None:
+    """Every word is an allowed option in full, or the value of the one before it."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, _value = arg.partition("=")
+        if not arg.startswith("-"):
+            raise CommandRefused(
+                f"{arg[:_MAX_SHOWN]!r} is neither an option nor the value of one "
+                f"(prun takes no positional arguments)"
+            )
+        takes_value = OPTIONS.get(name) if name.startswith("--") else None
+        if takes_value is None:
+            raise CommandRefused(_not_allowed(name))
+        if eq and not takes_value:
+            raise CommandRefused(f"prun option {name} takes no value, got {arg[:_MAX_SHOWN]!r}")
+        if takes_value and not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                raise CommandRefused(f"prun option {name} needs a value")
+            i += 1
+        i += 1
+
+
+def _not_allowed(name: str) -> str:
+    shown = name[:_MAX_SHOWN]
+    full = [opt for opt in OPTIONS if opt.startswith(name) and name.startswith("--")]
+    hint = f" (options are written in full: {', '.join(full)}?)" if len(name) > 2 and full else ""
+    return (
+        f"prun option {shown!r} is not one a production task command uses{hint}; the "
+        f"options accepted are {', '.join(OPTIONS)} (options that read or write local files, "
+        f"or that let PanDA take a second task of the same name, are never passed on)"
+    )
