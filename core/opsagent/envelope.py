@@ -1,13 +1,16 @@
 """Bytes in, an :class:`Envelope` out: guarded JSON parsing and the routing fields.
 
-Nothing here trusts the caller: bodies are capped in size, nesting depth and integer
-length; NaN, Infinity and duplicate keys are refused; invalid UTF-8 is refused.  Every
-refusal is an :class:`EnvelopeError` with a reason a person can act on.
+Nothing here trusts the caller: bodies are capped in size, nesting depth and the
+length of number literals; NaN, Infinity, numbers that overflow to infinity (``1e999``)
+and duplicate keys are refused; invalid UTF-8 and lone UTF-16 surrogates (``"\\ud800"``,
+in keys too), which no UTF-8 encoder downstream can write, are refused.  Every refusal is
+an :class:`EnvelopeError` with a reason a person can act on.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -18,6 +21,8 @@ from opsagent.schema import shown
 MAX_BODY = 1 << 20
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 40
+#: Longest number literal with a fraction or an exponent; a double needs 17 digits.
+MAX_FLOAT_CHARS = 64
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 #: A destination the host may reply to: ``/queue/`` or ``/topic/`` (WIRE.md) and one
 #: plain name.  Not an empty name (ActiveMQ drops the connection that sends to it, and
@@ -68,6 +73,45 @@ def _parse_int(text: str) -> int:
     if digits > MAX_INT_DIGITS:
         raise EnvelopeError(f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
     return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_FLOAT_CHARS:
+        raise EnvelopeError(
+            f"number of {len(text)} characters is too long (at most {MAX_FLOAT_CHARS})"
+        )
+    value = float(text)
+    if not math.isfinite(value):
+        raise EnvelopeError(f"number {text} is out of range (it would be {value})")
+    return value
+
+
+#: A surrogate code point on its own: what ``json`` makes of an unpaired ``\\ud800``.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: The escape that can produce one; a body without it (and without a surrogate in the
+#: text itself) is not walked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) in ``value`` holding a lone surrogate."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                return f"{path}: key {shown(key)}"
+            step = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{shown(key)}]"
+            found = _lone_surrogate(item, path + step)
+            if found is not None:
+                return found
+    return None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -136,12 +180,20 @@ def parse(raw: bytes | str, *, max_body: int = MAX_BODY) -> Envelope:
             text,
             parse_constant=_reject_constant,
             parse_int=_parse_int,
+            parse_float=_parse_float,
             object_pairs_hook=_no_duplicates,
         )
     except EnvelopeError:
         raise
     except (ValueError, RecursionError) as exc:
         raise EnvelopeError(f"body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) or (raw is text and _SURROGATE.search(text)):
+        where = _lone_surrogate(body, "$")
+        if where is not None:
+            raise EnvelopeError(
+                f"{where}: a lone UTF-16 surrogate (\\ud800-\\udfff without its pair) is "
+                "not text; send the character itself or both halves of its escape"
+            )
     if not isinstance(body, dict):
         raise EnvelopeError(f"body must be a JSON object, got {type(body).__name__}")
     errors: list[str] = []
