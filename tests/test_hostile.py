@@ -48,6 +48,8 @@ BUNDLED: dict[str, tuple[dict[str, Any], list[str]]] = {
 CREDENTIALS = ("x509_proxy", "panda_oidc_token", "pcs_token", "rucio_userpass")
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
+#: The request_id of a test_echo job the table test runs first; rows then reuse it.
+REUSED = f"reused-{uuid.uuid4().hex[:10]}"
 
 
 def _cases() -> list[tuple[str, bytes, str | None, str]]:
@@ -70,6 +72,15 @@ def _cases() -> list[tuple[str, bytes, str | None, str]]:
          b'{"msg_type": "test_echo", "x": ' + DEEP + b"}", "malformed", "nested deeper"),
         ("NaN", b'{"msg_type": "test_echo", "text": NaN}', "malformed", "NaN"),
         ("Infinity", b'{"msg_type": "test_echo", "text": Infinity}', "malformed", "Infinity"),
+        # In a field test_echo ignores: refused by the envelope, not by the schema.
+        ("1e999 (infinity by overflow)", b'{"msg_type": "test_echo", "n": 1e999}',
+         "malformed", "number 1e999 is out of range"),
+        ("100,000-digit float", b'{"msg_type": "test_echo", "n": 0.' + b"7" * 100_000 + b"}",
+         "malformed", "number of 100002 characters is too long"),
+        ("lone surrogate", b'{"msg_type": "test_echo", "text": "x\\ud800"}', "malformed",
+         "$.text: a lone UTF-16 surrogate"),
+        ("lone surrogate in a key", b'{"msg_type": "test_echo", "\\udc00": 1}', "malformed",
+         "a lone UTF-16 surrogate"),
         ("duplicate keys", b'{"msg_type": "test_echo", "msg_type": "shutdown"}', "malformed",
          "duplicate key"),
         ("msg_type of the wrong type", body(msg_type=["test_echo"]), "malformed",
@@ -86,6 +97,13 @@ def _cases() -> list[tuple[str, bytes, str | None, str]]:
         ("negative digits", body(msg_type="test_side_effect", n=-5), "invalid", "$.n"),
         ("foreign namespace", json.dumps({"msg_type": "test_side_effect", "n": "1",
                                           "namespace": "otherops"}).encode(), None, ""),
+        # Another job's id: refused, not answered with that job's outcome.
+        ("request_id reused for another msg_type",
+         body(msg_type="test_side_effect", n="31", request_id=REUSED), "request_id_reused",
+         f"request_id '{REUSED}' is already the id of a test_echo job with another msg_type"),
+        ("request_id reused for another input",
+         body(msg_type="test_echo", text="not the original", request_id=REUSED),
+         "request_id_reused", "test_echo job with another input"),
     ]
     # Destinations the broker would act on in ways the caller chooses: an empty name
     # (ActiveMQ drops the connection that sends to it), a composite, wildcards.
@@ -143,6 +161,8 @@ def test_every_hostile_input_gets_one_answer_and_nothing_escapes(host_factory, c
         creds[f"credentials.{name}"] = {"file": str(path)}
     host = host_factory(extra=creds).start()
     caller = caller_for(host)
+    assert caller.wait_event(caller.send("test_echo", {"text": "original"}, reply=False,
+                                         request_id=REUSED))["outcome"] == "ok"
     before = _tree(host.tmp)
     failures: list[str] = []
     accepted: list[str] = []
@@ -183,6 +203,7 @@ def test_every_hostile_input_gets_one_answer_and_nothing_escapes(host_factory, c
            if not p.startswith(("cache", "state")) and p != host.log.name}
     assert not new, f"written outside the cache and state: {sorted(new)}"
     assert not _token_files(), _token_files()
+    assert not (host.tmp / "cache" / "side-effects" / "31.done").exists(), "a reuse ran"
     assert "Traceback" not in host.text(), host.text()[-3000:]
     assert "connection lost" not in host.text(), "no input may cost the host its connection"
 
@@ -203,6 +224,45 @@ def test_missing_namespace_is_ignored_when_required(host_factory, caller_for):
     caller.wait_event(marker)
     assert caller.events_for(ignored) == []
     assert not (host.tmp / "cache" / "side-effects" / "1.done").exists()
+
+
+def test_a_request_id_reused_for_other_work_is_refused_while_its_job_runs_and_after(
+        host_factory, caller_for):
+    # A time limit a loaded machine cannot hit: the job must end ok, with its own input.
+    host = host_factory(extra={"capability.test_sleep": {"time_limit": 60}}).start()
+    first, other = caller_for(host), caller_for(host)
+    rid = first.send("test_sleep", {"seconds": 1.0, "key": "reuse"})
+    host.wait_log(f"job {rid} started")
+    # While it runs: the same id for another input, and for another msg_type.
+    other.send("test_sleep", {"seconds": 0.1, "key": "reuse"}, request_id=rid)
+    other.send("test_side_effect", {"n": "41"}, request_id=rid)
+    for msg_type, what in (("test_sleep", "another input"),
+                           ("test_side_effect", "another msg_type")):
+        refused = other.wait_reply(lambda r, m=msg_type: r.get("request") == m)
+        assert refused["msg_type"] == "request_rejected", refused
+        assert refused["code"] == "request_id_reused" and refused["request_id"] == rid
+        assert f"already the id of a test_sleep job with {what}" in refused["reason"]
+    ended = first.wait_reply(lambda r: r.get("job_id") == rid)
+    assert (ended["outcome"], ended.get("slept")) == ("ok", 1.0), ended  # the original ran
+    # After its end: refused again, where the journal used to answer with its outcome.
+    other.send("test_side_effect", {"n": "41"}, request_id=rid)
+    marker = other.send("test_echo", {"text": "fence"})
+    other.wait_reply(lambda r: r.get("job_id") == marker)
+    refusals = [r for r in other.replies if r.get("request_id") == rid]
+    assert [r["code"] for r in refusals] == ["request_id_reused"] * 3, refusals
+    # The same request again from a new connection (a new reply_to) is still answered.
+    late = caller_for(host)
+    late.send("test_sleep", {"seconds": 1.0, "key": "reuse"}, request_id=rid)
+    assert late.wait_reply(lambda r: r.get("job_id") == rid) == ended
+    assert host.text().count(f"job {rid} started") == 1
+    assert not (host.tmp / "cache" / "side-effects" / "41.done").exists()
+    assert host.stop() == 0
+    # Every message was acknowledged: a second host on the queue gets nothing.
+    second = host_factory(queue=host.queue, topic=host.topic).start()
+    fence = first.send("test_echo", {"text": "after"}, reply=False)
+    first.wait_event(fence)
+    assert second.text().count(" started (") == 1, second.text()[-2000:]  # the fence
+    assert rid not in second.text(), second.text()[-2000:]
 
 
 # -- the whole envelope + dispatch path, in memory, under Hypothesis ----------------------
@@ -259,8 +319,9 @@ def test_any_body_gets_at_most_one_answer_and_the_host_keeps_going(memhost, raw)
     rejections = [e for e in mine if e.get("msg_type") == "request_rejected"]
     assert len(rejections) <= 1, mine
     for e in rejections:
+        # Examples share the host's journal: a request_id may come back for other work.
         assert e["code"] in {"malformed", "unknown_msg_type", "invalid", "unavailable",
-                             "duplicate", "busy"}, e
+                             "duplicate", "busy", "request_id_reused"}, e
         assert e["reason"]
 
 

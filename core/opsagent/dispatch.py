@@ -24,7 +24,7 @@ from opsagent.capability import Capability
 from opsagent.completion import Completion
 from opsagent.envelope import Envelope, EnvelopeError, parse
 from opsagent.job import Job
-from opsagent.journal import Journal
+from opsagent.journal import Journal, digest
 from opsagent.ledger import Ledger, Ticket
 from opsagent.plugins import Registry
 from opsagent.schema import InputError, structure
@@ -250,7 +250,14 @@ class Dispatcher:
 
     def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
         job_id = env.request_id or delivery.message_id
-        holder, answer = self.ledger.rejoin(job_id, delivery, env.reply_to)
+        input_digest = digest(inp)
+        holder, answer = self.ledger.rejoin(
+            job_id, delivery, env.reply_to, msg_type=cap.msg_type, digest=input_digest
+        )
+        if holder is not None and self._refused_as_reuse(
+            delivery, env, cap, input_digest, holder.cap.msg_type, holder.digest
+        ):
+            return
         if holder is not None:
             # The same message again (redelivered after a reconnect), or the same request
             # sent again, while its job is still here: the job's end acknowledges both
@@ -263,7 +270,11 @@ class Dispatcher:
                     logger.warning("could not answer {} again: {}", job_id, exc)
             return
         key = cap.key_of(inp)
-        entry = self.journal.accept(job_id, cap.msg_type, key, env.body)
+        entry = self.journal.accept(job_id, cap.msg_type, key, env.body, input_digest)
+        if self._refused_as_reuse(
+            delivery, env, cap, input_digest, entry.msg_type, entry.digest, entry.body
+        ):
+            return
         if entry.state == "finished":
             self._answer_finished(delivery, env, cap, inp, entry)
             return
@@ -276,6 +287,7 @@ class Dispatcher:
             dedup_key=key,
             reply_to=env.reply_to,
             delivery=delivery,
+            digest=input_digest,
             attempt=entry.attempts,
             # Started here before, or delivered before to a consumer that left no record
             # here (another host, a standby's peer): it may have run part way.
@@ -308,6 +320,42 @@ class Dispatcher:
             )
             return
         self.counts["accepted"] += 1
+
+    def _refused_as_reuse(
+        self,
+        delivery: Delivery,
+        env: Envelope,
+        cap: Capability,
+        input_digest: str,
+        held_msg_type: str,
+        held_digest: str | None,
+        held_body: dict[str, Any] | None = None,
+    ) -> bool:
+        """Refuse a request whose id is already another job's (``held_*``: that job's
+        msg_type, input digest and, from a journal older than digests, its body); True
+        when refused.  Nothing is recorded under the id: it stays the other job's."""
+        if held_digest is None and held_body is not None and held_msg_type == cap.msg_type:
+            try:
+                held_digest = digest(structure(held_body, cap.input))
+            except InputError:
+                pass  # judged by msg_type alone, as before digests were kept
+        same_input = None in (held_digest, input_digest) or held_digest == input_digest
+        if held_msg_type == cap.msg_type and same_input:
+            return False
+        job_id = env.request_id or delivery.message_id
+        what = "another input" if held_msg_type == cap.msg_type else "another msg_type"
+        self._reject(
+            delivery,
+            env.msg_type,
+            env.reply_to,
+            f"request_id {job_id!r} is already the id of a {held_msg_type} job with "
+            f"{what}; this {env.msg_type} request (message {delivery.message_id}) was not "
+            "run: send it with a request_id of its own",
+            [],
+            "request_id_reused",
+            env.request_id,
+        )
+        return True
 
     def _finish_rejected(
         self,

@@ -56,7 +56,8 @@ def rejection(
     """A structured refusal of a request that will not run.
 
     ``code`` is one of ``malformed``, ``unknown_msg_type``, ``unavailable``, ``invalid``,
-    ``duplicate``, ``busy``, ``stopping``, ``internal``.
+    ``duplicate``, ``busy``, ``stopping``, ``request_id_reused`` (the ``request_id`` is
+    another job's, of another msg_type or input), ``internal``.
     """
     body: dict[str, Any] = {
         "msg_type": "request_rejected",

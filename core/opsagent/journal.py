@@ -15,6 +15,12 @@ attempt 1 again, which they are.  A capability that declares ``reconcile`` has i
 jobs' starts recorded too (state ``running``).  The write lock is held only while
 committing, so a job's child process writing its notes never waits long, and the
 receiver's lookups go through a read connection of their own.
+A job id is the caller's ``request_id`` when it gives one, so each job also keeps its
+msg_type and a :func:`digest` of its input: a copy of the same request (a redelivery, a
+caller's retry from a new connection) matches them, and a request that reuses the id for
+other work does not and is refused by the dispatcher instead of being answered with
+another job's outcome.  A journal written before the column existed gets it when it is
+opened; its older jobs have no digest and are matched by their stored body.
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
 
@@ -26,6 +32,7 @@ unacknowledged and retries (see :mod:`opsagent.completion`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -38,6 +45,7 @@ import attrs
 from loguru import logger
 
 from opsagent.outcome import Outcome
+from opsagent.schema import unstructure
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     outcome     TEXT,
     published   INTEGER NOT NULL DEFAULT 0,
     accepted_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    input_digest TEXT                   -- see digest(); NULL in journals older than it
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 CREATE TABLE IF NOT EXISTS notes (
@@ -60,6 +69,14 @@ CREATE TABLE IF NOT EXISTS notes (
     PRIMARY KEY (job_id, key)
 );
 """
+
+
+def digest(inp: Any) -> str:
+    """A digest of a capability's structured input: the fields the capability reads, in
+    a canonical form; not the routing fields (``reply_to``, ``request_id``...), which
+    a retry of the same request may change."""
+    text = json.dumps(unstructure(inp), sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @attrs.frozen
@@ -73,6 +90,20 @@ class Entry:
     outcome: Outcome | None
     published: bool
     body: dict[str, Any]
+    #: :func:`digest` of the job's input; ``None`` for a job recorded before it was kept.
+    digest: str | None = None
+
+    def other_than(self, msg_type: str, input_digest: str | None) -> bool:
+        """True when this job is known to be other work than ``msg_type`` with an input
+        of ``input_digest``; a job without a digest is judged by its msg_type alone."""
+        if self.msg_type != msg_type:
+            return True
+        return None not in (self.digest, input_digest) and self.digest != input_digest
+
+
+#: One acceptance held in memory: (msg_type, dedup_key, body text, attempts, accepted_at,
+#: input digest).
+_Held = tuple[str, str | None, str, int, float, str | None]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -104,16 +135,35 @@ class Journal:
         self._db = _connect(path)
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._migrate()
         self._read_lock = threading.Lock()
         self._reader = _connect(path)
         self._held_lock = threading.Lock()
-        #: Acceptances not yet committed: id -> (msg_type, dedup_key, body text, attempts,
-        #: accepted_at).
-        self._pending: dict[str, tuple[str, str | None, str, int, float]] = {}
+        #: Acceptances not yet committed, by job id.
+        self._pending: dict[str, _Held] = {}
         #: The acceptances the transaction in progress is writing.
-        self._committing: dict[str, tuple[str, str | None, str, int, float]] = {}
+        self._committing: dict[str, _Held] = {}
         #: Why the last commit failed; None once one succeeds.
         self.error: str | None = None
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older host up to this schema (the write lock is
+        held).  Several processes may open one journal at once (the host and its jobs'
+        children): the change is made under SQLite's write lock, after looking again."""
+        if "input_digest" in self._columns():
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if "input_digest" not in self._columns():
+                self._db.execute("ALTER TABLE jobs ADD COLUMN input_digest TEXT")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
 
     def close(self) -> None:
         with self._lock:
@@ -157,8 +207,9 @@ class Journal:
                 if batch:
                     self._db.executemany(
                         "INSERT INTO jobs (id, msg_type, dedup_key, body, state, attempts,"
-                        " accepted_at) VALUES (?, ?, ?, ?, 'accepted', ?, ?)"
-                        " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts"
+                        " accepted_at, input_digest) VALUES (?, ?, ?, ?, 'accepted', ?, ?, ?)"
+                        " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts,"
+                        "   input_digest = coalesce(input_digest, excluded.input_digest)"
                         "   WHERE state != 'finished'",
                         [(job_id, *rest) for job_id, rest in batch.items()],
                     )
@@ -194,45 +245,71 @@ class Journal:
             )
         self.error = f"{type(exc).__name__}: {exc}"
 
-    def _held(self, job_id: str) -> tuple[str, str | None, str, int, float] | None:
+    def _held(self, job_id: str) -> _Held | None:
         """The held acceptance of ``job_id`` (the held-acceptances lock is held)."""
         held = self._pending.get(job_id)
         return held if held is not None else self._committing.get(job_id)
 
     def _hold_again(
-        self, job_id: str, held: tuple[str, str | None, str, int, float], body: dict[str, Any]
+        self,
+        job_id: str,
+        held: _Held,
+        msg_type: str,
+        input_digest: str | None,
+        body: dict[str, Any],
     ) -> Entry:
-        """A redelivery of a held acceptance: one more attempt (the held lock is held)."""
+        """A redelivery of a held acceptance: one more attempt (the held lock is held).
+        Other work under its id is not counted: the held entry is returned as it is."""
+        entry = Entry(job_id, held[0], "accepted", held[3], None, False, body, held[5])
+        if entry.other_than(msg_type, input_digest):
+            return attrs.evolve(entry, body=json.loads(held[2]))
         attempts = held[3] + 1
-        self._pending[job_id] = (*held[:3], attempts, held[4])
-        return Entry(job_id, held[0], "accepted", attempts, None, False, body)
+        self._pending[job_id] = (*held[:3], attempts, *held[4:])
+        return attrs.evolve(entry, attempts=attempts)
 
     def accept(
-        self, job_id: str, msg_type: str, dedup_key: str | None, body: dict[str, Any]
+        self,
+        job_id: str,
+        msg_type: str,
+        dedup_key: str | None,
+        body: dict[str, Any],
+        input_digest: str | None = None,
     ) -> Entry:
         """Record a delivery of ``job_id``; return the entry as it now stands.
 
         A first delivery creates the job with ``attempts`` 1; a redelivery of a job that
         has not finished counts one more attempt (its state stays ``running`` when it was
         marked started: it may have been interrupted); a finished job is returned
-        unchanged.
+        unchanged, and so is a job that is other work (:meth:`Entry.other_than`) than
+        ``msg_type`` with an input of ``input_digest`` (:func:`digest`): the caller
+        compares and refuses.
         """
         with self._held_lock:
             held = self._held(job_id)
             if held is not None:
-                return self._hold_again(job_id, held, body)
+                return self._hold_again(job_id, held, msg_type, input_digest, body)
         entry = self._read(job_id)
-        if entry is not None and entry.state == "finished":
+        if entry is not None and (
+            entry.state == "finished" or entry.other_than(msg_type, input_digest)
+        ):
             return entry
         text = json.dumps(body, separators=(",", ":"))
         with self._held_lock:
             held = self._held(job_id)  # accepted by another thread meanwhile
             if held is not None:
-                return self._hold_again(job_id, held, body)
+                return self._hold_again(job_id, held, msg_type, input_digest, body)
             attempts = 1 if entry is None else entry.attempts + 1
-            self._pending[job_id] = (msg_type, dedup_key, text, attempts, time.time())
+            self._pending[job_id] = (
+                msg_type,
+                dedup_key,
+                text,
+                attempts,
+                time.time(),
+                input_digest,
+            )
         state = "running" if entry is not None and entry.state == "running" else "accepted"
-        return Entry(job_id, msg_type, state, attempts, None, False, body)
+        known = input_digest if entry is None or entry.digest is None else entry.digest
+        return Entry(job_id, msg_type, state, attempts, None, False, body, known)
 
     def start(self, job_id: str) -> None:
         """Record durably that ``job_id`` is about to run (with every acceptance held):
@@ -249,22 +326,26 @@ class Journal:
         with self._held_lock:
             held = self._held(job_id)
         if held is not None:
-            msg_type, _key, text, attempts, _at = held
-            return Entry(job_id, msg_type, "accepted", attempts, None, False, json.loads(text))
+            msg_type, _key, text, attempts, _at, input_digest = held
+            return Entry(
+                job_id, msg_type, "accepted", attempts, None, False, json.loads(text), input_digest
+            )
         return self._read(job_id)
 
     def _read(self, job_id: str) -> Entry | None:
         """What the last commit says of ``job_id`` (the read connection)."""
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT id, msg_type, state, attempts, outcome, published, body"
+                "SELECT id, msg_type, state, attempts, outcome, published, body, input_digest"
                 " FROM jobs WHERE id = ?",
                 (job_id,),
             ).fetchone()
         if row is None:
             return None
         outcome = Outcome.from_json(json.loads(row[4])) if row[4] else None
-        return Entry(row[0], row[1], row[2], row[3], outcome, bool(row[5]), json.loads(row[6]))
+        return Entry(
+            row[0], row[1], row[2], row[3], outcome, bool(row[5]), json.loads(row[6]), row[7]
+        )
 
     def finish(self, job_id: str, outcome: Outcome, *, published: bool = False) -> None:
         """Record the outcome; ``published`` when it has already gone out."""

@@ -63,6 +63,15 @@ class Ticket:
     #: The end's replies have been taken for sending (:meth:`Ledger.destinations`): a
     #: copy joining after that is answered by whoever joins it.
     replied: bool = False
+    #: :func:`opsagent.journal.digest` of ``inp``: what a copy of the request must match.
+    digest: str | None = None
+
+    def other_than(self, msg_type: str | None, digest: str | None) -> bool:
+        """True when a request for ``msg_type`` with an input of ``digest`` is other work
+        than this job's, under the same id (``None``: not compared)."""
+        if msg_type is not None and msg_type != self.cap.msg_type:
+            return True
+        return None not in (digest, self.digest) and digest != self.digest
 
     @property
     def reply_destinations(self) -> list[str]:
@@ -98,7 +107,13 @@ class Ledger:
             return None
 
     def rejoin(
-        self, job_id: str, delivery: Delivery, reply_to: str | None = None
+        self,
+        job_id: str,
+        delivery: Delivery,
+        reply_to: str | None = None,
+        *,
+        msg_type: str | None = None,
+        digest: str | None = None,
     ) -> tuple[Ticket | None, bytes | None]:
         """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
         request sent again, answered at ``reply_to``) joins its ticket, whose end
@@ -106,11 +121,17 @@ class Ledger:
         Returns the ticket, and the answer to send to ``reply_to`` now when the end's
         replies have already gone out.  Atomic with :meth:`release` and
         :meth:`destinations`: a delivery joins a ticket still here, or finds none (and
-        the journal answers for it)."""
+        the journal answers for it).
+
+        A request for other work under the same id (``msg_type`` and input ``digest``,
+        :meth:`Ticket.other_than`) does not join: the ticket is returned untouched, for
+        the caller to refuse the delivery."""
         with self._lock:
             ticket = self._tickets.get(job_id)
             if ticket is None:
                 return None, None
+            if ticket.other_than(msg_type, digest):
+                return ticket, None
             ticket.joined.append(ticket.delivery)
             ticket.delivery = delivery
             if not reply_to or reply_to in ticket.reply_destinations:
