@@ -299,14 +299,17 @@ def _live(cfg: configuration.Config, timeout: float) -> Check:
     )
 
 
-def _access(cfg: configuration.Config, registry: plugins.Registry) -> list[Check]:
-    """Who may call each capability; any broker user is a warning (health_ping aside)."""
+def _access(cfg: configuration.Config, registry: plugins.Registry, only: str | None) -> list[Check]:
+    """Who may call each capability (or ``only`` that one); any broker user is a warning
+    (health_ping aside)."""
     try:
         access = Access.from_tables(cfg.capability, registry.capabilities, cfg.broker.user)
     except AccessError as exc:
         return [Check.fail("allow_users", str(exc))]
     out = []
     for msg_type in sorted(registry.capabilities):
+        if only and msg_type != only:
+            continue
         who = access.describe(msg_type)
         if who != "anyone":
             out.append(Check.ok(msg_type, f"only broker user(s): {who}"))
@@ -421,7 +424,7 @@ def run(
         if capability and msg_type != capability:
             continue
         add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
-    add("access", _access(cfg, registry))
+    add("access", _access(cfg, registry, capability))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
     redactor = Redactor(creds.secrets_of(cfg.credentials))
