@@ -218,3 +218,36 @@ def test_a_full_state_directory_fails_jobs_visibly_and_loses_nothing(
     assert "started (" not in second.text(), second.text()[-2000:]
     # One event each, none published again.
     assert [e["outcome"] for e in caller.events if e.get("job_id") in rids] == ["error"] * 5
+
+
+def test_a_job_over_its_memory_limit_ends_error_and_the_host_carries_on(host_factory,
+                                                                        caller_for):
+    host = host_factory(extra={"host": {"job_memory_limit_mb": 1024},
+                               "capability.test_hog": {"memory_limit": 512}}).start()
+    caller = caller_for(host)
+    assert host.proc is not None
+    ok = caller.wait_event(caller.send("test_hog", {"mb": 64}), timeout=30)
+    assert ok["outcome"] == "ok" and ok["rlimit_as"] == 512 << 20, ok
+    before = rss_kib(host.proc.pid)
+    # In the job itself, and in a program it starts.
+    for inp, reason in (
+        ({"mb": 2048}, "ran out of memory: over its 512 MiB limit (memory_limit)"),
+        ({"mb": 2048, "program": True}, "program failed: MemoryError"),
+    ):
+        event = caller.wait_event(caller.send("test_hog", inp), timeout=30)
+        assert event["msg_type"] == "test_hog_failed" and event["outcome"] == "error", event
+        assert event["reason"] == reason, event
+    assert host.proc.poll() is None
+    assert ping(caller) < 1.0
+    assert rss_kib(host.proc.pid) - before < 16 * 1024
+    # A job under its limit still runs.
+    assert caller.wait_event(caller.send("test_hog", {"mb": 256}))["outcome"] == "ok"
+
+
+def test_process_jobs_get_the_host_default_memory_limit(host_factory, caller_for):
+    host = host_factory(extra={"host": {"job_memory_limit_mb": 768}}).start()
+    caller = caller_for(host)
+    event = caller.wait_event(caller.send("test_hog", {"mb": 1024}), timeout=30)
+    assert event["reason"] == "ran out of memory: over its 768 MiB limit (memory_limit)", event
+    event = caller.wait_event(caller.send("test_hog", {}), timeout=30)
+    assert event["outcome"] == "ok" and event["rlimit_as"] == 768 << 20, event

@@ -138,6 +138,22 @@ def test_the_unit_declares_the_lifecycle_and_the_hardening_the_host_relies_on(tm
     assert testbed["LoadCredential"] == ["x509_proxy:/etc/opsagent/credentials/testbed/x509_proxy"]
 
 
+def size_mib(value: str) -> int:
+    units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    return int(float(value[:-1]) * units[value[-1]]) if value[-1] in units else int(value) >> 20
+
+
+def test_the_unit_bounds_memory_and_tasks_and_one_job_s_oom_kill_spares_the_host(tmp_path):
+    d = {k: v[-1] if v else "" for k, v in directives(installed(tmp_path)).items()}
+    # The kernel killing one job must not make systemd stop the host with the rest.
+    assert d["OOMPolicy"] == "continue"
+    high, top = size_mib(d["MemoryHigh"]), size_mib(d["MemoryMax"])
+    assert 0 < high < top
+    # One job at its address-space limit fits, with the host beside it.
+    assert top > HostConfig().job_memory_limit_mb + 512
+    assert 64 <= int(d["TasksMax"]) <= 4096
+
+
 # -- the protocol --------------------------------------------------------------------------
 
 

@@ -78,6 +78,22 @@ def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
         raise DeclarationError(f"{attr.name}: expected a positive number, got {value!r}")
 
 
+#: The smallest ``memory_limit``: a job is a fork of the fork server, which has the host
+#: and every process capability's modules imported (~150 MiB of address space, ~200 MiB
+#: with a few threads), before it allocates anything of its own.
+MIN_MEMORY_LIMIT = 256
+
+
+def check_memory_limit(_inst: object, attr: attrs.Attribute, value: int | None) -> None:
+    """A limit in MiB: ``None`` (the default's), 0 (none) or at least MIN_MEMORY_LIMIT."""
+    if value is None or (type(value) is int and (value == 0 or value >= MIN_MEMORY_LIMIT)):
+        return
+    raise DeclarationError(
+        f"{attr.name}: expected a number of MiB, 0 (no limit) or at least "
+        f"{MIN_MEMORY_LIMIT}, got {value!r}"
+    )
+
+
 def _optional_function(_inst: object, attr: attrs.Attribute, value: object) -> None:
     if value is not None and not callable(value):
         raise DeclarationError(f"{attr.name}: expected a function or None, got {value!r}")
@@ -111,6 +127,13 @@ class Capability:
     happened, or ``None`` when it did not, and then the doer runs.  An exception from it
     ends the job with ``error`` without running the doer.  Without ``reconcile`` an
     interrupted job simply runs again (the doer is written to be idempotent).
+
+    ``memory_limit`` caps, in MiB, the address space of each ``process`` job and of the
+    programs it starts (``RLIMIT_AS``): beyond it an allocation fails, and a job that does
+    not recover ends ``error`` with "ran out of memory".  ``None`` takes the host's
+    ``[host] job_memory_limit_mb``; ``0`` is no limit (for programs that reserve much more
+    address space than they use, such as a JVM).  ``thread`` jobs run in the host's own
+    address space and cannot have one.
     """
 
     msg_type: str = attrs.field(validator=_check_msg_type)
@@ -134,6 +157,7 @@ class Capability:
     isolation: Isolation = attrs.field(
         default="process", validator=attrs.validators.in_(("process", "thread"))
     )
+    memory_limit: int | None = attrs.field(default=None, validator=check_memory_limit)
     config: type | None = None
     control: bool = False
     programs: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
@@ -151,6 +175,11 @@ class Capability:
         if extra:
             raise DeclarationError(
                 f"optional_credentials: {sorted(extra)} not among credentials {self.credentials!r}"
+            )
+        if self.memory_limit is not None and self.isolation == "thread":
+            raise DeclarationError(
+                "memory_limit: a thread job runs in the host's own address space and cannot "
+                "have a limit of its own; declare isolation='process' or drop memory_limit"
             )
         if self.config is not None and not (
             isinstance(self.config, type) and attrs.has(self.config)

@@ -4,7 +4,9 @@ Reads a job spec (JSON) on standard input, imports only the plugin module that d
 the capability, runs the doer through :func:`opsagent.execute.call` -- the same path as
 ``opsagent do`` -- and writes the outcome to the result file named in the spec.
 The host started this process in its own session and kills the whole group at the time
-limit, so nothing here needs to watch the clock.
+limit, so nothing here needs to watch the clock.  Before anything else the process caps
+its own address space at the job's memory limit (``RLIMIT_AS``, inherited by the
+programs it starts) and offers itself to the kernel's OOM killer ahead of the host.
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from opsagent import credentials as creds
 from opsagent.capability import Capability
 from opsagent.job import Job, MemoryNotes, Notes
+from opsagent.outcome import JobFailed, Outcome
+
+#: This process's ``oom_score_adj`` (-1000..1000; the host's is usually 0): when the
+#: service reaches ``MemoryMax=`` the kernel kills a job before the host.  Raising it
+#: needs no privilege; programs the job starts inherit it.
+OOM_SCORE_ADJ = 500
 
 
 def find_capability(module_name: str, msg_type: str) -> Capability:
@@ -32,11 +43,55 @@ def find_capability(module_name: str, msg_type: str) -> Capability:
     raise LookupError(f"{module_name} no longer declares {msg_type}")
 
 
+def limit_memory(mib: int) -> None:
+    """Cap this process's address space, and that of what it starts, at ``mib`` MiB
+    (0: leave it alone).  Soft and hard alike: a program the job runs cannot lift it."""
+    if mib:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = mib << 20 if hard == resource.RLIM_INFINITY else min(mib << 20, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (OSError, ValueError) as exc:
+            # Refused (a seccomp filter without prlimit64?): not run without its limit.
+            raise RuntimeError(f"cannot cap its address space at {mib} MiB: {exc}") from None
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(OOM_SCORE_ADJ))
+    except OSError:
+        pass  # no /proc: the limit above still holds
+
+
+def out_of_memory(mib: int) -> str:
+    if not mib:
+        return "ran out of memory (it has no memory_limit: the machine's memory)"
+    return f"ran out of memory: over its {mib} MiB limit (memory_limit)"
+
+
+def _bounded(cap: Capability, mib: int) -> Capability:
+    """``cap`` whose doer and reconcile report a MemoryError as the job's memory limit."""
+
+    def guard(fn: Any) -> Any:
+        def call(inp: Any, job: Job) -> Outcome | None:
+            try:
+                out: Outcome | None = fn(inp, job)
+                return out
+            except MemoryError:
+                raise JobFailed(out_of_memory(mib)) from None
+
+        return call
+
+    recon = None if cap.reconcile is None else guard(cap.reconcile)
+    return attrs.evolve(cap, doer=guard(cap.doer), reconcile=recon)
+
+
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     from opsagent import execute, schema
     from opsagent.config import section_from_table
 
     cap = find_capability(spec["module"], spec["msg_type"])
+    mib = int(spec.get("memory_limit") or 0)
+    if mib:
+        cap = _bounded(cap, mib)
     inp = schema.structure(spec["input"], cap.input)
     notes: Notes
     if spec.get("journal"):
@@ -86,8 +141,12 @@ def main_with(spec: dict[str, Any]) -> int:
     )
     result_path = Path(spec["result"])
     signal.signal(signal.SIGTERM, _terminated)
+    mib = int(spec.get("memory_limit") or 0)
     try:
+        limit_memory(mib)
         result = run_spec(spec)
+    except MemoryError:
+        result = Outcome.error(out_of_memory(mib)).to_json()
     except Exception as exc:  # noqa: BLE001 - reported as the job's outcome
         logger.opt(exception=True).error("job could not start")
         result = {

@@ -75,9 +75,21 @@ def _registry(args: argparse.Namespace) -> Any:
     return plugins.load(strict=False)
 
 
+def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:
+    """MiB of address space of ``cap``'s jobs on this host (0: none; None: not a process job)."""
+    if cap.control or cap.isolation != "process":
+        return None
+    declared = configuration.overrides(cfg, cap.msg_type).get("memory_limit", cap.memory_limit)
+    return int(cfg.host.job_memory_limit_mb if declared is None else declared)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     redactor = _redactor(args)
     registry = _registry(args)
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError:
+        cfg = configuration.Config()
     rows = []
     for cap in sorted(registry.capabilities.values(), key=lambda c: c.msg_type):
         rows.append(
@@ -90,6 +102,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "optional_credentials": list(cap.optional_credentials),
                 "isolation": "inline" if cap.control else cap.isolation,
                 "concurrency": cap.concurrency,
+                "memory_limit_mb": _memory_limit(cap, cfg),
                 "status": "ok",
                 "error": None,
             }

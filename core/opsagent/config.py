@@ -5,7 +5,7 @@ With no file at all the host uses the wire contract's defaults and the ``ACTIVEM
 agent without a configuration change.  A variable set in the environment wins over the
 built-in default but not over the file.  Each ``[capability.<msg_type>]`` section is
 structured into that capability's own config class; the keys ``time_limit``,
-``concurrency`` and ``queue_limit`` there override the declaration.
+``concurrency``, ``queue_limit`` and ``memory_limit`` there override the declaration.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from opsagent.capability import check_memory_limit
 from opsagent.credentials import CredentialSource
 from opsagent.schema import InputError, make_converter, structure
 
@@ -132,6 +133,10 @@ class HostConfig:
     drain_seconds: float = 30.0
     kill_grace_seconds: float = 5.0
     output_cap_bytes: int = 64 * 1024
+    #: Address space of each ``process`` job and the programs it starts, in MiB
+    #: (``RLIMIT_AS``), unless its capability declares or is configured a ``memory_limit``;
+    #: 0: no limit.  See operations, "Memory".
+    job_memory_limit_mb: int = attrs.field(default=2048, validator=check_memory_limit)
     #: Variables passed from the host's environment to jobs; credentials are added.
     env_allow: list[str] = attrs.Factory(lambda: list(ENV_ALLOW))
     #: How often credentials are looked at again (renewals, expiry, mode changes).
@@ -308,7 +313,7 @@ class Config:
 
 _conv = make_converter(forbid_extra_keys=True)
 
-OVERRIDES = ("time_limit", "concurrency", "queue_limit")
+OVERRIDES = ("time_limit", "concurrency", "queue_limit", "memory_limit")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

@@ -275,6 +275,7 @@ class Host:
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
             before_start=self._before_start,
+            memory_limit=cfg.host.job_memory_limit_mb,
         )
         self.dispatcher = Dispatcher(
             registry=registry,

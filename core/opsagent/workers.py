@@ -2,7 +2,8 @@
 
 ``process`` isolation runs each job in ``python -m opsagent.child`` in its own session
 (the same code path as ``opsagent do``), with an allow-listed environment plus the
-declared credentials, output captured up to a cap, and the whole process group killed
+declared credentials, its address space capped (``memory_limit``, else ``[host]
+job_memory_limit_mb``), output captured up to a cap, and the whole process group killed
 at the time limit (TERM, grace, KILL).  ``thread`` isolation calls the doer in a worker
 thread: a thread cannot be killed, so at the limit the host ends the job with
 ``timeout``, discards whatever the doer returns later, and starts a replacement worker
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sqlite3
 import sys
 import threading
@@ -170,6 +172,7 @@ class Workers:
         output_cap: int,
         fork_server: bool = True,
         before_start: Callable[[Ticket], None] = lambda ticket: None,
+        memory_limit: int = 0,
     ) -> None:
         self.caps = caps
         #: Called before each job starts (the host: make the journal hold what it must).
@@ -185,6 +188,8 @@ class Workers:
         self.env_allow = env_allow
         self.grace = grace
         self.output_cap = output_cap
+        #: MiB of address space of a process job whose capability sets none (0: no limit).
+        self.memory_limit = memory_limit
         self._finish = finish
         self._envs: dict[str, dict[str, str]] = {}
         self.fork_server = fork_server
@@ -248,6 +253,10 @@ class Workers:
             return self._run_thread(ticket)
         return self._run_process(ticket)
 
+    def memory_limit_of(self, cap: Capability) -> int:
+        """MiB of address space of ``cap``'s process jobs (0: no limit)."""
+        return self.memory_limit if cap.memory_limit is None else cap.memory_limit
+
     def _job(self, ticket: Ticket, env: Mapping[str, str]) -> Job:
         cap = ticket.cap
         return Job(
@@ -281,6 +290,7 @@ class Workers:
             "journal": str(self.journal_path) if self.journal_path else None,
             "attempt": ticket.attempt,
             "interrupted": ticket.interrupted,
+            "memory_limit": self.memory_limit_of(cap),
             "result": str(result),
         }
         env = {**self.base_env(cap), proc.MARK_JOB: ticket.job_id}
@@ -352,6 +362,12 @@ class Workers:
                     if done.returncode < 0
                     else f"exited with status {done.returncode}"
                 )
+                if done.returncode == -signal.SIGKILL:
+                    # Not the host's kill (that is a timeout or a cancel, above).
+                    how += (
+                        " (SIGKILL: the kernel's OOM killer when the service reached its "
+                        "MemoryMax=, or a person)"
+                    )
                 tail = done.tail(500)
                 return Outcome.error(
                     f"{cap.msg_type} job process {how} without an outcome"

@@ -151,6 +151,30 @@ def fill(inp: FillInput, job: Job) -> Outcome:
     return Outcome.ok(written_mb=inp.mb)
 
 
+@attrs.frozen
+class HogInput:
+    mb: int = 0
+    #: Allocate in a program the job starts rather than in the job itself.
+    program: bool = False
+
+
+def hog(inp: HogInput, job: Job) -> Outcome:
+    """Hold ``mb`` MiB, and say under which address-space limit the job runs."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    adj = open("/proc/self/oom_score_adj").read().strip()  # noqa: SIM115
+    if inp.program:
+        done = subprocess.run([sys.executable, "-c", f"bytearray({inp.mb} << 20)"],  # noqa: S603
+                              capture_output=True, text=True, env=dict(job.env))
+        if done.returncode:
+            raise JobFailed(f"program failed: {done.stderr.strip().splitlines()[-1]}")
+    else:
+        held = bytearray(inp.mb << 20)
+        held[:: 1 << 12] = b"\1" * len(held[:: 1 << 12])  # resident, not just reserved
+    return Outcome.ok(held_mb=inp.mb, rlimit_as=limit, oom_score_adj=int(adj))
+
+
 @hookimpl
 def register_capabilities(register):
     register(Capability(msg_type="test_noop", input=NoopInput, doer=noop, isolation="thread",
@@ -182,3 +206,5 @@ def register_capabilities(register):
                         events={"ok": "test_flooded", "error": "test_flood_failed"}))
     register(Capability(msg_type="test_fill", input=FillInput, doer=fill,
                         events={"ok": "test_filled", "error": "test_fill_failed"}))
+    register(Capability(msg_type="test_hog", input=HogInput, doer=hog, time_limit=30,
+                        events={"ok": "test_hogged", "error": "test_hog_failed"}))
