@@ -1,7 +1,8 @@
 """Run every benchmark and write docs/performance.md, then docs/reliability.md.
 
-The host's figures go between ``<!-- host:begin -->`` and ``<!-- host:end -->``; each
-bundled capability's benchmark rewrites its own marked section (``--write``).  The plots
+The host's figures go between ``<!-- host:begin -->`` and ``<!-- host:end -->``; the
+journal's sync levels (bench/journal_sync.py) and each bundled capability's benchmark
+rewrite their own marked sections (``--write``).  The plots
 (docs/img/*.png) are drawn from the same run's measurements by bench/plots.py.  Then
 bench/reliability.py measures the faults and writes docs/reliability.md.
 
@@ -198,6 +199,8 @@ def main() -> None:
         "<!-- host:end -->",
     ]
     write_section(ROOT / "docs" / "performance.md", "host", "\n".join(lines))
+    # The journal's sync levels: its own section, written by the script.
+    subprocess.run([sys.executable, str(BENCH / "journal_sync.py"), "--write"], check=True)
     if args.host_only:
         print("wrote the host section of docs/performance.md")
         return

@@ -9,6 +9,7 @@ from support import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+import journal_sync  # noqa: E402
 import steps  # noqa: E402
 import throughput  # noqa: E402
 
@@ -42,3 +43,15 @@ def test_throughput_reports_cpu_of_each_process_and_the_budget() -> None:
     assert got["host_budget_us_without_watcher"] == pytest.approx(
         min(wall, got["cpus"] * wall - cpu["host"]["broker"]), abs=0.2)
     assert got["opsagent_per_s"] == got["opsagent_rounds_per_s"][0]
+
+
+def test_journal_sync_measures_each_write_at_both_levels(tmp_path) -> None:
+    got = journal_sync.run(tmp_path, calls=20, rounds=1)
+    assert set(got["ops"]) == {"put_note", "start", "finish", "finish_many of 100"}
+    for row in got["ops"].values():
+        for mode in ("NORMAL", "FULL"):
+            assert row[mode]["per_s"] > 0 and 0 < row[mode]["p50_ms"] <= row[mode]["p99_ms"]
+        assert row["full_time_ratio"] == round(row["NORMAL"]["per_s"] / row["FULL"]["per_s"], 1)
+    table = [line for line in journal_sync.markdown(got) if line.startswith("|")]
+    assert len(table) == 2 + len(got["ops"])  # the header, its rule, one row per write
+    assert list(tmp_path.iterdir()) == [], "each round's journal is removed"

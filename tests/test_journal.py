@@ -293,3 +293,50 @@ def test_a_host_on_an_older_state_directory_refuses_other_work_under_its_jobs_id
     assert (answer["outcome"], answer["n"]) == ("ok", "7")
     side_effects = host.tmp / "cache" / "side-effects"
     assert not side_effects.exists() or not list(side_effects.iterdir())
+
+
+# -- durability: the commits that guard side effects are synced to disk -------------------
+
+
+def commit_levels(j: Journal, step) -> list[tuple[str, str]]:
+    """``(statement, synchronous level in force)`` of each commit ``step()`` makes on the
+    journal's write connection (a note is one statement, committed on its own)."""
+    level = j._db.execute("PRAGMA synchronous").fetchone()[0]
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    current = [names[level]]
+    seen: list[tuple[str, str]] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous="):
+            current[0] = sql.split("=", 1)[1]
+        elif sql.startswith(("COMMIT", "INSERT INTO notes")):
+            seen.append((sql.split()[0], current[0]))
+
+    j._db.set_trace_callback(trace)
+    try:
+        step()
+    finally:
+        j._db.set_trace_callback(None)
+    return seen
+
+
+def test_notes_and_starts_are_synced_to_disk_and_group_commits_are_not(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite3")
+    assert commit_levels(j, lambda: (j.accept("a", "t", None, {}), j.commit())) == [
+        ("COMMIT", "NORMAL")
+    ]
+    j.accept("b", "t", None, {})
+    # The start of a job that may not run twice, with the acceptance held: one commit.
+    assert commit_levels(j, lambda: j.start("b")) == [("COMMIT", "FULL")]
+    # What a job did outside (a submitted task's id), kept at once.
+    assert commit_levels(j, lambda: j.put_note("b", "jeditaskid", "4242")) == [("INSERT", "FULL")]
+    assert commit_levels(j, lambda: j.finish("b", Outcome.ok())) == [("COMMIT", "NORMAL")]
+    assert j.get_note("b", "jeditaskid") == "4242"
+    # A child process's journal (notes from a process job) is opened the same way.
+    child = Journal(j.path)
+    assert commit_levels(child, lambda: child.put_note("c", "k", "v")) == [("INSERT", "FULL")]
+
+
+def test_a_journal_refuses_a_level_sqlite_does_not_have(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="guarded: expected one of"):
+        Journal(tmp_path / "j.sqlite3", guarded="full; DROP TABLE jobs")

@@ -15,12 +15,26 @@ attempt 1 again, which they are.  A capability that declares ``reconcile`` has i
 jobs' starts recorded too (state ``running``).  The write lock is held only while
 committing, so a job's child process writing its notes never waits long, and the
 receiver's lookups go through a read connection of their own.
+
+Durability (WAL).  The group commits (acceptances, finishes) are made at
+``synchronous=NORMAL``: a commit has reached the operating system when it returns, so it
+survives the host being killed (SIGKILL, OOM, a crash), but a power loss or a kernel
+panic can undo the commits made since the log was last synced to disk; the file stays
+consistent (the log's frames are checksummed, a torn tail is dropped).  The commits that
+guard side effects are made at ``FULL``, synced to disk before they return, and with them
+every commit before: a job's notes (``Job.remember``: what it has done outside, say the
+id of a task a server accepted) and the start of a job whose capability declares
+``reconcile``.  An acceptance undone by a power loss is delivered again and counted from
+attempt 1; a finish undone leaves its job ``running`` (reconciled if asked for again) or
+``accepted``.  ``bench/journal_sync.py`` measures what ``FULL`` costs each write.
+
 A job id is the caller's ``request_id`` when it gives one, so each job also keeps its
 msg_type and a :func:`digest` of its input: a copy of the same request (a redelivery, a
 caller's retry from a new connection) matches them, and a request that reuses the id for
 other work does not and is refused by the dispatcher instead of being answered with
 another job's outcome.  A journal written before the column existed gets it when it is
 opened; its older jobs have no digest and are matched by their stored body.
+
 Doers store durable per-job notes here (``Job.remember``), from the host's threads or
 from a child process, which opens the same file.
 
@@ -32,12 +46,13 @@ unacknowledged and retries (see :mod:`opsagent.completion`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +121,14 @@ class Entry:
 _Held = tuple[str, str | None, str, int, float, str | None]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+#: ``PRAGMA synchronous`` levels a journal may be opened with.
+SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a crash of this process (the case at hand: SIGKILL,
-    # OOM); only a power loss can lose the last commits.
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     # Point lookups by id only: a small page cache keeps the host's memory flat.
     conn.execute("PRAGMA cache_size=-512")
@@ -128,11 +145,18 @@ class Journal:
     they stay visible to reads as ``_committing``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", guarded: str = "FULL") -> None:
+        """``synchronous``: the ``PRAGMA synchronous`` of the group commits (acceptances,
+        finishes); ``guarded``: that of the commits that guard side effects (notes,
+        starts).  See the module's docstring; ``bench/journal_sync.py`` measures both."""
+        for name, level in (("synchronous", synchronous), ("guarded", guarded)):
+            if level not in SYNC_LEVELS:
+                raise ValueError(f"{name}: expected one of {SYNC_LEVELS}, got {level!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._sync, self._guarded_sync = synchronous, guarded
         self._lock = threading.Lock()
-        self._db = _connect(path)
+        self._db = _connect(path, synchronous)
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._migrate()
@@ -311,10 +335,24 @@ class Journal:
         known = input_digest if entry is None or entry.digest is None else entry.digest
         return Entry(job_id, msg_type, state, attempts, None, False, body, known)
 
+    @contextlib.contextmanager
+    def _guarding(self) -> Iterator[None]:
+        """Commits made in this block (the write lock held) are on disk when they
+        return: they guard a side effect (see the module's docstring)."""
+        if self._guarded_sync == self._sync:
+            yield
+            return
+        self._db.execute(f"PRAGMA synchronous={self._guarded_sync}")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self._sync}")
+
     def start(self, job_id: str) -> None:
         """Record durably that ``job_id`` is about to run (with every acceptance held):
-        a redelivery after this host dies shows it as possibly interrupted."""
-        with self._lock:
+        a redelivery after this host dies, or after a power loss, shows it as possibly
+        interrupted."""
+        with self._lock, self._guarding():
             self._transaction(
                 lambda: self._db.execute(
                     "UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'accepted'",
@@ -373,7 +411,8 @@ class Journal:
             self._db.execute("UPDATE jobs SET published = 1 WHERE id = ?", (job_id,))
 
     def put_note(self, job_id: str, key: str, value: str) -> None:
-        with self._lock:
+        """Keep ``value`` under ``key`` for ``job_id``, on disk when this returns."""
+        with self._lock, self._guarding():
             self._db.execute(
                 "INSERT INTO notes (job_id, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT(job_id, key) DO UPDATE SET value = excluded.value",
