@@ -152,3 +152,79 @@ def test_sentinel_secrets_reach_no_sink(host_factory, caller_for, tmp_path):
     ]
     assert leaks == [], leaks
     assert os.environ.get("LEAK_ENV_SECRET") is None
+
+
+SITEREDACT = ROOT / "tests" / "siteredact"
+
+
+def test_secret_config_fields_and_secrets_nobody_declared_reach_no_sink(
+    host_factory, caller_for, tmp_path
+):
+    """A ``[capability.*]`` password declared with ``secret()`` is scrubbed like a
+    credential; secrets nobody declared are scrubbed by their shape (URL userinfo, an
+    Authorization header, a Bearer token, authz/sig query parameters)."""
+    password = f"S3cret-{uuid.uuid4().hex[:12]}"
+    undeclared = {
+        kind: f"UNDECL{kind}{uuid.uuid4().hex[:16]}"
+        for kind in ("userinfo", "basic", "bearer", "authz", "sig", "header")
+    }
+    section = {"username": "ruciouser", "password": password,
+               "undeclared": list(undeclared.values())}
+    with FakeServer() as mon:
+        for path in ("/api/systemagents/heartbeat/", "/api/logs/"):
+            mon.route("POST", path, Response.json({}, 201))
+        extra = {
+            "host": {"log_level": "DEBUG"},
+            "monitor": {"enabled": True, "url": mon.url, "heartbeat_seconds": 60,
+                        "timeout_seconds": 2},
+            "capability.test_login_thread": section,
+            "capability.test_login_process": section,
+        }
+        host = host_factory(paths=(SITEREDACT,), extra=extra).start()
+        caller = caller_for(host)
+        answers = {
+            (msg_type, how): caller.wait_event(caller.send(msg_type, {"how": how}))
+            for msg_type in ("test_login_thread", "test_login_process")
+            for how in ("declared", "undeclared", "raise")
+        }
+        # The monitor posts from its own thread: wait for every job's record.
+        deadline = time.monotonic() + 20
+        while len(mon.requests_to("POST", "/api/logs/")) < len(answers):
+            assert time.monotonic() < deadline, "the monitor did not get every record"
+            time.sleep(0.05)
+        host.signal(signal.SIGTERM)
+        assert host.wait(30) == 0
+        monitor_bodies = [r.body.decode() for r in mon.requests_to("POST", "/api/logs/")]
+
+    for key, event in answers.items():
+        assert event["outcome"] == "error", (key, event)
+        assert "[redacted]" in event["reason"], (key, event)
+    declared = answers[("test_login_thread", "declared")]["reason"]
+    assert declared == "login failed for ruciouser/[redacted]"
+    said = answers[("test_login_process", "undeclared")]["reason"]
+    for shown in ("https://ruciouser:[redacted]@rucio.example/auth",
+                  "'Authorization': 'Basic [redacted]'", "Bearer [redacted]",
+                  "?authz=[redacted]&sig=[redacted]", "X-Rucio-Auth-Token: [redacted]"):
+        assert shown in said, said
+
+    log = host.text()
+    assert "login failed for ruciouser/[redacted]" in log
+    assert "stderr: login failed for ruciouser/[redacted]" in log  # a process job's output
+    assert "Traceback" in log
+    sinks = {
+        "host log": log,
+        "events and replies": json.dumps(caller.events) + json.dumps(caller.replies),
+        "monitor action log": "\n".join(monitor_bodies),
+    }
+    for directory in (host.tmp / "state", host.tmp / "cache"):
+        for f in sorted(directory.rglob("*")):
+            if f.is_file():
+                sinks[str(f.relative_to(host.tmp))] = f.read_bytes().decode("latin-1")
+    assert any(name.endswith("journal.sqlite3") for name in sinks)
+    leaks = [
+        (name, kind)
+        for name, text in sinks.items()
+        for kind, secret in {"password": password, **undeclared}.items()
+        if secret in text
+    ]
+    assert leaks == [], leaks

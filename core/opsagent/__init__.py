@@ -4,7 +4,8 @@ from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
+from opsagent.redaction import secret
 from opsagent.schema import Digits, pattern
 
-__all__ = ["Capability", "Digits", "Job", "JobFailed", "Outcome", "hookimpl", "pattern"]
+__all__ = ["Capability", "Digits", "Job", "JobFailed", "Outcome", "hookimpl", "pattern", "secret"]
 __version__ = "0.1.0"

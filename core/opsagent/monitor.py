@@ -154,7 +154,12 @@ class Monitor:
             "msg_type": end.msg_type,
             "job_id": end.job_id,
             "agent": self.instance,
-            **{k: v for k, v in end.echo.items() if k not in ("action", "outcome")},
+            # Echoed from the request: scrubbed like the reason.
+            **{
+                k: self.scrub(v) if isinstance(v, str) else v
+                for k, v in end.echo.items()
+                if k not in ("action", "outcome")
+            },
         }
         if end.reason:
             extra["reason"] = self.scrub(end.reason)

@@ -89,7 +89,7 @@ class FetchConfig:
     account: str = attrs.Factory(_env("RUCIO_ACCOUNT", "panda"))
     vo: str = attrs.Factory(_env("RUCIO_VO", "def"))
     username: str = ""
-    password: str = attrs.field(default="", repr=False)
+    password: str = attrs.field(default="", repr=False, metadata={"secret": True})
     #: CA certificates for an https Rucio server (file or directory); ``X509_CERT_DIR``.
     ca_cert: str | None = attrs.Factory(lambda: os.environ.get("X509_CERT_DIR") or None)
     rucio_timeout: float = attrs.field(default=30.0, validator=_positive)
