@@ -89,7 +89,7 @@ def test_an_outsider_is_refused_journaled_and_acknowledged(host_factory, caller_
     assert host.stop() == 0
     journal = sqlite3.connect(host.tmp / "state" / "journal.sqlite3")
     rows = journal.execute(
-        "SELECT id, msg_type, state, outcome FROM jobs WHERE id LIKE 'forbidden:%'").fetchall()
+        "SELECT id, msg_type, state, outcome FROM jobs WHERE id LIKE 'forbidden/%'").fetchall()
     assert len(rows) == 1
     _id, msg_type, state, outcome = rows[0]
     assert (msg_type, state) == ("test_echo", "finished")

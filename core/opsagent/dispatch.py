@@ -155,10 +155,11 @@ class Dispatcher:
         """Refuse a request its sender may not make: journaled (who asked for what, not
         the body) under the broker's message id -- never under the caller's request_id,
         which would let an outsider overwrite the record of someone else's job --, the
-        rejection published, the message acknowledged."""
+        rejection published, the message acknowledged.  The ``/`` keeps the record out of
+        reach of any request_id (which cannot hold one)."""
         from opsagent.outcome import Outcome
 
-        record_id = f"forbidden:{delivery.message_id}"
+        record_id = f"forbidden/{delivery.message_id}"
         asked = {"msg_type": env.msg_type, "request_id": env.request_id, "user": delivery.user}
         try:
             self.journal.accept(record_id, env.msg_type, None, asked)
