@@ -329,6 +329,16 @@ def test_strict_mode_and_missing_required_capability_stop_startup_with_78(host_f
     assert "required capability fetch_nothing not available" in proc.stderr
 
 
+def test_a_bad_override_stops_startup_with_78_not_a_traceback(host_factory):
+    # Exit status 1 made systemd restart the host again and again on a config error.
+    bad = host_factory(extra={"capability.test_echo": {"time_limit": -1}})
+    proc = subprocess.run([*OPSAGENT, "--config", str(bad.config), "run"], env=bad.env,
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 78, proc.stderr
+    assert "[capability.*] override: time_limit: expected a positive number, got -1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_broker_unreachable_at_start_exits_75(tmp_path, broker):
     from support import HostProcess
 

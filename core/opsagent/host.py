@@ -34,13 +34,13 @@ from opsagent import config as configuration
 from opsagent import credentials as creds
 from opsagent import health, plugins, proc, schedule
 from opsagent.access import Access, AccessError
-from opsagent.capability import Capability
+from opsagent.capability import Capability, DeclarationError
 from opsagent.completion import Completion
 from opsagent.dispatch import Dispatcher
 from opsagent.journal import Journal
 from opsagent.ledger import Ledger, Ticket
 from opsagent.outcome import Outcome
-from opsagent.redaction import Redactor
+from opsagent.redaction import Redactor, declared_secrets
 from opsagent.systemd import Notifier
 from opsagent.transport.base import Delivery, Transport
 from opsagent.workers import Workers
@@ -189,7 +189,12 @@ class Host:
                 b.error,
             )
         self.registry = registry
-        caps = {m: effective(c, cfg) for m, c in registry.capabilities.items()}
+        try:
+            caps = {m: effective(c, cfg) for m, c in registry.capabilities.items()}
+        except DeclarationError as exc:
+            raise StartupError(
+                f"{cfg.source}: [capability.*] override: {exc}", EXIT_CONFIG
+            ) from exc
         registry.capabilities.update(caps)
         configs: dict[str, Any] = {}
         tables: dict[str, dict[str, Any]] = {}
@@ -198,12 +203,12 @@ class Host:
                 continue
             try:
                 tables[m] = configuration.section_table(cfg, m)
+                # Secret config fields, from the table first: an error may quote them.
+                self.redactor.learn(*declared_secrets(cap.config, tables[m]))
                 configs[m] = configuration.section(cfg, m, cap.config)
+                self.redactor.learn(*declared_secrets(cap.config, configs[m]))
             except configuration.ConfigError as exc:
                 raise StartupError(str(exc), EXIT_CONFIG) from exc
-        self.availability = creds.Availability(
-            {
-                m: (cap.credentials, cap.optional_credentials)
         try:
             self.access = Access.from_tables(cfg.capability, caps, cfg.broker.user)
         except AccessError as exc:
@@ -211,6 +216,9 @@ class Host:
         anyone = self.access.open_to_anyone(caps)
         if anyone:
             logger.info("open to any broker user: {}", ", ".join(anyone))
+        self.availability = creds.Availability(
+            {
+                m: (cap.credentials, cap.optional_credentials)
                 for m, cap in caps.items()
                 if not cap.control
             },
@@ -289,10 +297,10 @@ class Host:
             max_body=cfg.host.max_body_bytes,
             control=self,
             unavailable=self.availability.unavailable,
+            access=self.access,
         )
         # One mapping, kept current by the credential checks in the main loop.
         self.dispatcher.unavailable = self.availability.unavailable
-            access=self.access,
         self.scheduler = self._scheduler(caps, journal_path)
         self.monitor = None
         if cfg.monitor.enabled:
