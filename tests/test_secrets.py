@@ -228,3 +228,21 @@ def test_secret_config_fields_and_secrets_nobody_declared_reach_no_sink(
         if secret in text
     ]
     assert leaks == [], leaks
+
+
+def test_opsagent_do_and_selftest_know_the_declared_secret_config_fields(host_factory):
+    """The cron path and the operator's check scrub a secret config field as the host
+    does (both printed it in clear: they learnt credentials, not config fields)."""
+    password = f"S3cret-{uuid.uuid4().hex[:12]}"
+    section = {"username": "ruciouser", "password": password, "undeclared": []}
+    host = host_factory(paths=(SITEREDACT,),
+                        extra={"capability.test_login_thread": section})
+    cli = [*OPSAGENT, "--config", str(host.config)]
+    done = subprocess.run([*cli, "do", "test_login_thread", "--json", '{"how": "declared"}'],
+                          env=host.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "login failed for ruciouser/[redacted]" in done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr
+    checked = subprocess.run([*cli, "selftest", "--capability", "test_login_thread"],
+                             env=host.env, capture_output=True, text=True, timeout=60)
+    assert password not in checked.stdout + checked.stderr

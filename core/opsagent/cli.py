@@ -344,6 +344,11 @@ def cmd_do(args: argparse.Namespace) -> int:
         )
         return EXIT_STATUS["rejected"]
     redactor = _redactor(args)
+    from opsagent.redaction import declared_secrets, scrub_stdio
+
+    redactor.learn(*declared_secrets(cap.config, configuration.section_table(cfg, cap.msg_type)))
+    # What a thread doer prints goes through redaction too, as in the daemon.
+    scrub_stdio(redactor)
     resolved, problem, _found = creds.for_capability(
         cap.credentials, cap.optional_credentials, cfg.credentials
     )

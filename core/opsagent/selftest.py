@@ -40,7 +40,7 @@ from opsagent import plugins, schema
 from opsagent.access import Access, AccessError
 from opsagent.capability import Capability
 from opsagent.job import Job
-from opsagent.redaction import Redactor
+from opsagent.redaction import Redactor, declared_secrets
 
 Status = Literal["ok", "warn", "fail"]
 #: A credential closer than this to its expiry is a warning.
@@ -394,6 +394,13 @@ def run(
     registry = plugins.load(
         entry_points_=eps, allow=cfg.capabilities.allow, deny=cfg.capabilities.deny
     )
+    # Before any plugin check runs: a capability_checks hook may log its configuration.
+    redactor = Redactor(creds.secrets_of(cfg.credentials))
+    redactor.learn(cfg.broker.password)
+    for msg_type, cap in registry.capabilities.items():
+        table = configuration.section_table(cfg, msg_type)
+        redactor.learn(*declared_secrets(cap.config, table))
+    redactor.install()
     alone = _each_plugin(eps)
     wanted = registry.capabilities.get(capability) if capability else None
     for ep, reg in alone:
@@ -427,8 +434,6 @@ def run(
     add("access", _access(cfg, registry, capability))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
-    redactor = Redactor(creds.secrets_of(cfg.credentials))
-    redactor.learn(cfg.broker.password)
     return [
         attrs.evolve(f, check=attrs.evolve(f.check, detail=redactor.scrub(f.check.detail)))
         for f in found
