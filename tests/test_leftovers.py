@@ -1,8 +1,10 @@
-"""What a killed host's jobs left running is found and killed, and nothing else is."""
+"""What a killed host's jobs left running is found and killed, and nothing else is; the state
+directory they are recorded in is private."""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -55,3 +57,20 @@ def test_marked_programs_are_found_by_their_environment_only(tmp_path: Path) -> 
         for p in (other, plain):
             p.kill()
             p.wait()
+
+
+def test_the_state_directory_is_private_whatever_the_umask(tmp_path):
+    from opsagent.host import private_state_dir
+
+    old = os.umask(0o002)  # the unit's UMask: the cache is shared with the group
+    try:
+        made = tmp_path / "new" / "state"
+        private_state_dir(made)
+        loose = tmp_path / "loose"
+        loose.mkdir(mode=0o775)
+        os.chmod(loose, 0o775)
+        private_state_dir(loose)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700

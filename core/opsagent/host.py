@@ -91,6 +91,19 @@ SWITCH_INTERVAL = 0.001
 PREFETCH_CAP = 2000
 
 
+def private_state_dir(state_dir: Path) -> None:
+    """The state directory, 0700 whatever the umask: the journal holds every request's
+    input and the jobs' notes, which are nobody else's business (the cache is shared
+    with the operator's group; this is not).  A looser one of ours is tightened."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = state_dir.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        logger.warning(
+            "state directory {} had mode {:o}; set to 0700", state_dir, st.st_mode & 0o777
+        )
+        os.chmod(state_dir, 0o700)
+
+
 def lock_state_dir(state_dir: Path) -> tuple[int, str]:
     """Hold ``host.lock`` in the state directory for the host's life (an ``flock``, which
     the kernel drops when the process dies, however it dies): two hosts on one journal
@@ -232,7 +245,7 @@ class Host:
                     f"required capability {m} is unavailable: {self.availability.unavailable[m]}",
                     EXIT_CONFIG,
                 )
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_state_dir(cfg.state_dir)
         self._state_lock, predecessor = lock_state_dir(cfg.state_dir)
         if predecessor:
             reap_leftovers(cfg.state_dir, predecessor)
