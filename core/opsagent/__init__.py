@@ -4,8 +4,19 @@ from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
+from opsagent.private import PrivateDir
 from opsagent.redaction import secret
 from opsagent.schema import Digits, pattern
 
-__all__ = ["Capability", "Digits", "Job", "JobFailed", "Outcome", "hookimpl", "pattern", "secret"]
+__all__ = [
+    "Capability",
+    "Digits",
+    "Job",
+    "JobFailed",
+    "Outcome",
+    "PrivateDir",
+    "hookimpl",
+    "pattern",
+    "secret",
+]
 __version__ = "0.1.0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,6 +12,7 @@ import attrs
 from loguru import logger
 
 from opsagent.credentials import Credential
+from opsagent.private import PrivateDir, private_dir
 
 
 class Notes(Protocol):
@@ -67,6 +70,12 @@ class Job:
 
     def recall(self, key: str) -> str | None:
         return self.notes.get_note(self.id, key)
+
+    def private_dir(self) -> contextlib.AbstractContextManager[PrivateDir]:
+        """A fresh directory only this user can enter, off the shared cache (on tmpfs
+        where there is one), removed when the ``with`` block ends: for a secret that a
+        program must read from a file.  See :mod:`opsagent.private`."""
+        return private_dir({**os.environ, **self.env})
 
     @property
     def log(self) -> Any:

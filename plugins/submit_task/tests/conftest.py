@@ -1,13 +1,28 @@
-"""Fixtures: the operator's token (checked untouched after every test), the fakes, a cache."""
+"""Fixtures: the operator's token (checked untouched after every test), the fakes, a cache,
+and two real Unix users of one group (the operator and a hostile group member)."""
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from submit_task_fakes import FakeCatalogue, FakePanda
-from submit_task_support import COMMAND, TASK, OperatorToken, token_file_bytes
+from submit_task_support import (
+    COMMAND,
+    OPERATOR,
+    OPS_GROUP,
+    PEER,
+    TASK,
+    OperatorToken,
+    UnixUsers,
+    private_dirs,
+    token_file_bytes,
+)
 
 
 @pytest.fixture
@@ -39,9 +54,35 @@ def pcs() -> Iterator[FakeCatalogue]:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[Path]:
-    """The cache root; after the test no sandbox may be left under ``submit/``."""
+    """The cache root.  After the test: nothing of submit_task's in the shared cache (its
+    sandboxes are private directories), and no private directory of this process left."""
     root = tmp_path / "cache"
     root.mkdir()
     yield root
-    left = sorted(p.name for p in (root / "submit").iterdir()) if (root / "submit").exists() else []
-    assert left == [], f"sandboxes left behind: {left}"
+    assert not (root / "submit").exists(), "a sandbox in the shared cache"
+    assert private_dirs(os.getpid()) == [], "private sandboxes left behind"
+
+
+@pytest.fixture(scope="session")
+def unix_users() -> UnixUsers:
+    """The group and its two users, created when missing (needs root, as the tests run)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating the operator's and a peer's Unix users needs root")
+    subprocess.run(["groupadd", "-f", OPS_GROUP], check=True)  # noqa: S607
+    for name in (OPERATOR, PEER):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(  # noqa: S603
+                [
+                    "useradd",
+                    "--no-create-home",
+                    "--gid",
+                    OPS_GROUP,
+                    "--shell",  # noqa: S607
+                    "/usr/sbin/nologin",
+                    name,
+                ],
+                check=True,
+            )
+    return UnixUsers(OPS_GROUP, grp.getgrnam(OPS_GROUP).gr_gid, OPERATOR, PEER)

@@ -27,6 +27,14 @@ Bearer <an accepted id token>`` and ``Origin: <vo>``:
 - ``POST task/submit`` (JSON ``task_parameters``, ``parent_tid``): a new task gets
   ``succeeded. new jediTaskID=<n>``; with ``uniqueTaskName`` a name this user already
   used is refused with code 2 (the wording of that refusal is assumed).
+- ``GET task/get_tasks_detailed_info_since`` (query ``n_tasks``, optional ``since`` and
+  ``filters``, a JSON object of JediTaskSpec attribute -> value; panda-client 2.x
+  ``Client.get_tasks_detailed_info_since``): the caller's own tasks (the server seeds
+  its criteria with the caller's DN, ``userName``) whose attributes equal the filter
+  values, compared as strings, at most ``n_tasks`` of them; ``data`` is a list of task
+  records (``jediTaskID``, ``taskName``, ``status``, ``userName``, ...).  Without
+  ``since`` tasks of any age are returned.  The server's handling of ``|`` in a filter
+  value (a regular expression, applied after truncation) is not faked.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import base64
 import json
 import struct
 import threading
+import time
 from typing import Any
 
 from opsagent.testing.http import FakeServer, Request, Response, hang
@@ -191,11 +200,17 @@ class FakePanda:
         self.submit_behaviour: str | tuple[int, str] | None = None
         #: Message for an accepted task; ``{id}`` is replaced by the new jediTaskID.
         self.accept_message = "succeeded. new jediTaskID={id}"
+        #: Set to ``True`` to register an accepted task and then never answer (the client
+        #: dies waiting: PanDA has the task, nobody saw its id).
+        self.hang_after_accept = False
+        #: Set to a :class:`Response` to make task look-ups fail with it.
+        self.lookup_failure: Response | None = None
         self._lock = threading.Lock()
         s, api = self.server, self.API
         s.route("POST", f"{api}/file_server/validate_cache_file", self._validate)
         s.route("POST", f"{api}/file_server/upload_cache_file", self._upload)
         s.route("POST", f"{api}/task/submit", self._submit)
+        s.route("GET", f"{api}/task/get_tasks_detailed_info_since", self._tasks_since)
 
     @property
     def url(self) -> str:
@@ -215,6 +230,10 @@ class FakePanda:
     @property
     def submit_requests(self) -> list[Request]:
         return self.server.requests_to("POST", f"{self.API}/task/submit")
+
+    @property
+    def lookup_requests(self) -> list[Request]:
+        return self.server.requests_to("GET", f"{self.API}/task/get_tasks_detailed_info_since")
 
     def __enter__(self) -> FakePanda:
         self.server.start()
@@ -288,6 +307,39 @@ class FakePanda:
                         )
             task_id = self.next_id
             self.next_id += 1
-            self.tasks.append({"jediTaskID": task_id, "user": user, "params": params})
+            self.tasks.append(
+                {"jediTaskID": task_id, "user": user, "params": params, "at": time.time()}
+            )
+        if self.hang_after_accept:
+            return hang(req)
         message = self.accept_message.format(id=task_id)
         return Response.json(_envelope(True, message, task_id))
+
+    def _tasks_since(self, req: Request) -> Response:
+        user = self._user(req)
+        if user is None:
+            return self._denied()
+        if self.lookup_failure is not None:
+            return self.lookup_failure
+        try:
+            n_tasks = int(req.arg("n_tasks") or 500)
+            filters = json.loads(req.arg("filters") or "{}")
+            since = req.arg("since")
+            floor = time.mktime(time.strptime(since, "%Y-%m-%d %H:%M:%S")) if since else 0.0
+        except ValueError as exc:
+            return Response.json(_envelope(False, f"invalid parameters: {exc}"), 400)
+        criteria = {"userName": user, **{k: str(v) for k, v in filters.items()}}
+        found = []
+        with self._lock:
+            for t in self.tasks:
+                record = {
+                    "jediTaskID": t["jediTaskID"],
+                    "taskName": t["params"]["taskName"],
+                    "status": "registered",
+                    "userName": t["user"],
+                    "prodSourceLabel": t["params"].get("prodSourceLabel"),
+                    "vo": t["params"].get("vo"),
+                }
+                if t["at"] > floor and all(str(record.get(k)) == v for k, v in criteria.items()):
+                    found.append(record)
+        return Response.json(_envelope(True, "", found[:n_tasks]))

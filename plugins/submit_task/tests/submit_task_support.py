@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +92,20 @@ class OperatorToken:
         )
 
 
+#: A variable every program the capability starts carries (through ``panda_env``), set to
+#: the fake PanDA server's URL: ``processes_with_env(prun_mark(panda))`` finds them.
+PRUN_MARK = "SUBMIT_TEST_MARK"
+
+
+def prun_mark(panda: FakePanda) -> str:
+    return f"{PRUN_MARK}={panda.url}"
+
+
 def make_config(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> SubmitConfig:
     values: dict[str, Any] = dict(
         monitor_url=pcs.url,
         panda_sys=sys.prefix,
-        panda_env=panda.env(),
+        panda_env={**panda.env(), PRUN_MARK: panda.url},
         pcs_timeout=3.0,
         prun_timeout=30.0,
         kill_grace=1.0,
@@ -100,6 +113,22 @@ def make_config(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> Submi
     )
     values.update(overrides)
     return SubmitConfig(**values)
+
+
+def private_dirs(pid: int | None = None) -> list[Path]:
+    """The private directories (``opsagent.private``) that process ``pid`` (default: any)
+    made and that still exist, in the bases a job here would use."""
+    bases = [Path(os.environ["XDG_RUNTIME_DIR"])] if os.environ.get("XDG_RUNTIME_DIR") else []
+    bases.append(Path("/dev/shm"))
+    pattern = f"opsagent-{pid}-*" if pid is not None else "opsagent-*"
+    return sorted(p for base in bases if base.is_dir() for p in base.glob(pattern))
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(
+        item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item
+    )
 
 
 class SqliteNotes:
@@ -163,3 +192,116 @@ def make_job(
         job_id=job_id,
         time_limit=time_limit,
     )
+
+
+# -- jobs as real processes, as the host runs them (process isolation) -----------------
+
+
+def config_table(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> dict[str, Any]:
+    """``[capability.submit_task]`` as the host hands it to a job process."""
+    return {
+        "monitor_url": pcs.url,
+        "panda_sys": sys.prefix,
+        "panda_env": {**panda.env(), PRUN_MARK: panda.url},
+        "pcs_timeout": 3.0,
+        "prun_timeout": 30.0,
+        "kill_grace": 1.0,
+        "record_backoff": 0.05,
+        **overrides,
+    }
+
+
+@attrs.define
+class JobProcess:
+    """One run of a submit_task job in ``python -m opsagent.child``, in a session (so a
+    process group) of its own, with a real journal for its notes."""
+
+    proc: subprocess.Popen[bytes]
+    result: Path
+
+    def kill9(self) -> None:
+        """SIGKILL the job's process group (OOM, the host dying, systemd's final kill)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def outcome(self, timeout: float = 60.0) -> dict[str, Any]:
+        self.proc.wait(timeout=timeout)
+        out: dict[str, Any] = json.loads(self.result.read_text())
+        return out
+
+
+def start_job_process(
+    tmp_path: Path,
+    table: dict[str, Any],
+    token: Path,
+    *,
+    job_id: str = "req-7",
+    attempt: int = 1,
+    interrupted: bool = False,
+    owner: str | None = "alice",
+) -> JobProcess:
+    from opsagent.credentials import env_name
+
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    result = state / f"result-{job_id}-{attempt}.json"
+    spec = {
+        "module": "opsagent_submit_task",
+        "msg_type": "submit_task",
+        "input": {"task_name": TASK, "owner": owner},
+        "job_id": job_id,
+        "cache_dir": str(tmp_path / "cache"),
+        "time_limit": 300,
+        "config": table,
+        "journal": str(state / "journal.sqlite3"),
+        "attempt": attempt,
+        "interrupted": interrupted,
+        "result": str(result),
+    }
+    env = {
+        **job_env(),
+        "SWF_TMP_DIR": str(tmp_path / "cache"),
+        env_name("panda_oidc_token"): str(token),
+    }
+    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
+        [sys.executable, "-m", "opsagent.child"],
+        stdin=subprocess.PIPE,
+        env=env,
+        cwd=state,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(spec).encode())
+    proc.stdin.close()
+    return JobProcess(proc, result)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll ``check`` until it returns something true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+#: The operator's Unix group, the operator (who runs the host) and another member.
+OPS_GROUP, OPERATOR, PEER = "opsagent-ops", "opsagent-op", "opsagent-peer"
+
+
+@attrs.frozen
+class UnixUsers:
+    group: str
+    gid: int
+    operator: str
+    peer: str
+
+    def as_user(self, name: str) -> dict[str, object]:
+        """``subprocess.Popen`` arguments running a process as ``name`` of the group,
+        with the unit's ``UMask=0002``."""
+        return {"user": name, "group": self.group, "extra_groups": [self.group], "umask": 0o002}
+
+    def uid(self, name: str) -> int:
+        return pwd.getpwnam(name).pw_uid

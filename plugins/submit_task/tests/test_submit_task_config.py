@@ -8,6 +8,7 @@ from opsagent import plugins
 from opsagent.capability import Capability
 from opsagent.schema import InputError, structure
 from opsagent_submit_task import SubmitConfig, SubmitInput
+from opsagent_submit_task.submit import reconcile
 
 
 def declared() -> Capability:
@@ -31,6 +32,8 @@ def test_the_installed_entry_point_declares_submit_task_as_wire_md_says() -> Non
     assert cap.time_limit == 300
     assert cap.credentials == ("panda_oidc_token", "pcs_token")
     assert cap.isolation == "process" and cap.programs == ("prun",)
+    # An attempt that may have been cut short is looked at before prun could run again.
+    assert cap.reconcile is reconcile
     inp = structure({"task_name": "t.1", "owner": "bob", "sender": "web"}, SubmitInput)
     assert cap.key_of(inp) == "submit_task:t.1"
     assert cap.echo_of(inp) == {"task_name": "t.1"}
@@ -66,7 +69,7 @@ def test_input_is_checked(fields: dict[str, object], error: str) -> None:
 def test_the_default_budget_fits_the_default_time_limit() -> None:
     cfg = SubmitConfig()
     total = sum(s for _, s in cfg.budget())
-    assert total == 2 * 15 + 180 + 5 + 3 * 15 + (2 + 4) + 5
+    assert total == 2 * 15 + 15 + 180 + 5 + 3 * 15 + (2 + 4) + 5
     assert total < 300
 
 
@@ -77,12 +80,12 @@ def test_a_budget_that_does_not_fit_is_refused_at_load_with_the_numbers(
         structure({"prun_timeout": 280}, SubmitConfig)
     (error,) = info.value.errors
     assert "time limit 300 s is not longer than the inner budgets" in error
-    assert "prun 280 s" in error and "= 371 s" in error
+    assert "prun 280 s" in error and "= 386 s" in error
 
     monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "120")
-    with pytest.raises(InputError, match="time limit 120 s .* = 271 s"):
+    with pytest.raises(InputError, match="time limit 120 s .* = 286 s"):
         structure({}, SubmitConfig)
-    assert structure({"prun_timeout": 20}, SubmitConfig).prun_timeout == 20  # 111 s fits
+    assert structure({"prun_timeout": 10}, SubmitConfig).prun_timeout == 10  # 116 s fits
 
 
 @pytest.mark.parametrize(

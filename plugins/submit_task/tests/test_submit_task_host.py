@@ -12,7 +12,7 @@ import opsagent_submit_task
 import pytest
 from opsagent.testing import FakeCredentials, Harness, processes_with_env
 from submit_task_fakes import FakeCatalogue, FakePanda
-from submit_task_support import TASK, OperatorToken
+from submit_task_support import PRUN_MARK, TASK, OperatorToken, environ_of, prun_mark
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
             "host": {"drain_seconds": 0.5, "kill_grace_seconds": 2},
             "credentials.panda_oidc_token": {"file": str(operator_token.path)},
             "capability.submit_task": {"monitor_url": pcs.url, "pcs_timeout": 3},
-            "capability.submit_task.panda_env": panda.env(),
+            "capability.submit_task.panda_env": {**panda.env(), PRUN_MARK: panda.url},
         },
     )
     h.publish("submit_task", {"task_name": TASK})
@@ -122,12 +122,15 @@ def test_a_host_that_stops_the_job_while_prun_runs_takes_prun_down_too(
     while not panda.submit_requests and time.monotonic() < deadline:
         time.sleep(0.05)
     assert panda.submit_requests, "prun never reached the PanDA server"
-    sandboxes = tmp_path / "h0" / "cache" / "submit"
-    assert processes_with_env(str(sandboxes))  # prun is running
+    pruns = processes_with_env(prun_mark(panda))
+    assert pruns  # prun is running, in its private sandbox
+    sandbox = Path(environ_of(pruns[0])["HOME"])
+    assert (sandbox / "panda" / ".token").is_file()
 
     started = time.monotonic()
     h.stop()
     assert time.monotonic() - started < 6
     time.sleep(0.2)
-    assert processes_with_env(str(sandboxes)) == []
-    assert [str(p) for p in sandboxes.rglob("*")] == []
+    assert processes_with_env(prun_mark(panda)) == []
+    assert not sandbox.exists()  # the token copy went with it
+    assert not (tmp_path / "h0" / "cache" / "submit").exists()

@@ -2,9 +2,10 @@
 
 A person clicks Submit; the catalogue (PCS) publishes ``submit_task``; this capability
 fetches the task's ``prun`` command from the catalogue, runs it -- as an argument vector,
-never through a shell -- in a fresh sandbox with a private copy of the operator's PanDA
-token, parses ``jediTaskID=<n>`` and records it in the catalogue.  A task is never
-submitted twice: see :mod:`opsagent_submit_task.submit`.
+never through a shell, with only the options a production command uses -- in a fresh
+private sandbox (off the shared cache) with a copy of the operator's PanDA token, notes
+``jediTaskID=<n>`` as soon as prun prints it and records it in the catalogue.  A task is
+never submitted twice: see :mod:`opsagent_submit_task.submit`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from opsagent.hookspecs import hookimpl
 from opsagent.schema import pattern
 
 from opsagent_submit_task.config import SubmitConfig, declared_time_limit
-from opsagent_submit_task.submit import submit
+from opsagent_submit_task.submit import reconcile, submit
 
 __all__ = ["SubmitConfig", "SubmitInput", "register_capabilities", "submit"]
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             msg_type="submit_task",
             input=SubmitInput,
             doer=submit,
+            # An attempt cut short may have submitted: look (notes, then PanDA) first.
+            reconcile=reconcile,
             events={
                 "ok": "prodtask_submitted",
                 "unrecorded": "prodtask_submit_unrecorded",

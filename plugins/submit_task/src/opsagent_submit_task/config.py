@@ -1,9 +1,10 @@
 """``[capability.submit_task]``: where the catalogue and panda-client are, and the budgets.
 
 The job's time limit must be longer than everything the job may wait for -- two
-catalogue calls, prun (and the grace period to kill it), three record tries with their
-backoff -- or a task that PanDA accepted would be reported as failed.  A configuration
-where it is not is refused when it is loaded, with the numbers in the message.
+catalogue calls, a PanDA look-up (when an earlier attempt was cut short), prun (and the
+grace period to kill it), three record tries with their backoff -- or a task that PanDA
+accepted would be reported as failed.  A configuration where it is not is refused when
+it is loaded, with the numbers in the message.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class SubmitConfig:
         """Everything one job may wait for, itemised."""
         return [
             ("catalogue look-ups", 2 * self.pcs_timeout),
+            ("PanDA look-up", self.pcs_timeout),
             ("prun", self.prun_timeout),
             ("prun kill grace", self.kill_grace),
             (f"{self.record_tries} record tries", self.record_tries * self.pcs_timeout),
@@ -149,3 +151,8 @@ class SubmitConfig:
     @property
     def prun(self) -> str:
         return os.path.join(self.panda_sys, "bin", "prun")
+
+    @property
+    def python(self) -> str:
+        """The Python of the panda-client environment (asks PanDA about a task name)."""
+        return os.path.join(self.panda_sys, "bin", "python")

@@ -1,30 +1,40 @@
-"""The doer: catalogue -> prun in a sandbox -> jediTaskID -> catalogue, never twice.
+"""The doer: catalogue -> prun in a private sandbox -> jediTaskID -> catalogue, never twice.
 
-Never twice rests on two checks made before prun runs: the job's own notes (a
-redelivered job whose first attempt got an id records that id instead of submitting
-again -- the id is noted the moment it is parsed, before the record is tried) and the
-catalogue (a task that already has a PanDA id is not submitted again).  Behind both,
-prun's ``uniqueTaskName`` makes PanDA refuse a second task with the same output name.
+Never twice rests on what the job notes, durably, as it goes:
+
+- the name PanDA will give the task (prun's ``--outDS``, see :mod:`.panda`), noted before
+  prun starts, and the jediTaskID, noted the moment prun prints it -- prun's output is read
+  as it comes, so a job killed while prun lingers has the id all the same;
+- a job whose earlier attempt noted an id records that id instead of running prun again;
+- a job whose earlier attempt started prun but noted no id (it was cut short: OOM, the
+  host dying, a time limit) never submits blindly: it asks PanDA whether it has a task of
+  that name (:func:`.panda.lookup`) and records its id, or, when PanDA cannot say, ends in
+  ``error`` with "may have been submitted; check PanDA".  This is the capability's
+  ``reconcile``, so the host notes every start before the doer runs;
+- the catalogue: a task that already has a PanDA id is not submitted again;
+- and behind these, prun's ``uniqueTaskName``: PanDA refuses a second task with the same
+  name (``--allowTaskDuplication``, which turns it off, is refused by :mod:`.command`).
+
+prun runs in a sandbox from :meth:`opsagent.Job.private_dir` -- never in the shared cache,
+where a member of the operator's group could redirect it with a planted link: ``work/`` is
+its working directory (what it uploads, kept empty), ``panda/`` the ``PANDA_CONFIG_ROOT``
+holding the private token copy, and the sandbox itself ``HOME``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
-import shutil
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opsagent import proc
-from opsagent.job import Job
-from opsagent.outcome import JobFailed, Outcome
+import attrs
+from opsagent import Job, JobFailed, Outcome
 
+from opsagent_submit_task import panda, running
 from opsagent_submit_task import token as tokens
 from opsagent_submit_task.catalogue import Catalogue, CatalogueError, record_with_retries
 from opsagent_submit_task.command import CommandRefused, prun_argv
@@ -32,9 +42,10 @@ from opsagent_submit_task.config import SubmitConfig
 
 #: The job note that holds the jediTaskID once prun has printed it.
 NOTE_ID = "jedi_task_id"
+#: The job note that holds the PanDA task name, noted before prun starts.
+NOTE_PANDA_NAME = "panda_task_name"
 
 _TASK_ID = re.compile(r"jediTaskID=(\d+)")
-_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: Inherited variables prun must not see: other credentials, and panda-client settings
 #: that would bypass the private token copy (``PANDA_AUTH_ID_TOKEN``...).
 _DROP_PREFIXES = ("OPSAGENT_CREDENTIAL_", "PANDA_", "OIDC_")
@@ -42,21 +53,31 @@ _DROP = frozenset({"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "X509_USER_PROXY",
 REASON_TAIL = 1500
 
 
-def sandbox_of(job: Job) -> Path:
-    """``<cache>/submit/<job id>``: ``work/`` is prun's working directory (what it
-    uploads, kept empty), ``panda/`` the private ``PANDA_CONFIG_ROOT``.
+@attrs.frozen
+class Sandbox:
+    """Where prun runs: ``root`` is its ``HOME``, ``work`` its working directory (kept
+    empty: prun uploads it), ``config_root`` its ``PANDA_CONFIG_ROOT`` (the token copy)."""
 
-    The job id is the caller's ``request_id`` -- any 128 characters, ``..`` included --
-    and this directory is removed recursively, so an id that is not plain letters,
-    digits, ``-`` and ``_`` is replaced by a digest of it.
-    """
-    name = job.id
-    if not _PLAIN_ID.fullmatch(name):
-        name = "job-" + hashlib.sha256(name.encode()).hexdigest()[:32]
-    return Path(job.cache_dir) / "submit" / name
+    root: Path
+    work: Path
+    config_root: Path
 
 
-def prun_env(job: Job, cfg: SubmitConfig, root: Path, config_root: Path) -> dict[str, str]:
+@contextlib.contextmanager
+def sandbox(job: Job, token: tokens.PandaToken) -> Iterator[Sandbox]:
+    """A fresh private sandbox holding a copy of ``token``; removed, copy and all, after."""
+    with contextlib.ExitStack() as stack:
+        try:
+            box = stack.enter_context(job.private_dir())
+            work = box.mkdir("work")
+            config_root = box.mkdir("panda")
+            config_root.write(tokens.TOKEN_BASENAME, token.raw)
+        except OSError as exc:
+            raise JobFailed(f"cannot prepare a private sandbox for prun: {exc}") from None
+        yield Sandbox(box.path, work.path, config_root.path)
+
+
+def prun_env(job: Job, cfg: SubmitConfig, box: Sandbox) -> dict[str, str]:
     """The environment prun runs with: the job's allow-listed one, minus anything that
     could carry another credential or redirect panda-client, plus the site's
     ``panda_env`` and the settings this capability owns."""
@@ -66,57 +87,15 @@ def prun_env(job: Job, cfg: SubmitConfig, root: Path, config_root: Path) -> dict
     env.update(
         {
             "PATH": bin_dir + os.pathsep + (job.env.get("PATH") or "/usr/bin:/bin"),
-            "HOME": str(root),
+            "HOME": str(box.root),
             "PANDA_SYS": cfg.panda_sys,
             "VIRTUAL_ENV": cfg.panda_sys,
             "PANDA_AUTH": "oidc",
             "PANDA_AUTH_VO": cfg.vo,
-            "PANDA_CONFIG_ROOT": str(config_root),
+            "PANDA_CONFIG_ROOT": str(box.config_root),
         }
     )
     return env
-
-
-class PrunStopper:
-    """Takes prun down when this job is told to stop (SIGTERM, or SIGINT under ``opsagent do``).
-
-    prun runs in a session of its own (so that its own limit kills everything it started),
-    which a signal to the job's process group -- the host stopping the job -- does not
-    reach: without this, prun would go on submitting with nobody to note its id.  The
-    handler kills prun's group at once; the doer then still notes any id prun printed.
-    Only the main thread may install handlers; elsewhere this is a no-op.
-    """
-
-    def __init__(self) -> None:
-        self.pgid: int | None = None
-        self.stopped = False
-
-    def started(self, pid: int) -> None:
-        self.pgid = pid  # proc.run makes prun the leader of a new group
-        if self.stopped:
-            self._kill()
-
-    def _kill(self) -> None:
-        if self.pgid is not None:
-            proc.kill_group(self.pgid, signal.SIGKILL)
-
-    def _handler(self, _signum: int, _frame: object) -> None:
-        self.stopped = True
-        self._kill()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[PrunStopper]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {
-            sig: signal.signal(sig, self._handler) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            yield self
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 def _find_prun(cfg: SubmitConfig) -> str:
@@ -178,8 +157,7 @@ def record(
     )
 
 
-def submit(inp: Any, job: Job) -> Outcome:
-    """Submit ``inp.task_name`` to PanDA with the operator's token and record its id."""
+def _settings(job: Job) -> SubmitConfig:
     cfg: SubmitConfig = job.config if job.config is not None else SubmitConfig()
     try:
         cfg.check_time_limit(job.time_limit)
@@ -190,9 +168,28 @@ def submit(inp: Any, job: Job) -> Outcome:
             "the catalogue's address is not configured: set monitor_url in "
             "[capability.submit_task] or SWF_MONITOR_HTTP_URL"
         )
+    return cfg
+
+
+def _token(job: Job, needed: float) -> tokens.PandaToken:
+    try:
+        token = tokens.load(job.credential("panda_oidc_token"))
+        token.check(needed)
+    except (tokens.TokenUnavailable, LookupError) as exc:
+        raise JobFailed(f"submit_task is unavailable: {exc}") from None
+    return token
+
+
+def reconcile(inp: Any, job: Job) -> Outcome | None:
+    """What an earlier attempt of this job left: its outcome, or ``None`` to submit.
+
+    An id it noted is recorded.  A PanDA task name it noted without an id means prun ran
+    and nobody saw how it ended: PanDA is asked, and its id recorded if it has the task;
+    when it cannot say, the job ends in error and prun does not run again.
+    """
+    cfg = _settings(job)
     task = inp.task_name
     pcs = _catalogue(inp, job, cfg)
-
     stored = job.recall(NOTE_ID)
     if stored is not None:
         job.log.warning(
@@ -202,13 +199,67 @@ def submit(inp: Any, job: Job) -> Outcome:
             stored,
         )
         return record(pcs, task, int(stored), cfg, job, resumed=True)
-
+    name = job.recall(NOTE_PANDA_NAME)
+    if name is None:
+        return None  # prun never started
+    cut_short = (
+        f"an earlier attempt of this job ran prun for {task} and was cut short before "
+        f"PanDA's answer was seen, so {task} may have been submitted; check PanDA for a "
+        f"task named {name!r} of the operator and record its id in the catalogue before "
+        f"sending this request again"
+    )
     try:
-        token = tokens.load(job.credential("panda_oidc_token"))
-        token.check(cfg.prun_timeout + cfg.kill_grace)
-    except (tokens.TokenUnavailable, LookupError) as exc:
-        raise JobFailed(f"submit_task is unavailable: {exc}") from None
+        token = _token(job, cfg.pcs_timeout)
+    except JobFailed as exc:
+        raise JobFailed(f"{cut_short}: PanDA could not be asked ({exc.reason})") from None
+    with sandbox(job, token) as box:
+        try:
+            found = panda.lookup(
+                name,
+                python=cfg.python,
+                env=prun_env(job, cfg, box),
+                cwd=box.work,
+                timeout=cfg.pcs_timeout,
+            )
+        except panda.LookupFailed as exc:
+            why = _redact(str(exc), token.secrets)
+            raise JobFailed(f"{cut_short}: PanDA could not be asked ({why})") from None
+    if not found.ids:
+        job.log.warning(
+            "an earlier attempt of this job ran prun for {} and was cut short; PanDA has no "
+            "task named {}: submitting it",
+            task,
+            name,
+        )
+        return None
+    if len(found.ids) > 1:
+        raise JobFailed(
+            f"PanDA has {len(found.ids)} tasks named {name!r} "
+            f"({', '.join(map(str, found.ids))}); record the right one in the catalogue "
+            f"by hand"
+        )
+    (jedi_task_id,) = found.ids
+    job.remember(NOTE_ID, str(jedi_task_id))
+    job.log.warning(
+        "an earlier attempt of this job was cut short after PanDA accepted {} as "
+        "jediTaskID {}; recording that id instead of running prun again",
+        task,
+        jedi_task_id,
+    )
+    return record(pcs, task, jedi_task_id, cfg, job, resumed=True)
 
+
+def submit(inp: Any, job: Job) -> Outcome:
+    """Submit ``inp.task_name`` to PanDA with the operator's token and record its id."""
+    cfg = _settings(job)
+    task = inp.task_name
+    pcs = _catalogue(inp, job, cfg)
+    if not job.interrupted:  # an interrupted job was reconciled by the host already
+        earlier = reconcile(inp, job)
+        if earlier is not None:
+            return earlier
+
+    token = _token(job, cfg.prun_timeout + cfg.kill_grace)
     try:
         existing = pcs.panda_task_id(task)
     except CatalogueError as exc:
@@ -227,39 +278,38 @@ def submit(inp: Any, job: Job) -> Outcome:
         raise JobFailed(
             f"refused the catalogue's command for {task}: {exc}; nothing was run"
         ) from None
+    name = panda.task_name_of(argv)
+    if name is None:
+        raise JobFailed(f"the catalogue's command for {task} has no --outDS; nothing was run")
     prun = _find_prun(cfg)
 
-    root = sandbox_of(job)
-    try:
-        # A sandbox left by an attempt that was killed goes first: it must be fresh.
-        shutil.rmtree(root, ignore_errors=True)
-        work, config_root = root / "work", root / "panda"
-        try:
-            work.mkdir(mode=0o700, parents=True)
-            os.chmod(root, 0o700)
-            token.install(config_root)
-        except OSError as exc:
-            raise JobFailed(f"cannot prepare the sandbox {root}: {exc.strerror}") from None
-        job.log.info("running prun for {} in {}", task, work)
-        stopper = PrunStopper()
+    noted: list[int] = []
+
+    def note_id(line: str) -> None:
+        found = _TASK_ID.search(line)
+        if found is not None and not noted:
+            noted.append(int(found.group(1)))
+            job.remember(NOTE_ID, found.group(1))  # before anything else can happen
+
+    with sandbox(job, token) as box:
+        job.remember(NOTE_PANDA_NAME, name)
+        job.log.info("running prun for {} (PanDA task {})", task, name)
+        stopper = running.Stopper()
         with stopper.installed():
-            result = proc.run(
+            result = running.run(
                 [prun, *argv[1:]],
-                env=prun_env(job, cfg, root, config_root),
-                cwd=work,
+                env=prun_env(job, cfg, box),
+                cwd=box.work,
                 timeout=cfg.prun_timeout,
                 grace=cfg.kill_grace,
                 output_cap=cfg.output_cap,
+                on_line=note_id,
                 on_start=stopper.started,
             )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
     output = _redact(result.output, token.secrets)
-    found = _TASK_ID.search(output)
-    if found is not None:
-        jedi_task_id = int(found.group(1))
-        job.remember(NOTE_ID, str(jedi_task_id))
+    if noted:
+        jedi_task_id = noted[0]
         job.log.info(
             "PanDA accepted {} as jediTaskID {} (prun {} in {:.1f} s)",
             task,

@@ -8,8 +8,9 @@ without a terminal, breaks every later submission until a person logs in again.
 
 So this capability opens the operator's file only for reading, refuses to go on unless
 the id token stays valid for the whole submission plus panda-client's five-minute
-margin, and gives prun a private copy in a directory of its own.  Whatever panda-client
-does to its copy, the operator's file keeps its bytes and its mtime.
+margin, and gives prun a private copy in a directory of its own (``Job.private_dir``:
+off the shared cache, on tmpfs where there is one).  Whatever panda-client does to its
+copy, the operator's file keeps its bytes and its mtime.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -110,16 +109,6 @@ class PandaToken:
                 f"panda-client's {PANDA_CLIENT_REFRESH_MARGIN:.0f} s refresh margin, inside "
                 f"which prun would rewrite the token or start an interactive login); {REMEDY}"
             )
-
-    def install(self, config_root: Path) -> Path:
-        """Write a private copy as ``<config_root>/.token`` (0600, directory 0700)."""
-        config_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(config_root, 0o700)
-        path = config_root / TOKEN_BASENAME
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.raw)
-        return path
 
 
 def load(cred: Credential) -> PandaToken:
