@@ -115,6 +115,9 @@ ENV_ALLOW = [
     "PYTHONPATH",
     "VIRTUAL_ENV",
     "SYSTEMD_EXEC_PID",
+    # systemd's RuntimeDirectory=: where Job.private_dir() puts credential copies.
+    "RUNTIME_DIRECTORY",
+    "XDG_RUNTIME_DIR",
 ]
 
 
