@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, machine, pct
-from opsagent.journal import Journal
+from opsagent.host.journal import Journal
 from opsagent.outcome import Outcome
 
 BEGIN, END = "<!-- journal_sync:begin -->", "<!-- journal_sync:end -->"

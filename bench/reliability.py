@@ -162,7 +162,7 @@ def render(r: dict[str, Any]) -> str:
     if "catalogue" in r:
         out += catalogue_section(r["catalogue"])
     out += ["", "## Hostile input", "",
-            "`tests/test_hostile.py` sends every class of hostile body (invalid UTF-8, "
+            "`tests/system/test_hostile.py` sends every class of hostile body (invalid UTF-8, "
             "truncated JSON, non-objects, a 10,000-digit integer, 100,000-deep nesting, NaN, "
             "duplicate keys, wrong types, a body over the cap, an unknown `msg_type`, foreign "
             "and missing `namespace`, full-width digits, and path and shell injection in the "

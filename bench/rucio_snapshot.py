@@ -93,7 +93,7 @@ def digest(path: Path) -> str:
 def child(url: str, mode: str, parallel: int, cache: str) -> None:
     """One snapshot run in this process (``mode``: bounded or one); prints its figures."""
     from loguru import logger
-    from opsagent.credentials import Credential
+    from opsagent.credentials.store import Credential
     from opsagent.job import Job
     from opsagent_rucio_snapshot import cachefiles
     from opsagent_rucio_snapshot.inputs import SnapshotConfig, SnapshotInput

@@ -21,10 +21,11 @@ from typing import Any
 
 import attrs
 from loguru import logger
-from opsagent import envelope, events, logs
 from opsagent.capability import Capability
-from opsagent.journal import Journal
+from opsagent.host import envelope, events
+from opsagent.host.journal import Journal
 from opsagent.outcome import Outcome
+from opsagent.reporting import logs
 from opsagent.schema import structure
 from opsagent.transport.stomp import encode_frame
 from stomp.utils import parse_frame

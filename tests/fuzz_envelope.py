@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the envelope parser (run by tests/test_hostile.py).
+"""Coverage-guided fuzzing of the envelope parser (run by tests/system/test_hostile.py).
 
 Usage: python tests/fuzz_envelope.py -max_total_time=20 [corpus_dir]
 Any exception other than EnvelopeError is a finding: atheris reports it and exits non-zero.
@@ -14,7 +14,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from opsagent.envelope import EnvelopeError, parse
+    from opsagent.host.envelope import EnvelopeError, parse
 
 
 def one(data: bytes) -> None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = Path(os.environ.get("OPSAGENT_SERVICES", ROOT / ".services"))
 SITECAPS = ROOT / "tests" / "sitecaps"
 SITEBROKEN = ROOT / "tests" / "sitebroken"
-OPSAGENT = [sys.executable, "-m", "opsagent.cli"]
+OPSAGENT = [sys.executable, "-m", "opsagent.cli.main"]
 
 
 def service_env(name: str, services: Path = SERVICES) -> dict[str, str]:

@@ -1,11 +1,11 @@
 """opsagent: a plugin-based host for credentialed production operations."""
 
 from opsagent.capability import Capability
+from opsagent.credentials.redaction import secret
 from opsagent.hookspecs import hookimpl
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
 from opsagent.private import PrivateDir
-from opsagent.redaction import secret
 from opsagent.schema import Digits, pattern
 
 __all__ = [

@@ -13,8 +13,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from opsagent.capability import Capability
+    from opsagent.cli.selftest import Check
     from opsagent.job import Job
-    from opsagent.selftest import Check
 
 PROJECT = "opsagent"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import attrs
 import requests
 from opsagent import Capability, Job, JobFailed, Outcome, hookimpl
-from opsagent.selftest import Check
+from opsagent.cli.selftest import Check
 
 
 @attrs.frozen

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from opsagent import config as configuration
-from opsagent import plugins
-from opsagent.host import Host
+from opsagent.host import config as configuration
+from opsagent.host import plugins
+from opsagent.host.daemon import Host
 from opsagent.testing.credentials import FakeCredentials
 from opsagent.testing.http import FakeServer
 from opsagent.testing.jobs import declared, make_job

@@ -8,17 +8,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from opsagent import config as configuration
-from opsagent import plugins
 from opsagent.capability import Capability
-from opsagent.credentials import Credential, to_env
+from opsagent.credentials.store import Credential, to_env
+from opsagent.host import config as configuration
+from opsagent.host import plugins
 from opsagent.job import Job, MemoryNotes, Notes
 
 
 def declared(module: ModuleType) -> dict[str, Capability]:
     """The capabilities ``module`` registers, by msg_type, loaded as the host loads them.
 
-    Raises :class:`~opsagent.plugins.PluginError` when the host would refuse one.
+    Raises :class:`~opsagent.host.plugins.PluginError` when the host would refuse one.
     """
     registry = plugins.load(
         strict=True, entry_points_=[], extra_modules=[(module.__name__, module)]

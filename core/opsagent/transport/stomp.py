@@ -16,7 +16,7 @@
   encoded here (STOMP 1.2) and written through stomp.py's transport, under its lock.
 - The sender's broker user is read from the one header the broker stamps, chosen from the
   CONNECTED frame's ``server`` (Classic ``JMSXUserID``, Artemis ``_AMQ_VALIDATED_USER``)
-  or configured (``[broker] user_header``); see :mod:`opsagent.access`.
+  or configured (``[broker] user_header``); see :mod:`opsagent.host.access`.
 - ``client-individual`` acknowledgement; ``activemq.prefetchSize`` bounds what the broker
   hands over unacknowledged.  An ack for a delivery of an earlier connection is not
   sent: the broker redelivers that message and the journal answers for it.
@@ -37,7 +37,7 @@ import stomp
 from loguru import logger
 from stomp.exception import StompException
 
-from opsagent.config import BrokerConfig
+from opsagent.host.config import BrokerConfig
 from opsagent.transport.base import Delivery, OnDelivery, TransportError
 
 SEND_TIMEOUT = 30  # seconds

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from opsagent import Job
-from opsagent.credentials import Credential
+from opsagent.credentials.store import Credential
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.capability import FetchConfig
 

@@ -23,7 +23,7 @@ import pytest
 from fpl_support import REPO, SERVICES, Rucio, SilentServer, processes_mentioning, service_env, tree
 from opsagent_fetch_payload_log import capability
 
-OPSAGENT = [sys.executable, "-m", "opsagent.cli"]
+OPSAGENT = [sys.executable, "-m", "opsagent.cli.main"]
 
 
 def toml(sections: dict[str, dict[str, Any]]) -> str:

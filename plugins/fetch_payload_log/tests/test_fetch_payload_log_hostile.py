@@ -211,7 +211,7 @@ KILLABLE = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     from opsagent import Job
-    from opsagent.credentials import Credential
+    from opsagent.credentials.store import Credential
     from opsagent.schema import structure
     from opsagent_fetch_payload_log.capability import FetchConfig, FetchInput
     from opsagent_fetch_payload_log.fetch import fetch

@@ -74,7 +74,7 @@ def test_samples_fit_the_schema() -> None:
 
 
 def test_the_configuration_section_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opsagent.config import ConfigError, section_from_table
+    from opsagent.host.config import ConfigError, section_from_table
     from opsagent_fetch_payload_log.capability import FetchConfig
 
     monkeypatch.setenv("RUCIO_URL", "https://rucio.example")

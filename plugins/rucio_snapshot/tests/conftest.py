@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_catalogue import FakeCatalogue  # noqa: E402
 from loopback_proxy import RucioRelay  # noqa: E402
-from opsagent.config import section_from_table  # noqa: E402
-from opsagent.credentials import Credential  # noqa: E402
+from opsagent.credentials.store import Credential  # noqa: E402
+from opsagent.host.config import section_from_table  # noqa: E402
 from opsagent.job import Job  # noqa: E402
 from opsagent.testing.http import FakeServer  # noqa: E402
 from opsagent_rucio_snapshot.fetch import private_token  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from opsagent.capability import Capability
-from opsagent.config import ConfigError, section_from_table
+from opsagent.host.config import ConfigError, section_from_table
 from opsagent.outcome import JobFailed
 from opsagent.schema import InputError, structure
 from opsagent_rucio_snapshot import cachefiles, plugin

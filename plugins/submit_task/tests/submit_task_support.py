@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import opsagent_submit_task
 from opsagent import testing
-from opsagent.credentials import Credential
+from opsagent.credentials.store import Credential
 from opsagent.job import Job, Notes
 from opsagent_submit_task import SubmitConfig
 from submit_task_fakes import FakeCatalogue, FakePanda
@@ -213,7 +213,7 @@ def config_table(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> dict
 
 @attrs.define
 class JobProcess:
-    """One run of a submit_task job in ``python -m opsagent.child``, in a session (so a
+    """One run of a submit_task job in ``python -m opsagent.isolation.child``, in a session (so a
     process group) of its own, with a real journal for its notes."""
 
     proc: subprocess.Popen[bytes]
@@ -240,7 +240,7 @@ def start_job_process(
     interrupted: bool = False,
     owner: str | None = "alice",
 ) -> JobProcess:
-    from opsagent.credentials import env_name
+    from opsagent.credentials.store import env_name
 
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
@@ -264,7 +264,7 @@ def start_job_process(
         env_name("panda_oidc_token"): str(token),
     }
     proc = subprocess.Popen(  # noqa: S603 - a fixed argv
-        [sys.executable, "-m", "opsagent.child"],
+        [sys.executable, "-m", "opsagent.isolation.child"],
         stdin=subprocess.PIPE,
         env=env,
         cwd=state,

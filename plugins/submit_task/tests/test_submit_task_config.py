@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import opsagent_submit_task
 import pytest
-from opsagent import plugins
 from opsagent.capability import Capability
+from opsagent.host import plugins
 from opsagent.schema import InputError, structure
 from opsagent_submit_task import SubmitConfig, SubmitInput
 from opsagent_submit_task.submit import reconcile

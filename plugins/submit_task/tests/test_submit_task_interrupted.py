@@ -1,8 +1,8 @@
 """Never twice when the job dies after PanDA accepted the task: the id is noted the moment
 prun prints it, and a job cut short without an id asks PanDA before it could submit again.
 
-The jobs here are real processes (``python -m opsagent.child``, as the host runs them) with
-a real journal, SIGKILLed as a whole process group; prun is either the real one against
+The jobs here are real processes (``python -m opsagent.isolation.child``, as the host runs
+them) with a real journal, SIGKILLed as a whole process group; prun is either the real one against
 the fake PanDA server or a stand-in that prints an id and lingers.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import attrs
 import pytest
-from opsagent.execute import call
+from opsagent.host.journal import Journal
+from opsagent.isolation.execute import call
 from opsagent.job import MemoryNotes
-from opsagent.journal import Journal
 from opsagent.schema import structure
 from opsagent.testing import processes_with_env
 from opsagent.testing.http import Response

@@ -2,7 +2,7 @@
 disk: the sandbox is a private directory, never in the shared cache.
 
 The attack runs as two real Unix users of one group (``unix_users``): the operator runs
-the job process (``opsagent.child``, as the host does, with the unit's ``UMask=0002``), a
+the job process (``opsagent.isolation.child``, as the host does, with the unit's ``UMask=0002``), a
 peer plants links in the group-writable cache beforehand and reads what it can after.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opsagent.credentials import env_name
+from opsagent.credentials.store import env_name
 from opsagent.testing import processes_with_env
 from submit_task_fakes import FakeCatalogue, FakePanda
 from submit_task_support import (
@@ -40,12 +40,12 @@ SITE = next(p for p in map(Path, sys.path) if p.name == "site-packages")
 #: The interpreter the other users may run (the test's own lives under /root).
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-#: The job process of the host (``opsagent.child.run_spec``: the spec read from standard
+#: The job process of the host (``opsagent.isolation.child.run_spec``: the spec read from standard
 #: input, the doer run through ``execute.call``), as the operator with the venv's packages.
 CHILD = f"""
 import json, site, sys
 site.addsitedir({str(SITE)!r})
-from opsagent.child import run_spec
+from opsagent.isolation.child import run_spec
 spec = json.loads(sys.stdin.read())
 with open(spec["result"], "w") as f:
     json.dump(run_spec(spec), f)

@@ -99,7 +99,7 @@ def test_malformed_token(
 
 
 def test_the_token_never_appears_in_its_own_description(operator_token: OperatorToken) -> None:
-    from opsagent.credentials import Credential
+    from opsagent.credentials.store import Credential
 
     token = load(Credential("panda_oidc_token", path=operator_token.path))
     assert operator_token.id_token not in repr(token)

@@ -149,7 +149,7 @@ def capability_checks(capability: Capability, job: Job, register: Callable[[Any]
 
     The host itself checks the proxy (mode, expiry) and that xrdcp is on the path.
     """
-    from opsagent.selftest import Check
+    from opsagent.cli.selftest import Check
 
     from opsagent_fetch_payload_log import replicas
     from opsagent_fetch_payload_log.cache import Cache, CacheError

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsagent import Job, JobFailed, Outcome, proc
+from opsagent import Job, JobFailed, Outcome
+from opsagent.isolation import proc
 
 from opsagent_fetch_payload_log import proxy, replicas, xrdcp
 from opsagent_fetch_payload_log.cache import (

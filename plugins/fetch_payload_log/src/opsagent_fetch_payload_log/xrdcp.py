@@ -1,6 +1,6 @@
 """Copying the tarball with ``xrdcp -f --nopbar`` under its own time limit.
 
-``opsagent.proc.run`` starts xrdcp in its own session and kills the whole group at the
+``opsagent.isolation.proc.run`` starts xrdcp in its own session and kills the whole group at the
 limit.  Being in another session, xrdcp would outlive a job process that the host kills
 at the job's limit, so it is started through ``setpriv --pdeathsig KILL``: the kernel
 kills it when the job process dies, however that happens.
@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from opsagent import proc
+from opsagent.isolation import proc
 
 from opsagent_fetch_payload_log.replicas import shown_pfn
 

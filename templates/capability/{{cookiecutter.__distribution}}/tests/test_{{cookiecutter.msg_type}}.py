@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 from opsagent import {% if creds %}JobFailed, {% endif %}Outcome
-from opsagent.plugins import load
+from opsagent.host.plugins import load
 from opsagent.schema import structure
 from opsagent.testing import FakeCredentials, Harness, declared, make_job
 

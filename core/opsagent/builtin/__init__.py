@@ -1,0 +1,78 @@
+"""The host's own capabilities, registered through the same hook as every plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from opsagent.builtin.prune import PruneInput, prune_cache
+from opsagent.capability import Capability
+from opsagent.hookspecs import hookimpl
+from opsagent.host.envelope import REPLY_TO_PATTERN
+from opsagent.job import Job
+from opsagent.outcome import Outcome
+from opsagent.schema import pattern
+
+
+@attrs.frozen
+class PingInput:
+    reply_to: str = attrs.field(validator=pattern(REPLY_TO_PATTERN, "a destination"))
+
+
+@attrs.frozen
+class ShutdownInput:
+    reason: str = "shutdown requested"
+
+
+def ping(_inp: PingInput, job: Job) -> Outcome:
+    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+
+
+def shutdown(inp: ShutdownInput, job: Job) -> Outcome:
+    job.config.request_shutdown(inp.reason)
+    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+
+
+@hookimpl
+def register_capabilities(register: Callable[[Capability], None]) -> None:
+    register(
+        Capability(
+            msg_type="health_ping",
+            input=PingInput,
+            doer=ping,
+            control=True,
+            events={"ok": "pong", "error": "pong"},
+            time_limit=1,
+            description="Liveness: pong to reply_to at once, even when every worker is busy.",
+            samples=({"reply_to": "/queue/opsagent.cli.selftest"},),
+        )
+    )
+    register(
+        Capability(
+            msg_type="shutdown",
+            input=ShutdownInput,
+            doer=shutdown,
+            control=True,
+            events={"ok": "shutdown_ack", "error": "shutdown_ack"},
+            time_limit=1,
+            description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
+            samples=({},),
+        )
+    )
+    register(
+        Capability(
+            msg_type="prune_cache",
+            input=PruneInput,
+            doer=prune_cache,
+            events={"ok": "cache_pruned", "error": "cache_prune_failed"},
+            # One prune at a time, whatever its input.
+            dedup_key=lambda _inp: "cache",
+            time_limit=3600,
+            queue_limit=2,
+            description="Remove job directories and leftovers older than older_than_days under "
+            "the cache root; never follows a link, never touches what a job holds (flock). "
+            "Scheduled daily ([scheduling] prune_cache).",
+            samples=({"dry_run": True},),
+        )
+    )

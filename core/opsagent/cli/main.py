@@ -1,0 +1,498 @@
+"""The ``opsagent`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from opsagent.host import config as configuration
+
+EXIT_STATUS = {"ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4}
+
+
+def _config(args: argparse.Namespace) -> configuration.Config:
+    path = args.config or os.environ.get("OPSAGENT_CONFIG")
+    return configuration.load(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loguru import logger
+
+    from opsagent.host.daemon import Host, StartupError
+    from opsagent.reporting import logs
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        print(f"opsagent: configuration error: {exc}", file=sys.stderr)
+        return 78
+    logs.setup(json_lines=args.log_json or cfg.host.log_json, level=cfg.host.log_level)
+    if args.strict:
+        import attrs
+
+        cfg = attrs.evolve(cfg, host=attrs.evolve(cfg.host, strict=True))
+    from opsagent.credentials.redaction import scrub_stdio
+    from opsagent.reporting.systemd import Notifier
+
+    # A copy: the host's own notifier takes the variables out of the environment.
+    told = Notifier(dict(os.environ))
+    try:
+        host = Host(cfg)
+        # What plugin code prints in this process goes through the same redaction.
+        scrub_stdio(host.redactor)
+        return host.run()
+    except StartupError as exc:
+        logger.error("cannot start: {}", exc)
+        told.status(f"cannot start (exit status {exc.status}): {exc}")
+        return exc.status
+    finally:
+        logger.complete()
+
+
+def _redactor(args: argparse.Namespace) -> Any:
+    """Redaction of every secret the configuration can reach, installed for logging."""
+    from opsagent.credentials import store as creds
+    from opsagent.credentials.redaction import Redactor
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError:
+        cfg = configuration.Config()
+    redactor = Redactor(creds.secrets_of(cfg.credentials))
+    redactor.learn(cfg.broker.password, os.environ.get("SWF_API_TOKEN"))
+    redactor.install()
+    return redactor
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from opsagent.host import plugins
+
+    return plugins.load(strict=False)
+
+
+def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:
+    """MiB of address space of ``cap``'s jobs on this host (0: none; None: not a process job)."""
+    if cap.control or cap.isolation != "process":
+        return None
+    declared = configuration.overrides(cfg, cap.msg_type).get("memory_limit", cap.memory_limit)
+    return int(cfg.host.job_memory_limit_mb if declared is None else declared)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    redactor = _redactor(args)
+    registry = _registry(args)
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError:
+        cfg = configuration.Config()
+    rows = []
+    for cap in sorted(registry.capabilities.values(), key=lambda c: c.msg_type):
+        rows.append(
+            {
+                "msg_type": cap.msg_type,
+                "distribution": cap.distribution,
+                "version": cap.version,
+                "time_limit": cap.time_limit,
+                "credentials": list(cap.credentials),
+                "optional_credentials": list(cap.optional_credentials),
+                "isolation": "inline" if cap.control else cap.isolation,
+                "concurrency": cap.concurrency,
+                "memory_limit_mb": _memory_limit(cap, cfg),
+                "status": "ok",
+                "error": None,
+            }
+        )
+    for b in registry.broken:
+        rows.append(
+            {
+                "msg_type": None,
+                "plugin": b.name,
+                "distribution": b.distribution,
+                "version": b.version,
+                "status": "broken",
+                "error": redactor.scrub(b.error),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        fmt = "{:<24} {:<28} {:>9} {:<9} {:<10} {}"
+        print(
+            fmt.format(
+                "MSG_TYPE", "DISTRIBUTION", "LIMIT_S", "ISOLATION", "STATUS", "CREDENTIALS / ERROR"
+            )
+        )
+        for r in rows:
+            if r["status"] == "ok":
+                print(
+                    fmt.format(
+                        r["msg_type"],
+                        f"{r['distribution']} {r['version']}",
+                        f"{r['time_limit']:g}",
+                        r["isolation"],
+                        "ok",
+                        ",".join(r["credentials"]) or "-",
+                    )
+                )
+            else:
+                print(
+                    fmt.format(
+                        f"({r['plugin']})",
+                        f"{r['distribution']} {r['version']}",
+                        "-",
+                        "-",
+                        "BROKEN",
+                        r["error"],
+                    )
+                )
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from opsagent.host import schedule
+
+    cfg = _config(args)
+    registry = _registry(args)
+    known = schedule.status(cfg.state_dir / "journal.sqlite3")
+    now = time.time()
+    rows = []
+    for s in schedule.with_builtin(cfg, registry.capabilities):
+        seen = known.get(s.label, {})
+        rows.append(
+            {
+                "name": s.label,
+                "msg_type": s.msg_type,
+                "when": f"every {s.every:g} s" if s.every is not None else f"cron {s.cron}",
+                "next_run": schedule.utc(schedule.next_slot(s, now)),
+                "last_run": seen.get("last_run"),
+                "last_job_id": seen.get("last_job_id"),
+                "last_outcome": seen.get("last_outcome"),
+                "runs": seen.get("runs", 0),
+                "skipped": seen.get("skipped", 0),
+                "last_skip": seen.get("last_skip"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    fmt = "{:<20} {:<22} {:<20} {:<20} {:<20} {:>5} {:>7}"
+    print(
+        fmt.format("NAME", "MSG_TYPE", "WHEN", "NEXT_RUN", "LAST_RUN", "RUNS", "SKIPPED")
+        + "  LAST_OUTCOME"
+    )
+    for r in rows:
+        print(
+            fmt.format(
+                r["name"],
+                r["msg_type"],
+                r["when"],
+                r["next_run"],
+                r["last_run"] or "-",
+                r["runs"],
+                r["skipped"],
+            )
+            + f"  {r['last_outcome'] or '-'}"
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from opsagent.schema import json_schema
+
+    cap = _registry(args).get(args.msg_type)
+    if cap is None:
+        print(
+            f"opsagent: no capability {args.msg_type!r} (see `opsagent plugins`)", file=sys.stderr
+        )
+        return 1
+    schema = json_schema(cap.input, title=cap.msg_type)
+    schema["properties"] = {"msg_type": {"const": cap.msg_type}, **schema["properties"]}
+    if cap.description:
+        schema["description"] = cap.description
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _fields(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if ":=" in pair:
+            key, raw = pair.split(":=", 1)
+            out[key] = json.loads(raw)
+        elif "=" in pair:
+            key, value = pair.split("=", 1)
+            out[key] = value
+        else:
+            raise SystemExit(f"opsagent: expected key=value or key:=json, got {pair!r}")
+    return out
+
+
+def _status_of(answer: dict[str, Any]) -> str:
+    if answer.get("msg_type") == "request_rejected":
+        return "rejected"
+    return str(answer.get("outcome", "ok"))
+
+
+def _published(cfg: configuration.Config, body: dict[str, Any], tries: int, reply: bool) -> Any:
+    """A client whose publication of ``body`` the broker confirmed, after up to ``tries``.
+
+    Each try connects afresh and waits for the broker's receipt; ``body`` keeps its
+    ``request_id``, so a try that did arrive after all is the same request (the host's
+    journal runs it once).  ``None`` when every try failed (each failure printed).
+    """
+    from opsagent.cli.client import Client
+
+    delay = 0.5
+    for attempt in range(1, max(1, tries) + 1):
+        client = None
+        try:
+            client = Client(cfg.broker, connect_tries=1)
+            if reply:
+                body["reply_to"] = client.reply_to
+            client.publish(body, confirm=True)
+            return client
+        except ConnectionError as exc:
+            if client is not None:
+                client.close()
+            print(f"opsagent: try {attempt} of {tries}: {exc}", file=sys.stderr)
+            if attempt < tries:
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    return None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    body = {"msg_type": args.msg_type, "namespace": cfg.host.namespace, **_fields(args.fields)}
+    body.setdefault("request_id", os.urandom(8).hex())
+    client = _published(cfg, body, args.tries, reply=args.wait)
+    if client is None:
+        print(f"opsagent: {args.msg_type} not sent: every try failed", file=sys.stderr)
+        return 75
+    try:
+        if not args.wait:
+            print(json.dumps({"sent": body}))
+            return 0
+        answer = client.wait(str(body["request_id"]), args.timeout)
+        if answer is None:
+            print(
+                f"opsagent: no answer to {args.msg_type} within {args.timeout:g} s", file=sys.stderr
+            )
+            return 124
+        print(json.dumps(answer, indent=2))
+        return EXIT_STATUS.get(_status_of(answer), 1)
+    finally:
+        client.close()
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from opsagent.cli.client import Client
+
+    cfg = _config(args)
+    try:
+        client = Client(cfg.broker, connect_tries=args.tries)
+    except ConnectionError as exc:
+        print(f"opsagent: {exc}", file=sys.stderr)
+        return 75
+    try:
+        started = time.perf_counter()
+        request_id = client.request({"msg_type": "health_ping", "namespace": cfg.host.namespace})
+        answer = client.wait(request_id, args.timeout)
+        elapsed = (time.perf_counter() - started) * 1000
+        if answer is None or answer.get("msg_type") != "pong":
+            print(f"opsagent: no pong within {args.timeout:g} s", file=sys.stderr)
+            return 1
+        print(f"pong from {answer.get('agent')} (pid {answer.get('pid')}) in {elapsed:.2f} ms")
+        return 0
+    finally:
+        client.close()
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    from opsagent.credentials import store as creds
+    from opsagent.host import events
+    from opsagent.isolation import execute
+    from opsagent.isolation.workers import Workers  # noqa: F401 - same environment rules below
+    from opsagent.job import Job
+    from opsagent.reporting import logs
+    from opsagent.schema import InputError, structure
+
+    logs.setup(level="INFO")
+    cfg = _config(args)
+    cap = _registry(args).get(args.msg_type)
+    if cap is None or cap.control:
+        print(f"opsagent: no capability {args.msg_type!r} to run locally", file=sys.stderr)
+        return 1
+    raw = json.loads(args.json) if args.json else {}
+    try:
+        inp = structure(raw, cap.input)
+    except InputError as exc:
+        print(
+            json.dumps(
+                {
+                    "msg_type": "request_rejected",
+                    "request": cap.msg_type,
+                    "code": "invalid",
+                    "reason": str(exc),
+                    "errors": exc.errors,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_STATUS["rejected"]
+    redactor = _redactor(args)
+    from opsagent.credentials.redaction import declared_secrets, scrub_stdio
+
+    redactor.learn(*declared_secrets(cap.config, configuration.section_table(cfg, cap.msg_type)))
+    # What a thread doer prints goes through redaction too, as in the daemon.
+    scrub_stdio(redactor)
+    resolved, problem, _found = creds.for_capability(
+        cap.credentials, cap.optional_credentials, cfg.credentials
+    )
+    if problem is not None:
+        print(f"opsagent: {cap.msg_type} is unavailable: {problem}", file=sys.stderr)
+        return EXIT_STATUS["error"]
+    for cred in resolved.values():
+        redactor.learn(cred.read())
+    env = {k: os.environ[k] for k in cfg.host.env_allow if k in os.environ}
+    env.update(creds.to_env(resolved))
+    job = Job(
+        id=f"do-{os.getpid()}",
+        msg_type=cap.msg_type,
+        cache_dir=Path(cfg.host.cache_dir),
+        time_limit=cap.time_limit,
+        config=configuration.section(cfg, cap.msg_type, cap.config),
+        credentials=resolved,
+        env=env,
+    )
+    outcome = redactor.outcome(execute.call(cap, inp, job))
+    body = events.job_event(
+        cap,
+        outcome,
+        cap.echo_of(inp),
+        job_id=job.id,
+        sender=cfg.host.instance,
+        namespace=cfg.host.namespace,
+    )
+    print(json.dumps(body, indent=2))
+    return EXIT_STATUS.get(outcome.status, 1)
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from opsagent.cli import scaffold
+
+    try:
+        path = scaffold.new(
+            scaffold.parse_answers(args.answers),
+            output_dir=Path(args.output_dir),
+            interactive=not args.no_input,
+            overwrite=args.force,
+        )
+    except scaffold.ScaffoldError as exc:
+        print(f"opsagent: {exc}", file=sys.stderr)
+        return 1
+    print(f"created {path}\nnext:\n{scaffold.next_steps(path)}")
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from opsagent.cli import selftest
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        findings = [selftest.Finding("host", selftest.Check.fail("configuration", str(exc)))]
+    else:
+        _redactor(args)
+        findings = selftest.run(
+            cfg, capability=args.capability, live=args.live, live_timeout=args.timeout
+        )
+    if args.json:
+        print(json.dumps(selftest.to_json(findings), indent=2))
+    else:
+        print(selftest.table(findings))
+    return 1 if selftest.failed(findings) else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opsagent", description=__doc__)
+    p.add_argument(
+        "--config",
+        help="TOML configuration file (default: $OPSAGENT_CONFIG, "
+        "else built-in defaults and ACTIVEMQ_* variables)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the host in the foreground")
+    r.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    r.add_argument("--strict", action="store_true", help="any broken plugin is fatal")
+    r.set_defaults(func=cmd_run)
+    pl = sub.add_parser("plugins", help="list capabilities and broken plugins")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+    sc = sub.add_parser(
+        "schedule", help="list schedules: next and last run, last outcome, runs skipped"
+    )
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_schedule)
+    s = sub.add_parser("schema", help="JSON Schema of a capability's input")
+    s.add_argument("msg_type")
+    s.set_defaults(func=cmd_schema)
+    se = sub.add_parser("send", help="publish a request (key=value, key:=json)")
+    se.add_argument("msg_type")
+    se.add_argument("fields", nargs="*")
+    se.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the outcome; exit status "
+        "0 ok, 1 error, 2 unrecorded, 3 timeout, 4 rejected, 124 no answer",
+    )
+    se.add_argument("--timeout", type=float, default=600.0)
+    se.add_argument(
+        "--tries",
+        type=int,
+        default=5,
+        help="tries to connect and publish (each confirmed by the broker), with backoff; "
+        "exit status 75 only when every try failed",
+    )
+    se.set_defaults(func=cmd_send)
+    pi = sub.add_parser("ping", help="health_ping round trip; prints the latency")
+    pi.add_argument("--timeout", type=float, default=10.0)
+    pi.add_argument("--tries", type=int, default=3)
+    pi.set_defaults(func=cmd_ping)
+    d = sub.add_parser("do", help="run a capability once, locally, without a broker")
+    d.add_argument("msg_type")
+    d.add_argument("--json", default="{}", help="the input as a JSON object")
+    d.set_defaults(func=cmd_do)
+    st = sub.add_parser(
+        "selftest",
+        help="check plugins, declarations, samples, credentials, programs and directories; "
+        "exit status 1 when anything fails",
+    )
+    st.add_argument("--capability", metavar="MSG_TYPE", help="check only this capability")
+    st.add_argument(
+        "--live", action="store_true", help="also a health_ping round trip through the broker"
+    )
+    st.add_argument("--timeout", type=float, default=10.0, help="for --live (seconds)")
+    st.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    st.set_defaults(func=cmd_selftest)
+    n = sub.add_parser("new", help="a new capability distribution from the template")
+    n.add_argument("answers", nargs="*", metavar="KEY=VALUE", help="e.g. msg_type=hello_world")
+    n.add_argument("-o", "--output-dir", default=".", help="where to create it (default: .)")
+    n.add_argument("--no-input", action="store_true", help="ask nothing; defaults for the rest")
+    n.add_argument("--force", action="store_true", help="write into an existing directory")
+    n.set_defaults(func=cmd_new)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

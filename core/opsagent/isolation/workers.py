@@ -1,0 +1,402 @@
+"""Workers: per capability, a bounded queue and a bounded number of jobs running at once.
+
+``process`` isolation runs each job in ``python -m opsagent.isolation.child`` in its own session
+(the same code path as ``opsagent do``), with an allow-listed environment plus the
+declared credentials, its address space capped (``memory_limit``, else ``[host]
+job_memory_limit_mb``), output captured up to a cap, and the whole process group killed
+at the time limit (TERM, grace, KILL).  ``thread`` isolation calls the doer in a worker
+thread: a thread cannot be killed, so at the limit the host ends the job with
+``timeout``, discards whatever the doer returns later, and starts a replacement worker
+so the capability keeps its concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from opsagent import schema
+from opsagent.capability import Capability
+from opsagent.credentials.store import Credential, to_env
+from opsagent.host.ledger import Ledger, Ticket
+from opsagent.isolation import execute, forking, proc
+from opsagent.job import Job, Notes
+from opsagent.outcome import Outcome
+
+Finish = Callable[[Ticket, Outcome], None]
+
+
+class Lane:
+    """The queue and worker threads of one capability."""
+
+    def __init__(
+        self,
+        cap: Capability,
+        run: Callable[[Ticket], Outcome | None],
+        finish: Finish,
+        ledger: Ledger,
+    ) -> None:
+        self.cap = cap
+        self.queue: queue.Queue[Ticket | None] = queue.Queue(maxsize=cap.queue_limit)
+        self._run = run
+        self._finish = finish
+        self._ledger = ledger
+        self._threads: set[threading.Thread] = set()
+        self._retired: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self.stopping = False
+        for _ in range(cap.concurrency):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=self._loop, name=f"worker-{self.cap.msg_type}", daemon=True)
+        with self._lock:
+            self._threads.add(t)
+        t.start()
+
+    def retire_current_of(self, ticket: Ticket) -> None:
+        """A thread job overran its limit: its thread leaves after it returns; replace it."""
+        with self._lock:
+            for t in self._threads:
+                if getattr(t, "ticket", None) is ticket and t not in self._retired:
+                    self._retired.add(t)
+                    break
+            else:
+                return
+        self._spawn()
+
+    @property
+    def stuck_max(self) -> int:
+        """Threads of overrun jobs this lane keeps before it takes no more work."""
+        return max(4, 2 * self.cap.concurrency)
+
+    def stuck(self) -> str | None:
+        """Why the capability takes no new work: too many of its jobs overran their limit
+        and still hold threads that cannot be killed.  None while below the bound; the
+        threads leave, and the capability is available again, as their doers return."""
+        with self._lock:
+            n = len(self._retired)
+        if n < self.stuck_max:
+            return None
+        return (
+            f"{n} of its jobs overran their time limit and still run in threads that "
+            f"cannot be killed (thread isolation); it takes no new work until they return "
+            f"(restart the host to end them)"
+        )
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            ticket = self.queue.get()
+            if ticket is None:
+                return
+            if self.stopping or ticket.cancel.is_set():
+                # Handed back: not acknowledged, so the broker redelivers it.
+                self._ledger.release(ticket)
+                continue
+            me.ticket = ticket  # type: ignore[attr-defined]
+            self._ledger.started(ticket)
+            log = logger.bind(
+                job_id=ticket.job_id, msg_type=self.cap.msg_type, capability=self.cap.distribution
+            )
+            log.info(
+                "job {} started ({} attempt {}{})",
+                ticket.job_id,
+                self.cap.msg_type,
+                ticket.attempt,
+                ", may have been interrupted" if ticket.interrupted else "",
+            )
+            try:
+                outcome = self._run(ticket)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                log.opt(exception=True).error("worker failed running {}", ticket.job_id)
+                outcome = Outcome.error(f"host failed to run the job: {type(exc).__name__}: {exc}")
+            me.ticket = None  # type: ignore[attr-defined]
+            if outcome is None:
+                log.info("job {} handed back for redelivery", ticket.job_id)
+                self._ledger.release(ticket)
+            else:
+                self._finish(ticket, outcome)
+            with self._lock:
+                if me in self._retired:
+                    self._retired.discard(me)
+                    self._threads.discard(me)
+                    return
+
+    def stop(self) -> None:
+        self.stopping = True
+        with self._lock:
+            n = len(self._threads)
+        for _ in range(n):
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                # Make room: queued tickets are handed back anyway.
+                try:
+                    dropped = self.queue.get_nowait()
+                    if dropped is not None:
+                        self._ledger.release(dropped)
+                except queue.Empty:
+                    pass
+                self.queue.put_nowait(None)
+
+
+class Workers:
+    """All lanes, and the two ways of running a job."""
+
+    def __init__(
+        self,
+        caps: Mapping[str, Capability],
+        *,
+        finish: Finish,
+        ledger: Ledger,
+        cache_dir: Path,
+        state_dir: Path,
+        journal: Notes,
+        journal_path: Path | None,
+        configs: Mapping[str, Any],
+        tables: Mapping[str, dict[str, Any]],
+        credentials: Mapping[str, Mapping[str, Credential]],
+        env_allow: list[str],
+        grace: float,
+        output_cap: int,
+        fork_server: bool = True,
+        before_start: Callable[[Ticket], None] = lambda ticket: None,
+        memory_limit: int = 0,
+    ) -> None:
+        self.caps = caps
+        #: Called before each job starts (the host: make the journal hold what it must).
+        self.before_start = before_start
+        self.ledger = ledger
+        self.cache_dir = cache_dir
+        self.state_dir = state_dir
+        self.journal = journal
+        self.journal_path = journal_path
+        self.configs = configs
+        self.tables = tables
+        self.credentials = credentials
+        self.env_allow = env_allow
+        self.grace = grace
+        self.output_cap = output_cap
+        #: MiB of address space of a process job whose capability sets none (0: no limit).
+        self.memory_limit = memory_limit
+        self._finish = finish
+        self._envs: dict[str, dict[str, str]] = {}
+        self.fork_server = fork_server
+        if fork_server:
+            process_caps = [c for c in caps.values() if c.isolation == "process" and not c.control]
+            env = {k: os.environ[k] for k in env_allow if k in os.environ}
+            forking.start(sorted({c.entry_point for c in process_caps if c.entry_point}), env)
+        self.results_dir = state_dir / "results"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        #: The job process groups running now (see :func:`opsagent.host.daemon.reap_leftovers`).
+        self.groups = proc.GroupBook(state_dir / "running")
+        self.lanes = {
+            m: Lane(cap, self._run, finish, ledger) for m, cap in caps.items() if not cap.control
+        }
+
+    def submit(self, ticket: Ticket) -> bool:
+        """Queue ``ticket``; False when the capability's queue is full."""
+        try:
+            self.lanes[ticket.cap.msg_type].queue.put_nowait(ticket)
+            return True
+        except queue.Full:
+            return False
+
+    def stuck(self) -> dict[str, str]:
+        """Capabilities that take no new work because of overrun thread jobs, with why."""
+        out = {}
+        for msg_type, lane in self.lanes.items():
+            reason = lane.stuck()
+            if reason is not None:
+                out[msg_type] = reason
+        return out
+
+    def queued(self) -> int:
+        return sum(lane.queue.qsize() for lane in self.lanes.values())
+
+    def base_env(self, cap: Capability) -> dict[str, str]:
+        """The environment of ``cap``'s jobs: the allow-list plus its credentials (cached)."""
+        env = self._envs.get(cap.msg_type)
+        if env is None:
+            env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
+            env["SWF_TMP_DIR"] = str(self.cache_dir)
+            env[proc.MARK] = str(self.state_dir.resolve())
+            env.update(to_env(self.credentials.get(cap.msg_type, {})))
+            self._envs[cap.msg_type] = env
+        return env
+
+    def forget_env(self, msg_type: str) -> None:
+        """Drop a capability's cached job environment (its credentials changed)."""
+        self._envs.pop(msg_type, None)
+
+    def _run(self, ticket: Ticket) -> Outcome | None:
+        try:
+            self.before_start(ticket)
+        except sqlite3.Error as exc:
+            # The journal could not record what must precede the job (it logged why).
+            return Outcome.error(
+                f"not run: the host's journal cannot be written ({exc}); send it again "
+                f"once the host's state directory has room"
+            )
+        if ticket.cap.isolation == "thread":
+            return self._run_thread(ticket)
+        return self._run_process(ticket)
+
+    def memory_limit_of(self, cap: Capability) -> int:
+        """MiB of address space of ``cap``'s process jobs (0: no limit)."""
+        return self.memory_limit if cap.memory_limit is None else cap.memory_limit
+
+    def _job(self, ticket: Ticket, env: Mapping[str, str]) -> Job:
+        cap = ticket.cap
+        return Job(
+            id=ticket.job_id,
+            msg_type=cap.msg_type,
+            cache_dir=self.cache_dir,
+            time_limit=cap.time_limit,
+            config=self.configs.get(cap.msg_type),
+            credentials=self.credentials.get(cap.msg_type, {}),
+            env=env,
+            notes=self.journal,
+            attempt=ticket.attempt,
+            interrupted=ticket.interrupted,
+        )
+
+    def _run_thread(self, ticket: Ticket) -> Outcome | None:
+        return execute.call(ticket.cap, ticket.inp, self._job(ticket, self.base_env(ticket.cap)))
+
+    def _run_process(self, ticket: Ticket) -> Outcome | None:
+        cap = ticket.cap
+        result = self.results_dir / f"{os.getpid()}-{threading.get_ident()}.json"
+        result.unlink(missing_ok=True)
+        spec = {
+            "module": cap.entry_point,
+            "msg_type": cap.msg_type,
+            "input": schema.unstructure(ticket.inp),
+            "job_id": ticket.job_id,
+            "cache_dir": str(self.cache_dir),
+            "time_limit": cap.time_limit,
+            "config": self.tables.get(cap.msg_type, {}),
+            "journal": str(self.journal_path) if self.journal_path else None,
+            "attempt": ticket.attempt,
+            "interrupted": ticket.interrupted,
+            "memory_limit": self.memory_limit_of(cap),
+            "result": str(result),
+        }
+        env = {**self.base_env(cap), proc.MARK_JOB: ticket.job_id}
+        pids: list[int] = []
+
+        def started(pid: int) -> None:
+            pids.append(pid)
+            self.groups.add(pid, ticket.job_id)
+
+        try:
+            done = self._spawn_job(spec, env, cap, ticket, started)
+        finally:
+            for pid in pids:
+                self.groups.remove(pid)
+        return self._outcome_of(done, cap, ticket, result)
+
+    def _spawn_job(
+        self,
+        spec: dict[str, Any],
+        env: dict[str, str],
+        cap: Capability,
+        ticket: Ticket,
+        started: Callable[[int], None],
+    ) -> proc.Completed:
+        if self.fork_server:
+            done = forking.run_job(
+                spec,
+                env=env,
+                workdir=self.results_dir,
+                timeout=cap.time_limit,
+                grace=self.grace,
+                output_cap=self.output_cap,
+                cancel=ticket.cancel,
+                on_start=started,
+            )
+        else:
+            done = proc.run(
+                [sys.executable, "-m", "opsagent.isolation.child"],
+                env=env,
+                cwd=str(self.state_dir),
+                timeout=cap.time_limit,
+                grace=self.grace,
+                output_cap=self.output_cap,
+                stdin_data=json.dumps(spec).encode(),
+                cancel=ticket.cancel,
+                on_start=started,
+            )
+        return done
+
+    def _outcome_of(
+        self, done: proc.Completed, cap: Capability, ticket: Ticket, result: Path
+    ) -> Outcome | None:
+        log = logger.bind(job_id=ticket.job_id, msg_type=cap.msg_type)
+        if done.output.strip():
+            log.debug("output of {}:\n{}", ticket.job_id, done.output)
+        try:
+            if done.cancelled:
+                return None
+            if done.timed_out:
+                return Outcome.timeout(
+                    f"{cap.msg_type} did not finish within its time limit of "
+                    f"{cap.time_limit:g} s; its process group was killed"
+                )
+            try:
+                return Outcome.from_json(json.loads(result.read_text()))
+            except (OSError, ValueError, KeyError):
+                how = (
+                    f"was killed by signal {-done.returncode}"
+                    if done.returncode < 0
+                    else f"exited with status {done.returncode}"
+                )
+                if done.returncode == -signal.SIGKILL:
+                    # Not the host's kill (that is a timeout or a cancel, above).
+                    how += (
+                        " (SIGKILL: the kernel's OOM killer when the service reached its "
+                        "MemoryMax=, or a person)"
+                    )
+                tail = done.tail(500)
+                return Outcome.error(
+                    f"{cap.msg_type} job process {how} without an outcome"
+                    + (f": {tail}" if tail else "")
+                )
+        finally:
+            result.unlink(missing_ok=True)
+
+    def check_deadlines(self) -> None:
+        """End thread jobs that overran their limit (process jobs are killed by proc.run)."""
+        now = time.monotonic()
+        for ticket in self.ledger.snapshot():
+            cap = ticket.cap
+            if (
+                cap.isolation == "thread"
+                and ticket.started_at is not None
+                and not ticket.ended
+                and now - ticket.started_at > cap.time_limit
+            ):
+                self.lanes[cap.msg_type].retire_current_of(ticket)
+                self._finish(
+                    ticket,
+                    Outcome.timeout(
+                        f"{cap.msg_type} did not finish within its time limit of "
+                        f"{cap.time_limit:g} s (thread job; its result will be discarded)"
+                    ),
+                )
+
+    def stop(self) -> None:
+        for lane in self.lanes.values():
+            lane.stop()

@@ -1,0 +1,238 @@
+"""The existing monitor keeps showing the host: REST heartbeats and action-log records.
+
+Formats are those of WIRE.md ("The monitor").  Everything is posted from one background
+thread: callers only put a record on a bounded queue (dropped and counted when full),
+and each post has a short connect and read timeout.  A slow, hung or dead monitor
+therefore costs the message path nothing; at worst records are dropped.  Failures are
+logged once per change (never with a response body, which may echo the token).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from loguru import logger
+
+from opsagent.host.config import MonitorConfig
+from opsagent.reporting import health
+
+#: Action ids of the old agent's log records, by msg_type; other capabilities use their
+#: msg_type.
+ACTIONS = {
+    "fetch_payload_log": "payload_log_fetch",
+    "submit_task": "task_submit",
+    "rucio_snapshot_update": "rucio_sweep",
+}
+LEVELS = {"ok": (20, "INFO"), "unrecorded": (30, "WARNING")}
+ERROR_LEVEL = (40, "ERROR")
+
+_STOP = object()
+
+
+def _shown(url: str) -> str:
+    """``url`` without user information, for log lines."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Monitor:
+    """Posts heartbeats every ``heartbeat_seconds`` and one log record per ended job."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        *,
+        instance: str,
+        namespace: str,
+        token: str | None,
+        snapshot: Callable[[], health.Snapshot],
+        scrub: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.config = config
+        self.instance = instance
+        self.namespace = namespace
+        self.snapshot = snapshot
+        self.scrub = scrub
+        base = config.url or config.http_url
+        self.heartbeat_url = f"{base}/api/systemagents/heartbeat/"
+        self.log_url = f"{config.http_url or config.url}/api/logs/"
+        self.headers = {"Authorization": f"Token {token}"} if token else {}
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_limit)
+        self.dropped = 0
+        self.sent = 0
+        self.failed = 0
+        self._failing: dict[str, bool] = {}
+        self._thread: threading.Thread | None = None
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+
+    # -- what callers do (never blocks) -------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+        self._thread.start()
+
+    def job_ended(self, end: health.JobEnd) -> None:
+        """Queue the action-log record of one job; dropped when the queue is full."""
+        self._put(("log", self.action_record(end)))
+
+    def stop(self) -> None:
+        """Send the EXITED heartbeat (bounded in time) and end the thread."""
+        if self._thread is None:
+            return
+        # The EXITED heartbeat goes next: what is still waiting is dropped.
+        while True:
+            try:
+                self.queue.get_nowait()
+                self.dropped += 1
+            except queue.Empty:
+                break
+        self.queue.put_nowait(_STOP)
+        # At most the post in progress and the EXITED heartbeat.
+        self._thread.join(2 * self.config.timeout_seconds + 1)
+        self._thread = None
+
+    def _put(self, item: Any) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    # -- the bodies (WIRE.md) -------------------------------------------------------
+
+    def heartbeat(self, *, exiting: bool = False) -> dict[str, Any]:
+        snap = self.snapshot()
+        if exiting:
+            status, state = "EXITED", health.EXITED
+        else:
+            status = "OK" if snap.healthy else "WARNING"
+            # The monitor knows STARTING, READY, PROCESSING and EXITED.
+            state = snap.state
+            if state == health.STOPPING:
+                state = health.PROCESSING if snap.jobs else health.READY
+        return {
+            "instance_name": self.instance,
+            "agent_type": self.config.agent_type,
+            "status": status,
+            "description": self.scrub(snap.line()),
+            "mq_connected": snap.broker_connected and not exiting,
+            "pid": self.pid,
+            "hostname": self.hostname,
+            "operational_state": state,
+            "namespace": self.namespace,
+        }
+
+    def action_record(self, end: health.JobEnd) -> dict[str, Any]:
+        action = ACTIONS.get(end.msg_type, end.msg_type)
+        level, levelname = LEVELS.get(end.status, ERROR_LEVEL)
+        duration_ms = round(end.duration * 1000)
+        message = f"{action} {end.status} in {end.duration:.3f} s"
+        ids = " ".join(f"{k}={v}" for k, v in end.echo.items())
+        if ids:
+            message += f" ({ids})"
+        if end.reason:
+            message += f": {end.reason}"
+        extra = {
+            "action": action,
+            "outcome": end.status,
+            "duration_ms": duration_ms,
+            "msg_type": end.msg_type,
+            "job_id": end.job_id,
+            "agent": self.instance,
+            # Echoed from the request: scrubbed like the reason.
+            **{
+                k: self.scrub(v) if isinstance(v, str) else v
+                for k, v in end.echo.items()
+                if k not in ("action", "outcome")
+            },
+        }
+        if end.reason:
+            extra["reason"] = self.scrub(end.reason)
+        return {
+            "app_name": self.config.log_app_name,
+            "instance_name": self.config.log_instance_name,
+            "timestamp": _now(),
+            "level": level,
+            "levelname": levelname,
+            "message": self.scrub(message),
+            "module": end.module or "opsagent",
+            "funcname": action,
+            "lineno": 0,
+            "process": self.pid,
+            "thread": threading.get_ident(),
+            "extra_data": extra,
+        }
+
+    # -- the thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        every = self.config.heartbeat_seconds
+        next_beat = time.monotonic()
+        while True:
+            wait = max(0.0, next_beat - time.monotonic())
+            try:
+                item = self.queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._post(session, "heartbeat", self.heartbeat_url, self.heartbeat(exiting=True))
+                session.close()
+                return
+            if item is not None:
+                self._post(session, "action log", self.log_url, item[1])
+            if time.monotonic() >= next_beat:
+                self._post(session, "heartbeat", self.heartbeat_url, self._safe_heartbeat())
+                next_beat = time.monotonic() + every
+
+    def _safe_heartbeat(self) -> dict[str, Any] | None:
+        try:
+            return self.heartbeat()
+        except Exception:  # noqa: BLE001 - a heartbeat is never worth the thread
+            logger.opt(exception=True).warning("monitor: could not build a heartbeat")
+            return None
+
+    def _post(self, session: Any, what: str, url: str, body: dict[str, Any] | None) -> None:
+        if body is None:
+            return
+        t = self.config.timeout_seconds
+        problem = None
+        try:
+            response = session.post(url, json=body, headers=self.headers, timeout=(t, t))
+            if response.status_code >= 300:
+                problem = f"HTTP {response.status_code}"
+            response.close()
+        except Exception as exc:  # noqa: BLE001 - best effort by design
+            problem = type(exc).__name__
+        if problem is None:
+            self.sent += 1
+            if self._failing.get(what):
+                logger.info("monitor: {} to {} works again", what, _shown(url))
+            self._failing[what] = False
+            return
+        self.failed += 1
+        if not self._failing.get(what):
+            logger.warning(
+                "monitor: {} to {} failed ({}); will keep trying, best effort",
+                what,
+                _shown(url),
+                problem,
+            )
+        self._failing[what] = True

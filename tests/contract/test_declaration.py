@@ -1,0 +1,120 @@
+"""The capability declaration and plugin discovery refuse what they must, naming the culprit."""
+
+from __future__ import annotations
+
+import types
+
+import attrs
+import pytest
+from opsagent import Capability, Outcome, hookimpl
+from opsagent.capability import DeclarationError
+from opsagent.host import plugins
+
+
+@attrs.frozen
+class In:
+    x: str = ""
+
+
+def doer(inp: In, job) -> Outcome:
+    return Outcome.ok()
+
+
+def cap(**kw):
+    base = dict(msg_type="thing", input=In, doer=doer, events={"ok": "thing_done",
+                                                               "error": "thing_failed"})
+    return Capability(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"msg_type": "Bad-Type"}, "msg_type: expected lower_snake_case"),
+    ({"input": dict}, "input: expected an attrs class"),
+    ({"events": {"ok": "x_done"}}, "no event declared for outcome 'error'"),
+    ({"events": {"ok": "a", "error": "b", "maybe": "c"}}, "unknown outcome(s) ['maybe']"),
+    ({"time_limit": 0}, "time_limit: expected a positive number"),
+    ({"credentials": ("x509 proxy",)}, "'x509 proxy' is not a valid credential name"),
+    ({"isolation": "fork"}, "isolation"),
+    ({"concurrency": 0}, "concurrency: expected a positive number"),
+    ({"reconcile": "yes"}, "reconcile: expected a function or None, got 'yes'"),
+])
+def test_bad_declarations_are_refused(kw, message):
+    with pytest.raises((DeclarationError, ValueError)) as info:
+        cap(**kw)
+    assert message in str(info.value)
+
+
+def test_timeout_falls_back_to_the_error_event():
+    c = cap()
+    assert c.event_for("timeout") == "thing_failed"
+    assert c.event_for("ok") == "thing_done"
+
+
+def _module(name, *caps, raises=None):
+    mod = types.ModuleType(name)
+
+    @hookimpl
+    def register_capabilities(register):
+        if raises:
+            raise raises
+        for c in caps:
+            register(c)
+
+    mod.register_capabilities = register_capabilities
+    return mod
+
+
+def test_two_plugins_claiming_one_msg_type_conflict_names_both():
+    a = _module("plug_a", cap())
+    b = _module("plug_b", cap())
+    reg = plugins.load(entry_points_=[], extra_modules=[("plug_a", a), ("plug_b", b)])
+    assert list(reg.capabilities) == ["thing"]
+    assert reg.capabilities["thing"].distribution == "plug_a"
+    assert len(reg.broken) == 1
+    assert "claimed by both plug_a 0 and plug_b 0" in reg.broken[0].error
+
+
+def test_a_plugin_that_raises_is_recorded_and_the_rest_load():
+    good = _module("good", cap())
+    bad = _module("bad", raises=RuntimeError("no rucio"))
+    reg = plugins.load(entry_points_=[], extra_modules=[("bad", bad), ("good", good)])
+    assert "thing" in reg.capabilities
+    assert [(b.name, b.error) for b in reg.broken] == [("bad", "RuntimeError: no rucio")]
+    assert "Traceback" in reg.broken[0].traceback
+
+
+def test_strict_makes_a_broken_plugin_fatal():
+    bad = _module("bad", raises=RuntimeError("no rucio"))
+    with pytest.raises(plugins.PluginError, match="plugin 'bad'.*no rucio"):
+        plugins.load(entry_points_=[], extra_modules=[("bad", bad)], strict=True)
+
+
+def test_allow_deny_and_require():
+    mod = _module("m", cap(), cap(msg_type="other"))
+    reg = plugins.load(entry_points_=[], extra_modules=[("m", mod)], allow=["thing"])
+    assert set(reg.capabilities) == {"thing"}
+    reg = plugins.load(entry_points_=[], extra_modules=[("m", mod)], deny=["thing"])
+    assert set(reg.capabilities) == {"other"}
+    with pytest.raises(plugins.PluginError, match="required capability missing_one"):
+        plugins.load(entry_points_=[], extra_modules=[("m", mod)], require=["missing_one"])
+
+
+def test_control_types_are_reserved_for_the_host():
+    with pytest.raises(DeclarationError, match="reserved for the host"):
+        cap(msg_type="health_ping", distribution="somebody-else")
+
+
+def test_every_hook_is_documented_and_exercised():
+    from opsagent import hookspecs
+
+    specs = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "opsagent_spec")]
+    # register_capabilities: every test that loads a plugin; capability_checks:
+    # tests/cli/test_selftest.py (tests/siteops implements it).
+    assert specs == ["capability_checks", "register_capabilities"]
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__
+
+
+def test_optional_credentials_must_be_declared_credentials():
+    assert cap(credentials=("a", "b"), optional_credentials=("b",)).optional_credentials == ("b",)
+    with pytest.raises(DeclarationError, match=r"optional_credentials: \['c'\] not among"):
+        cap(credentials=("a",), optional_credentials=("c",))

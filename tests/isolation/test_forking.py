@@ -1,0 +1,32 @@
+"""The fork server imports, once, every module a job's child imports at run time."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from opsagent.isolation import child, forking
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Modules imported inside functions of ``path`` (what each job would import)."""
+    found: set[str] = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                # ``from opsagent import execute`` imports opsagent.isolation.execute.
+                if node.module == "opsagent":
+                    found.update(f"opsagent.{a.name}" for a in node.names)
+                else:
+                    found.add(node.module)
+    return found
+
+
+def test_every_module_a_job_imports_at_run_time_is_preloaded() -> None:
+    needed = runtime_imports(Path(child.__file__))
+    assert {"opsagent.isolation.execute", "opsagent.schema", "loguru"} <= needed  # the parser works
+    assert needed <= set(forking.CHILD_MODULES)

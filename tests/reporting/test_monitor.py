@@ -1,0 +1,165 @@
+"""The monitor: heartbeats and action-log records as WIRE.md has them, posted off the
+message path, so a hung monitor never slows a ping."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import attrs
+import opscaps
+import pytest
+from opsagent.host.config import MonitorConfig
+from opsagent.reporting.health import JobEnd, Snapshot
+from opsagent.reporting.monitor import Monitor
+from opsagent.testing.http import FakeServer, Response, hang
+
+HEARTBEAT = "/api/systemagents/heartbeat/"
+LOGS = "/api/logs/"
+HEARTBEAT_KEYS = {"instance_name", "agent_type", "status", "description", "mq_connected", "pid",
+                  "hostname", "operational_state", "namespace"}
+LOG_KEYS = {"app_name", "instance_name", "timestamp", "level", "levelname", "message", "module",
+            "funcname", "lineno", "process", "thread", "extra_data"}
+
+
+def bodies(server: FakeServer, path: str) -> list[dict]:
+    return [r.json() for r in server.requests_to("POST", path)]
+
+
+def wait_until(pred, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_heartbeats_and_action_log_follow_the_wire_contract(opsagent_harness, monkeypatch):
+    monkeypatch.setenv("SWF_API_TOKEN", "monitor-api-token-1234")
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        mon.route("POST", LOGS, Response.json({"ok": True}, 201))
+        h = opsagent_harness(modules=[opscaps], config={
+            "host": {"instance": "ops-test"},
+            "monitor": {"enabled": True, "url": mon.url, "heartbeat_seconds": 0.2}})
+        wait_until(lambda: any(b["operational_state"] == "READY"
+                               for b in bodies(mon, HEARTBEAT)))
+        first = bodies(mon, HEARTBEAT)[0]
+        assert set(first) == HEARTBEAT_KEYS
+        assert first["agent_type"] == "PRODOPS" and first["instance_name"] == "ops-test"
+        assert first["namespace"] == "prodops" and isinstance(first["pid"], int)
+        # ops_needs_token has no credential here: the host is degraded, and says which.
+        ready = [b for b in bodies(mon, HEARTBEAT) if b["operational_state"] == "READY"][0]
+        assert ready["status"] == "WARNING" and ready["mq_connected"] is True
+        assert "unavailable: ops_needs_token" in ready["description"]
+        headers = mon.requests_to("POST", HEARTBEAT)[0].headers
+        assert headers["Authorization"] == "Token monitor-api-token-1234"
+
+        answer = h.send("fetch_payload_log", {"pandaid": 4242, "jeditaskid": "1001",
+                                              "seconds": 0.6})
+        assert answer["outcome"] == "ok"
+        assert any(b["operational_state"] == "PROCESSING" for b in bodies(mon, HEARTBEAT))
+        h.send("ops_work", {"fail": True})
+        wait_until(lambda: len(bodies(mon, LOGS)) == 2)
+        fetched, failed = bodies(mon, LOGS)
+        assert set(fetched) == LOG_KEYS
+        assert fetched["app_name"] == "epicprod" and fetched["instance_name"] == "ops-agent"
+        assert fetched["funcname"] == "payload_log_fetch" and fetched["lineno"] == 0
+        assert fetched["levelname"] == "INFO"
+        extra = fetched["extra_data"]
+        assert extra["action"] == "payload_log_fetch" and extra["outcome"] == "ok"
+        assert extra["pandaid"] == "4242" and extra["jeditaskid"] == "1001"
+        assert 600 <= extra["duration_ms"] < 5000
+        assert failed["levelname"] == "ERROR" and failed["extra_data"]["outcome"] == "error"
+        assert failed["extra_data"]["action"] == "ops_work"
+        assert failed["extra_data"]["reason"] == "asked to fail"
+
+        h.stop()
+        last = bodies(mon, HEARTBEAT)[-1]
+        assert (last["status"], last["operational_state"], last["mq_connected"]) == (
+            "EXITED", "EXITED", False)
+
+
+def snapshot() -> Snapshot:
+    return Snapshot(state="READY", broker_connected=True, capabilities=("x",), unavailable={},
+                    broken=(), in_flight={}, queued={})
+
+
+def test_a_journal_that_cannot_be_written_is_unhealthy_and_says_why():
+    ok = snapshot()
+    full = attrs.evolve(ok, journal_error="OperationalError: database or disk is full")
+    assert ok.healthy and "JOURNAL" not in ok.line()
+    assert not full.healthy
+    assert "JOURNAL NOT WRITABLE (OperationalError: database or disk is full)" in full.line()
+
+
+def test_a_hung_monitor_costs_callers_nothing_and_the_queue_stays_bounded():
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, hang)
+        mon.route("POST", LOGS, hang)
+        config = MonitorConfig(enabled=True, url=mon.url, timeout_seconds=1.0, queue_limit=5)
+        monitor = Monitor(config, instance="i", namespace="prodops", token=None,
+                          snapshot=snapshot)
+        monitor.start()
+        wait_until(lambda: mon.requests_to("POST", HEARTBEAT))  # the thread is now stuck
+        end = JobEnd(job_id="j", msg_type="submit_task", status="unrecorded", duration=1.5,
+                     reason="record failed", echo={"task_name": "t1"})
+        started = time.perf_counter()
+        for _ in range(200):
+            monitor.job_ended(end)
+        took = time.perf_counter() - started
+        assert took < 0.05, f"200 records took {took:.3f} s to hand over"
+        assert monitor.dropped >= 195
+        started = time.monotonic()
+        monitor.stop()
+        assert time.monotonic() - started < 2 * config.timeout_seconds + 1.5
+    record = monitor.action_record(end)
+    assert record["funcname"] == "task_submit" and record["levelname"] == "WARNING"
+    assert record["extra_data"]["outcome"] == "unrecorded"
+    assert record["extra_data"]["task_name"] == "t1"
+
+
+def test_monitor_configuration_is_checked():
+    with pytest.raises(ValueError, match="enabled but no url"):
+        MonitorConfig(enabled=True, url="", http_url="")
+    with pytest.raises(ValueError, match="at least every 60 s"):
+        MonitorConfig(heartbeat_seconds=120)
+
+
+def latencies(caller, n: int) -> tuple[list[float], list[float]]:
+    """(ping round trips, job round trips)."""
+    pings, jobs = [], []
+    for i in range(n):
+        # A finished job puts an action-log record on the monitor's queue.
+        started = time.perf_counter()
+        caller.wait_event(caller.send("test_echo", {"text": f"job {i}"}))
+        jobs.append(time.perf_counter() - started)
+        # Past the caller's delayed ACK of the event (the test broker does not set
+        # TCP_NODELAY: a ping right behind a job's event waits ~40 ms either way).
+        time.sleep(0.06)
+        started = time.perf_counter()
+        rid = caller.send("health_ping", {})
+        caller.wait_reply(lambda r, rid=rid: r.get("request_id") == rid, timeout=10)
+        pings.append(time.perf_counter() - started)
+    return pings, jobs
+
+
+@pytest.mark.broker
+def test_a_hung_monitor_never_slows_a_ping(host_factory, caller_for):
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, hang)
+        mon.route("POST", LOGS, hang)
+        plain = host_factory(name="plain").start()
+        hung = host_factory(name="hung", extra={"monitor": {
+            "enabled": True, "url": mon.url, "heartbeat_seconds": 1, "timeout_seconds": 2,
+            "queue_limit": 10}}).start()
+        base, _ = latencies(caller_for(plain), 30)
+        slow, jobs = latencies(caller_for(hung), 30)
+        # The monitor was asked, and never answered.
+        assert mon.requests_to("POST", HEARTBEAT) and mon.requests_to("POST", LOGS)
+    p50_base, p50_slow = statistics.median(base), statistics.median(slow)
+    print(f"ping p50 {p50_base * 1000:.2f} ms without a monitor, {p50_slow * 1000:.2f} ms "
+          f"with a hung one (max {max(slow) * 1000:.2f} ms)")
+    assert p50_slow <= max(3 * p50_base, p50_base + 0.005)
+    assert max(slow) < 0.5, "a ping waited behind a monitor post (timeout 2 s)"
+    # Nor does a job's end wait for its action-log record (test_echo runs two at a time).
+    assert max(jobs) < 1.0, f"a job took {max(jobs):.3f} s with the monitor hung"
