@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from opsagent.capability import Capability
-    from opsagent.cli.selftest import Check
+    from opsagent.checks import Check
     from opsagent.job import Job
 
 PROJECT = "opsagent"

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import attrs
 from loguru import logger
 
-from opsagent.credentials.store import Credential
+from opsagent.credential import Credential
 from opsagent.private import PrivateDir, private_dir
 
 

@@ -119,6 +119,7 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
         lambda t: typing.get_origin(t) in (list, tuple) or t in (list, tuple),
         _make_seq_hook(conv),
     )
+    conv.register_structure_hook_factory(attrs.has, lambda cls: _every_fault_hook(conv, cls))
     return conv
 
 
@@ -146,28 +147,149 @@ def _make_seq_hook(conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _every_fault_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
+    """cattrs' own hook for ``cls``, made to report every field's fault at once.
+
+    cattrs stops before the class is made when a field has the wrong type, and attrs
+    stops at the first validator that fails; either way the other fields' faults would
+    go unreported.  On failure the validators of every field that did structure are run
+    one by one, each fault noted with its field's name.
+    """
+    base: Callable[[Any, Any], Any] = conv.gen_structure_attrs_fromdict(cls)
+
+    def hook(obj: Any, t: Any) -> Any:
+        try:
+            return base(obj, t)
+        except cattrs.ClassValidationError as exc:
+            noted = {n.name for e in exc.exceptions for n in _attribute_notes(e)}
+            found = _validator_faults(conv, cls, obj, skip=noted)
+            if not found:
+                raise
+            # A validator error raised while making the class is one of those found again.
+            kept = [
+                e
+                for e in exc.exceptions
+                if _attribute_notes(e) or isinstance(e, cattrs.ForbiddenExtraKeysError)
+            ]
+            order = {f.name: i for i, f in enumerate(attrs.fields(cls))}
+            faults = sorted(kept + found, key=lambda e: order.get(_field_of(e), len(order)))
+            raise cattrs.ClassValidationError(exc.message, faults, cls) from None
+
+    return hook
+
+
+def _attribute_notes(exc: BaseException) -> list[AttributeValidationNote]:
+    return [n for n in getattr(exc, "__notes__", []) if isinstance(n, AttributeValidationNote)]
+
+
+def _field_of(exc: BaseException) -> str:
+    if isinstance(exc, FieldError):
+        return exc.field
+    notes = _attribute_notes(exc)
+    if not notes and isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _field_of(exc.exceptions[0])
+    return notes[-1].name if notes else ""
+
+
+def _validator_faults(
+    conv: cattrs.Converter, cls: type, obj: Any, skip: set[str]
+) -> list[Exception]:
+    """Each field's validator run on its own (fields in ``skip`` already failed)."""
+    if not isinstance(obj, dict):
+        return []
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: use the raw ones
+        hints = {}
+    values: dict[str, Any] = {}
+    faults: list[Exception] = []
+    for f in attrs.fields(cls):
+        if not f.init or f.name in skip:
+            continue
+        if f.name in obj:
+            t = hints.get(f.name, f.type)
+            try:
+                value = obj[f.name] if t is None else conv.structure(obj[f.name], t)
+            except Exception:  # noqa: BLE001 - reported by cattrs already
+                continue
+        elif f.default is attrs.NOTHING:
+            continue
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            if f.default.takes_self:  # type: ignore[attr-defined]
+                continue
+            value = f.default.factory()  # type: ignore[attr-defined]
+        else:
+            value = f.default
+        if callable(f.converter) and not isinstance(f.converter, attrs.Converter):
+            try:
+                value = f.converter(value)
+            except Exception as exc:  # noqa: BLE001 - a fault of this field
+                faults.append(_noted(exc, cls, f))
+                continue
+        values[f.name] = value
+    # The validators see an instance of the class (its methods and properties work)
+    # holding the values that structured; one that needs a field that did not is skipped.
+    inst: Any = object.__new__(cls)
+    for name, value in values.items():
+        object.__setattr__(inst, name, value)
+    for f in attrs.fields(cls):
+        if f.validator is None or f.name not in values:
+            continue
+        try:
+            f.validator(inst, f, values[f.name])
+        except AttributeError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised as a group
+            # A FieldError, or a group shaped like cattrs' own, names its path already.
+            named = isinstance(exc, FieldError | cattrs.ClassValidationError)
+            faults.append(exc if named else _noted(exc, cls, f))
+    return faults
+
+
+def _noted(exc: Exception, cls: type, field: attrs.Attribute) -> Exception:
+    note = AttributeValidationNote(
+        f"Structuring class {cls.__name__} @ attribute {field.name}", field.name, field.type
+    )
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
+
+
+def _message(exc: BaseException, field: str | None) -> str:
+    """The message of ``exc`` without what the path already says.
+
+    attrs' validators raise ``TypeError(message, attribute, ...)`` and name the field
+    inside the message (``'t' must be > 0: 0``).
+    """
+    first = exc.args[0] if exc.args else None
+    text = first if len(exc.args) > 1 and isinstance(first, str) and first else str(exc)
+    if field and text.startswith(f"'{field}' "):
+        text = text[len(field) + 3 :]
+    return text
+
+
 CONVERTER = make_converter()
 
 
-def _flatten(exc: BaseException, path: str, out: list[str]) -> None:
+def _flatten(exc: BaseException, path: str, out: list[str], field: str | None = None) -> None:
     if isinstance(exc, BaseExceptionGroup):
         for sub in exc.exceptions:
-            sub_path = path
+            sub_path, sub_field = path, None
             for note in getattr(sub, "__notes__", []):
                 if isinstance(note, AttributeValidationNote):
-                    sub_path = f"{path}.{note.name}"
+                    sub_path, sub_field = f"{path}.{note.name}", note.name
                 elif isinstance(note, IterableValidationNote):
-                    sub_path = f"{path}[{note.index}]"
-            _flatten(sub, sub_path, out)
+                    sub_path, sub_field = f"{path}[{note.index}]", None
+            _flatten(sub, sub_path, out, sub_field)
         return
+    text = _message(exc, field)
     if isinstance(exc, FieldError):
         out.append(f"{path}.{exc.field}: {exc}")
     elif isinstance(exc, KeyError):
         out.append(f"{path}: required field missing")
-    elif isinstance(exc, ValueError | TypeError) and str(exc):
-        out.append(f"{path}: {exc}")
+    elif isinstance(exc, ValueError | TypeError) and text:
+        out.append(f"{path}: {text}")
     else:
-        out.append(f"{path}: {type(exc).__name__}: {exc}")
+        out.append(f"{path}: {type(exc).__name__}: {text}")
 
 
 def structure(obj: dict[str, Any], cls: type) -> Any:

@@ -30,12 +30,13 @@ import time
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from opsagent import schema
 from opsagent.capability import Capability
+from opsagent.checks import Check
 from opsagent.credentials import store as creds
 from opsagent.credentials.redaction import Redactor, declared_secrets
 from opsagent.host import config as configuration
@@ -43,30 +44,8 @@ from opsagent.host import plugins
 from opsagent.host.access import Access, AccessError
 from opsagent.job import Job
 
-Status = Literal["ok", "warn", "fail"]
 #: A credential closer than this to its expiry is a warning.
 EXPIRY_WARNING = 86400.0
-
-
-@attrs.frozen
-class Check:
-    """One finding: a short name, ``ok``/``warn``/``fail``, and what a person should know."""
-
-    name: str
-    status: Status = attrs.field(validator=attrs.validators.in_(("ok", "warn", "fail")))
-    detail: str = ""
-
-    @classmethod
-    def ok(cls, name: str, detail: str = "") -> Check:
-        return cls(name, "ok", detail)
-
-    @classmethod
-    def warn(cls, name: str, detail: str = "") -> Check:
-        return cls(name, "warn", detail)
-
-    @classmethod
-    def fail(cls, name: str, detail: str = "") -> Check:
-        return cls(name, "fail", detail)
 
 
 @attrs.frozen

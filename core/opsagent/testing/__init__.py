@@ -9,10 +9,16 @@ without a broker::
         answer = h.send("hello", {"name": "x"})
         assert answer["outcome"] == "ok"
 
-Also here: :func:`declared` and :func:`make_job` to call a doer directly with a job like
-the host's, :class:`FakeCredentials` (fixture ``opsagent_credentials``), loopback
-HTTP fakes (:mod:`opsagent.testing.http`, fixture ``opsagent_http``), and
+Also here: :func:`declared`, :func:`make_job` and :func:`call_doer` to call a doer
+directly with a job like the host's; :func:`structure` and :func:`config_from_table` to
+read input and configuration as the host reads them; :func:`start_job_process` to run a
+job in a process of its own as the host does (its notes in a real journal,
+:func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
+loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``), and
 :func:`processes_with_env` to check that a killed job left no process behind.
+
+With ``opsagent`` itself, this is all a capability's tests need: the host's other
+modules are internal and may change.
 """
 
 from __future__ import annotations
@@ -32,10 +38,21 @@ import pytest
 
 from opsagent.host import config as configuration
 from opsagent.host import plugins
+from opsagent.host.config import ConfigError
 from opsagent.host.daemon import Host
+from opsagent.job import MemoryNotes, Notes
+from opsagent.schema import InputError, json_schema, structure
 from opsagent.testing.credentials import FakeCredentials
-from opsagent.testing.http import FakeServer
-from opsagent.testing.jobs import declared, make_job
+from opsagent.testing.http import FakeServer, Request, Response, hang
+from opsagent.testing.jobs import (
+    JobProcess,
+    call_doer,
+    config_from_table,
+    declared,
+    journal_notes,
+    make_job,
+    start_job_process,
+)
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -264,13 +281,27 @@ def processes_with_env(text: str) -> list[int]:
 
 
 __all__ = [
+    "ConfigError",
     "FakeCredentials",
     "FakeServer",
     "Harness",
+    "InputError",
+    "JobProcess",
+    "MemoryNotes",
+    "Notes",
+    "Request",
+    "Response",
+    "call_doer",
+    "config_from_table",
     "declared",
+    "hang",
+    "journal_notes",
+    "json_schema",
     "make_job",
     "opsagent_credentials",
     "opsagent_harness",
     "opsagent_http",
     "processes_with_env",
+    "start_job_process",
+    "structure",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from opsagent.credentials.store import Credential
+from opsagent.credential import Credential
 
 
 class FakeCredentials(Mapping[str, Credential]):
