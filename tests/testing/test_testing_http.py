@@ -29,6 +29,16 @@ def test_routes_by_method_and_path_with_segment_parameters() -> None:
         assert requests.get(f"{server.url}/items/a/b/", timeout=5).status_code == 404
 
 
+def test_segment_parameters_reach_the_handler_decoded() -> None:
+    # A Rucio DID as a path segment: the client encodes ':' and '/', the handler sees them.
+    with FakeServer() as server:
+        server.route("GET", "/dids/<scope>/<name>", lambda req: dict(req.params))
+        got = requests.get(f"{server.url}/dids/user.a%20b/file%3A1%2Flog.tgz", timeout=5)
+        assert got.json() == {"scope": "user.a b", "name": "file:1/log.tgz"}
+    # The request log keeps the path as it was sent.
+    assert [r.path for r in server.requests] == ["/dids/user.a%20b/file%3A1%2Flog.tgz"]
+
+
 def test_every_request_is_recorded_with_what_was_sent() -> None:
     with FakeServer() as server:
         server.route("POST", "/j", lambda req: req.json())

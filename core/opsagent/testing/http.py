@@ -2,7 +2,8 @@
 
 A :class:`FakeServer` listens on ``127.0.0.1`` on a free port and serves each request
 on its own thread.  Routes are registered per method and path; a path segment written
-``<name>`` matches any one segment and reaches the handler as ``request.params[name]``.
+``<name>`` matches any one segment and reaches the handler, percent-decoded, as
+``request.params[name]`` (an encoded ``/``, ``%2F``, stays inside its segment).
 A handler gets a parsed :class:`Request` and returns a :class:`Response` (or a ``dict``
 or ``list``, sent as JSON, or a ``str``, sent as ``text/plain``).  Every request is
 recorded, matched or not, before its handler runs, so a test can assert on what was
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
@@ -161,14 +162,16 @@ def _fixed(response: Response) -> Handler:
 
 
 def _match(pattern: str, path: str) -> dict[str, str] | None:
+    # Split the path as sent, then decode each segment: a name holding an encoded "/"
+    # is one segment, as it is to a real web framework.
     want, got = pattern.split("/"), path.split("/")
     if len(want) != len(got):
         return None
     params: dict[str, str] = {}
     for w, g in zip(want, got, strict=True):
         if w.startswith("<") and w.endswith(">") and g:
-            params[w[1:-1]] = g
-        elif w != g:
+            params[w[1:-1]] = unquote(g)
+        elif w != unquote(g):
             return None
     return params
 
