@@ -10,12 +10,13 @@ figures are medians.  Target: host ≤ 1.15 × hand.
 
 Needs ``scripts/services.sh start activemq xrootd rucio``.
 
-    .venv/bin/python bench/fetch_payload_log.py [--mb 100] [--rounds 9] [--write]
+    .venv/bin/python bench/fetch_payload_log.py [--mb 100] [--rounds 9] [--json FILE]
         [--sizes 10,30,100,200 [--size-rounds 3]]
 
-``--write`` puts the figures into docs/performance.md (its own section).  ``--sizes``
-also measures both paths at each tarball size (median of ``--size-rounds``) and draws
-the time-vs-size plot (docs/img/fetch-size.png) from those figures.
+``bench/run_all.py`` puts :func:`markdown` of the result into docs/performance.md (its
+own section).  ``--sizes`` also measures both paths at each tarball size (median of
+``--size-rounds``), from which run_all.py draws the time-vs-size plot
+(docs/img/fetch-size.png).
 """
 
 from __future__ import annotations
@@ -267,29 +268,16 @@ def markdown(r: dict[str, Any], image: str | None = None) -> list[str]:
     ]
 
 
-def write(r: dict[str, Any]) -> Path:
-    path = ROOT / "docs" / "performance.md"
-    text = path.read_text() if path.exists() else "# Performance\n"
-    image = None
-    if r.get("sizes"):
-        import plots
-
-        image = plots.fetch_size(r["sizes"])
-    section = "\n".join(markdown(r, image))
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-    return path
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--write", action="store_true", help="update docs/performance.md")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="also write the result here (bench/run_all.py writes its section of "
+        "docs/performance.md)",
+    )
     ap.add_argument(
         "--sizes",
         type=lambda v: tuple(int(x) for x in v.split(",")),
@@ -304,8 +292,8 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     for line in markdown(result)[6:11]:
         print(line)
-    if args.write:
-        print(f"written to {write(result)}")
+    if args.json:
+        args.json.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ declares ``reconcile``) at ``FULL``: see ``core/opsagent/journal.py``.  For each
 the host makes, timed one call at a time on a fresh journal opened each way, rounds
 alternating: calls per second and per-call latency (p50, p99), and the ratio.
 
-    .venv/bin/python bench/journal_sync.py [--dir DIR] [--calls 400] [--write]
+    .venv/bin/python bench/journal_sync.py [--dir DIR] [--calls 400] [--json FILE]
 
 ``--dir`` is where the journals are made (default ``build/``, on the disk of the
 checkout; point it at the state directory's filesystem to measure that one, never at a
-tmpfs, where a sync costs nothing).  ``--write`` puts the figures into
-docs/performance.md (its own section).
+tmpfs, where a sync costs nothing).  ``bench/run_all.py`` puts :func:`markdown` of the
+result into docs/performance.md (its own section).
 """
 
 from __future__ import annotations
@@ -142,32 +142,24 @@ def markdown(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def write(r: dict[str, Any]) -> Path:
-    path = ROOT / "docs" / "performance.md"
-    text = path.read_text() if path.exists() else "# Performance\n"
-    section = "\n".join(markdown(r))
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-    return path
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=None, help="where to make the journals")
     ap.add_argument("--calls", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--write", action="store_true", help="update docs/performance.md")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="also write the result here (bench/run_all.py writes its section of "
+        "docs/performance.md)",
+    )
     args = ap.parse_args()
     result = run(args.dir, args.calls, args.rounds)
     print(json.dumps(result, indent=1))
     for line in markdown(result)[5:-3]:
         print(line)
-    if args.write:
-        print("wrote", write(result))
+    if args.json:
+        args.json.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ compete for CPU.  A second pair goes through a loopback relay that adds a fixed 
 per request: a stand-in for the round trip to a remote Rucio, where the deployed job
 measured ~130 ms per request.
 
-    .venv/bin/python bench/rucio_snapshot.py [--datasets 2000] [--delay-ms 10] [--write]
+    .venv/bin/python bench/rucio_snapshot.py [--datasets 2000] [--delay-ms 10] [--json FILE]
 
-``--write`` puts the figures into docs/performance.md (its own section).
+``bench/run_all.py`` puts :func:`markdown` of the result into docs/performance.md (its
+own section).
 """
 
 from __future__ import annotations
@@ -211,19 +212,6 @@ def markdown(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def write(r: dict[str, Any]) -> Path:
-    path = ROOT / "docs" / "performance.md"
-    text = path.read_text() if path.exists() else "# Performance\n"
-    section = "\n".join(markdown(r))
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-    return path
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
@@ -232,14 +220,19 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=2000)
     ap.add_argument("--delay-ms", type=float, default=10.0)
     ap.add_argument("--parallel", type=int, default=16)
-    ap.add_argument("--write", action="store_true", help="update docs/performance.md")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="also write the result here (bench/run_all.py writes its section of "
+        "docs/performance.md)",
+    )
     args = ap.parse_args()
     result = run(args.datasets, args.delay_ms, args.parallel)
     print(json.dumps(result, indent=1))
     for line in markdown(result)[5:10]:
         print(line)
-    if args.write:
-        print("wrote", write(result))
+    if args.json:
+        args.json.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Run every benchmark and write docs/performance.md, then docs/reliability.md.
 
-The host's figures go between ``<!-- host:begin -->`` and ``<!-- host:end -->``; the
-journal's sync levels (bench/journal_sync.py) and each bundled capability's benchmark
-rewrite their own marked sections (``--write``).  The plots
-(docs/img/*.png) are drawn from the same run's measurements by bench/plots.py.  Then
-bench/reliability.py measures the faults and writes docs/reliability.md.
+This is the one writer of docs/performance.md.  The host's figures go between
+``<!-- host:begin -->`` and ``<!-- host:end -->``; the journal's sync levels
+(bench/journal_sync.py) and each bundled capability's benchmark run in a process of
+their own, hand back their result (``--json``), and their ``markdown()`` of it replaces
+their own marked section.  The plots (docs/img/*.png) are drawn from the same run's
+measurements by bench/plots.py.  Then bench/reliability.py measures the faults and
+writes docs/reliability.md.
 
     python bench/run_all.py                      # everything (the soak alone takes long)
     python bench/run_all.py --quick-reliability  # the reliability pass shorter (--quick)
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -198,19 +202,38 @@ def main() -> None:
         f"| growth over those requests, from the warm-up (MB) | {f['rss_growth_mb']} | ≤ 5 |",
         "<!-- host:end -->",
     ]
-    write_section(ROOT / "docs" / "performance.md", "host", "\n".join(lines))
-    # The journal's sync levels: its own section, written by the script.
-    subprocess.run([sys.executable, str(BENCH / "journal_sync.py"), "--write"], check=True)
+    performance = ROOT / "docs" / "performance.md"
+    write_section(performance, "host", "\n".join(lines))
+    write_section(performance, "journal_sync", section("journal_sync"))
     if args.host_only:
-        print("wrote the host section of docs/performance.md")
+        print("wrote the host and journal sections of docs/performance.md")
         return
-    for plugin_bench in (["fetch_payload_log.py", "--sizes", FETCH_SIZES],
-                         ["rucio_snapshot.py"]):
-        subprocess.run([sys.executable, str(BENCH / plugin_bench[0]), "--write",
-                        *plugin_bench[1:]], check=True)
+    fetch = measured("fetch_payload_log", "--sizes", FETCH_SIZES)
+    fetch_png = plots.fetch_size(fetch["sizes"])
+    write_section(performance, "fetch_payload_log", section("fetch_payload_log", fetch, fetch_png))
+    write_section(performance, "rucio_snapshot", section("rucio_snapshot"))
     print("wrote docs/performance.md")
     subprocess.run([sys.executable, str(BENCH / "reliability.py"),
                     *(["--quick"] if args.quick_reliability else [])], cwd=BENCH, check=True)
+
+
+def measured(bench: str, *args: str) -> dict:
+    """Run ``bench/<bench>.py`` in a process of its own (it prints its figures) and
+    return the result it hands back with ``--json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{bench}.json"
+        subprocess.run(
+            [sys.executable, str(BENCH / f"{bench}.py"), "--json", str(out), *args], check=True
+        )
+        return json.loads(out.read_text())
+
+
+def section(bench: str, result: dict | None = None, *extra: str) -> str:
+    """The marked section of ``bench``: its own ``markdown()`` of a fresh run (or of
+    ``result``)."""
+    if result is None:
+        result = measured(bench)
+    return "\n".join(importlib.import_module(bench).markdown(result, *extra))
 
 
 def write_section(path: Path, name: str, block: str) -> None:
