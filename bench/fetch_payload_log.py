@@ -132,7 +132,7 @@ def run(mb: int = 100, rounds: int = 9) -> dict[str, Any]:
         seeded["rucio_url"],
         seeded["account"],
         seeded["username"],
-        seeded["password"],
+        Path(seeded["password_file"]).read_text().strip(),
         services / "demo" / "rucio-token",
     )
     data = tarball(mb)
@@ -165,12 +165,12 @@ def run(mb: int = 100, rounds: int = 9) -> dict[str, Any]:
                 extra={
                     "capabilities": {"allow": ["fetch_payload_log"]},
                     "credentials.x509_proxy": {"file": seeded["proxy"]},
+                    "credentials.rucio_userpass": {"file": seeded["password_file"]},
                     "capability.fetch_payload_log": {
                         "rucio_url": seeded["rucio_url"],
                         "auth_type": "userpass",
                         "account": seeded["account"],
                         "username": seeded["username"],
-                        "password": seeded["password"],
                         "fsync": fsync,
                     },
                 },

@@ -57,29 +57,26 @@ def rucio_env() -> dict[str, str]:
 
 
 def seed(env: dict[str, str], count: int) -> None:
-    from opsagent_rucio_snapshot.fetch import private_token
     from rucio_seed import admin_client, seed_campaign
 
-    with private_token():
-        client = admin_client(
-            env["RUCIO_TEST_URL"],
-            env["RUCIO_TEST_ACCOUNT"],
-            env["RUCIO_TEST_USERNAME"],
-            env["RUCIO_TEST_PASSWORD"],
-        )
-        seed_campaign(client, VERSION, count)
+    client = admin_client(
+        env["RUCIO_TEST_URL"],
+        env["RUCIO_TEST_ACCOUNT"],
+        env["RUCIO_TEST_USERNAME"],
+        env["RUCIO_TEST_PASSWORD"],
+    )
+    seed_campaign(client, VERSION, count)
 
 
 def one_by_one(job: Any) -> int:
     """The legacy job: login, one dataset at a time, atomic write; returns the count."""
     from opsagent_rucio_snapshot import cachefiles
-    from opsagent_rucio_snapshot.fetch import Rucio, fetch_campaign_one_by_one, private_token
+    from opsagent_rucio_snapshot.fetch import Rucio, fetch_campaign_one_by_one
     from opsagent_rucio_snapshot.update import rucio_access
 
     cfg = job.config
-    with private_token():
-        rucio = Rucio(rucio_access(cfg, job))
-        snap = fetch_campaign_one_by_one(rucio, cfg.scope, VERSION, cfg.stages)
+    rucio = Rucio(rucio_access(cfg, job))
+    snap = fetch_campaign_one_by_one(rucio, cfg.scope, VERSION, cfg.stages)
     cachefiles.write_json_atomic(cachefiles.snapshot_path(job.cache_dir, VERSION), snap)
     return sum(e["count"] for e in snap["campaigns"].values())
 
@@ -96,8 +93,8 @@ def child(url: str, mode: str, parallel: int, cache: str) -> None:
     from loguru import logger
     from opsagent.credentials.store import Credential
     from opsagent.job import Job
-    from opsagent_rucio_snapshot import cachefiles
-    from opsagent_rucio_snapshot.inputs import SnapshotConfig, SnapshotInput
+    from opsagent_rucio_snapshot import SnapshotInput, cachefiles
+    from opsagent_rucio_snapshot.config import SnapshotConfig
     from opsagent_rucio_snapshot.update import update_snapshots
 
     logger.remove()

@@ -3,12 +3,15 @@
 from opsagent.capability import Capability
 from opsagent.checks import Check
 from opsagent.credential import Credential
+from opsagent.credential_check import CredentialError, check_credential
 from opsagent.credentials.redaction import secret
 from opsagent.hookspecs import hookimpl
 from opsagent.isolation.proc import Completed, run
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
 from opsagent.private import PrivateDir
+from opsagent.retries import doubling, retried
+from opsagent.rucio_login import rucio_client
 from opsagent.schema import Digits, FieldError, pattern, shown
 
 __all__ = [
@@ -16,14 +19,19 @@ __all__ = [
     "Check",
     "Completed",
     "Credential",
+    "CredentialError",
     "Digits",
     "FieldError",
     "Job",
     "JobFailed",
     "Outcome",
     "PrivateDir",
+    "check_credential",
+    "doubling",
     "hookimpl",
     "pattern",
+    "retried",
+    "rucio_client",
     "run",
     "secret",
     "shown",

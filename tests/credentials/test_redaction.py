@@ -188,7 +188,7 @@ def test_secret_config_fields_are_found_in_a_table_and_in_an_instance():
 
 
 def test_the_bundled_capabilities_declare_their_secret_config_fields():
-    from opsagent_fetch_payload_log.capability import FetchConfig
+    from opsagent_fetch_payload_log.config import FetchConfig
 
     assert declared_secrets(FetchConfig, {"username": "u", "password": "S3cret-pw"}) == [
         "S3cret-pw"

@@ -5,7 +5,9 @@ With no file at all the host uses the wire contract's defaults and the ``ACTIVEM
 agent without a configuration change.  A variable set in the environment wins over the
 built-in default but not over the file.  Each ``[capability.<msg_type>]`` section is
 structured into that capability's own config class; the keys ``time_limit``,
-``concurrency``, ``queue_limit`` and ``memory_limit`` there override the declaration.
+``concurrency``, ``queue_limit`` and ``memory_limit`` there override the declaration;
+the old agent's ``EPICPROD_*_TIMEOUT`` variables are mapped onto ``time_limit`` in one
+table, :data:`LEGACY_TIME_LIMITS`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from opsagent.capability import check_memory_limit
+from opsagent.capability import DeclarationError, check_memory_limit
 from opsagent.credentials.store import CredentialSource
 from opsagent.schema import InputError, make_converter, structure
 
@@ -386,6 +388,39 @@ def section(config: Config, msg_type: str, cls: type | None) -> Any:
     return section_from_table(section_table(config, msg_type), cls, msg_type, config.source)
 
 
+#: The old agent's time limit variables, each the ``time_limit`` of one capability
+#: unless its ``[capability.<msg_type>]`` table sets one (the file wins, as elsewhere).
+LEGACY_TIME_LIMITS = {
+    "fetch_payload_log": "EPICPROD_FETCH_TIMEOUT",
+    "submit_task": "EPICPROD_SUBMIT_TIMEOUT",
+}
+
+
+def _legacy_time_limit(msg_type: str) -> float | None:
+    name = LEGACY_TIME_LIMITS.get(msg_type)
+    raw = os.environ.get(name, "").strip() if name else ""
+    if not name or not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        # A DeclarationError, as a bad [capability.*] override is: start-up stops with 78.
+        raise DeclarationError(
+            f"{name}: expected a positive number of seconds, got {raw!r}; fix it, or set "
+            f"time_limit in [capability.{msg_type}]"
+        )
+    return value
+
+
 def overrides(config: Config, msg_type: str) -> dict[str, Any]:
+    """The keys of ``[capability.<msg_type>]`` that override the declaration, with the
+    legacy ``EPICPROD_*_TIMEOUT`` variable as the time limit when the table sets none."""
     table = config.capability.get(msg_type, {})
-    return {k: table[k] for k in OVERRIDES if k in table}
+    out = {k: table[k] for k in OVERRIDES if k in table}
+    if "time_limit" not in out:
+        legacy = _legacy_time_limit(msg_type)
+        if legacy is not None:
+            out["time_limit"] = legacy
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -76,6 +77,39 @@ class _Capture:
         return bytes(self.head + middle + self.tail).decode("utf-8", "replace")
 
 
+class _Lines:
+    """Output cut into lines (a very long one in pieces) for ``run``'s ``on_line``."""
+
+    #: A line longer than this is handed over in pieces.
+    MAX_LINE = 64 * 1024
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.ready: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        *complete, self.pending = self.pending.split(b"\n")
+        for line in complete:
+            self.ready.put(line + b"\n")
+        while len(self.pending) > self.MAX_LINE:
+            self.ready.put(self.pending[: self.MAX_LINE])
+            self.pending = self.pending[self.MAX_LINE :]
+
+    def end(self) -> None:
+        if self.pending:
+            self.ready.put(self.pending)
+            self.pending = b""
+
+    def hand_over(self, on_line: Callable[[str], None]) -> None:
+        while True:
+            try:
+                line = self.ready.get_nowait()
+            except queue.Empty:
+                return
+            on_line(line.decode("utf-8", "replace"))
+
+
 def kill_group(pgid: int, sig: int) -> bool:
     """Signal a process group; False when it no longer exists."""
     try:
@@ -136,8 +170,14 @@ def run(
     pass_fds: Sequence[int] = (),
     cancel: CancelFlag | None = None,
     on_start: object = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> Completed:
-    """Run ``argv`` to completion, to ``timeout`` seconds, or until ``cancel`` is set."""
+    """Run ``argv`` to completion, to ``timeout`` seconds, or until ``cancel`` is set.
+
+    ``on_line`` is handed each line of output as it comes, in the calling thread (so it
+    may note what a line says durably before anything else happens to the job); when it
+    raises, the program's group is killed and the exception goes on.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
         list(argv),
@@ -155,6 +195,7 @@ def run(
     if callable(on_start):
         on_start(proc.pid)
     capture = _Capture(output_cap)
+    lines = _Lines() if on_line is not None else None
     assert proc.stdout is not None
 
     def pump() -> None:
@@ -163,8 +204,12 @@ def run(
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
+                if lines is not None:
+                    lines.end()
                 return
             capture.feed(chunk)
+            if lines is not None:
+                lines.feed(chunk)
 
     reader = threading.Thread(target=pump, name=f"capture-{proc.pid}", daemon=True)
     reader.start()
@@ -177,27 +222,33 @@ def run(
             pass
     timed_out = cancelled = False
     deadline = started + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(0.0, min(remaining, 0.05)))
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                proc.wait(timeout=max(0.0, min(remaining, 0.05)))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if lines is not None and on_line is not None:
+                lines.hand_over(on_line)
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+            elif time.monotonic() >= deadline:
+                timed_out = True
+            else:
+                continue
+            terminate_group(pgid, grace, reap=proc.poll)
+            proc.wait()
             break
-        except subprocess.TimeoutExpired:
-            pass
-        if cancel is not None and cancel.is_set():
-            cancelled = True
-        elif time.monotonic() >= deadline:
-            timed_out = True
-        else:
-            continue
-        terminate_group(pgid, grace, reap=proc.poll)
-        proc.wait()
-        break
-    # Whatever the program left in its group (a daemonised grandchild) goes too.
-    kill_group(pgid, signal.SIGKILL)
-    LIVE_GROUPS.discard(pgid)
+    finally:
+        # Whatever the program left in its group (a daemonised grandchild) goes too.
+        kill_group(pgid, signal.SIGKILL)
+        LIVE_GROUPS.discard(pgid)
     # Grandchildren may hold the pipe open; they are dead now, so EOF follows.
     reader.join(timeout=2.0)
+    if lines is not None and on_line is not None:
+        lines.hand_over(on_line)
     proc.stdout.close()
     return Completed(
         argv=tuple(argv),

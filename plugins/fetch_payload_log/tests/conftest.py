@@ -18,7 +18,7 @@ import pytest
 from opsagent import Job
 from opsagent.credentials.store import Credential
 from opsagent_fetch_payload_log import demo
-from opsagent_fetch_payload_log.capability import FetchConfig
+from opsagent_fetch_payload_log.config import FetchConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 from opsagent_fetch_payload_log import demo
-from opsagent_fetch_payload_log.capability import FetchConfig
+from opsagent_fetch_payload_log.config import FetchConfig
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICES = Path(os.environ.get("OPSAGENT_SERVICES", REPO / ".services"))

@@ -17,7 +17,7 @@ import pytest
 from fpl_support import Rucio, SilentServer, expired_proxy, processes_mentioning, tree
 from opsagent import JobFailed, Outcome
 from opsagent.schema import structure
-from opsagent_fetch_payload_log.capability import FetchInput
+from opsagent_fetch_payload_log import FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 
 
@@ -188,7 +188,7 @@ def test_two_requests_for_one_job_at_once_make_one_fetch(
 def test_selftest_checks_the_rucio_login_and_the_cache_without_writing(
     rucio: Rucio, make_job, cache: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from opsagent_fetch_payload_log.capability import capability_checks, declaration
+    from opsagent_fetch_payload_log import capability_checks, declaration
 
     def checks(job) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
         found: list[Any] = []

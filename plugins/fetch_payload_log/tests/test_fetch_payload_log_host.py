@@ -19,9 +19,9 @@ from typing import Any
 
 import attrs
 import fpl_tarballs as T
+import opsagent_fetch_payload_log as capability
 import pytest
 from fpl_support import REPO, SERVICES, Rucio, SilentServer, processes_mentioning, service_env, tree
-from opsagent_fetch_payload_log import capability
 
 OPSAGENT = [sys.executable, "-m", "opsagent.cli.main"]
 

@@ -23,8 +23,8 @@ import pytest
 from fpl_support import Rucio, tree
 from opsagent import JobFailed
 from opsagent.schema import structure
+from opsagent_fetch_payload_log import FetchInput
 from opsagent_fetch_payload_log.cache import Cache
-from opsagent_fetch_payload_log.capability import FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 
 JOB = "panda-logs/1001/4242"
@@ -213,7 +213,7 @@ KILLABLE = textwrap.dedent("""
     from opsagent import Job
     from opsagent.credentials.store import Credential
     from opsagent.schema import structure
-    from opsagent_fetch_payload_log.capability import FetchConfig, FetchInput
+    from opsagent_fetch_payload_log import FetchConfig, FetchInput
     from opsagent_fetch_payload_log.fetch import fetch
     a = json.loads(sys.argv[1])
     cred = Credential("x509_proxy", path=Path(a["proxy"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from opsagent.schema import InputError, json_schema, structure
-from opsagent_fetch_payload_log.capability import FetchInput, declaration
+from opsagent_fetch_payload_log import FetchInput, declaration
 
 GOOD = {"scope": "epic", "lfn": "panda.1001.000007.log.tgz", "jeditaskid": "1001", "pandaid": 4242}
 
@@ -57,15 +57,20 @@ def test_the_declaration_matches_the_wire_contract(monkeypatch: pytest.MonkeyPat
     assert cap.msg_type == "fetch_payload_log"
     assert cap.events == {"ok": "payload_log_ready", "error": "payload_log_failed"}
     assert cap.time_limit == 180
-    assert cap.credentials == ("x509_proxy",)
+    # The Rucio password (auth_type = userpass, test servers) is a credential too.
+    assert cap.credentials == ("x509_proxy", "rucio_userpass")
+    assert cap.optional_credentials == ("rucio_userpass",)
     inp = structure(GOOD, FetchInput)
     assert cap.key_of(inp) == "fetch_payload_log:1001/4242"
     assert cap.echo_of(inp) == {"pandaid": "4242", "jeditaskid": "1001"}
+    # The old agent's variable is the host's time limit override (opsagent.host.config).
+    from opsagent.host.config import Config, overrides
+
     monkeypatch.setenv("EPICPROD_FETCH_TIMEOUT", "45")
-    assert declaration().time_limit == 45
+    assert overrides(Config(), cap.msg_type) == {"time_limit": 45}
     monkeypatch.setenv("EPICPROD_FETCH_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="EPICPROD_FETCH_TIMEOUT: expected a number of seconds"):
-        declaration()
+    with pytest.raises(ValueError, match="EPICPROD_FETCH_TIMEOUT: expected a positive number"):
+        overrides(Config(), cap.msg_type)
 
 
 def test_samples_fit_the_schema() -> None:
@@ -75,7 +80,7 @@ def test_samples_fit_the_schema() -> None:
 
 def test_the_configuration_section_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     from opsagent.host.config import ConfigError, section_from_table
-    from opsagent_fetch_payload_log.capability import FetchConfig
+    from opsagent_fetch_payload_log.config import FetchConfig
 
     monkeypatch.setenv("RUCIO_URL", "https://rucio.example")
     monkeypatch.setenv("RUCIO_ACCOUNT", "eicprod")

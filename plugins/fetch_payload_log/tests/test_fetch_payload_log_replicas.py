@@ -24,7 +24,7 @@ import pytest
 from fpl_support import XRootD
 from opsagent import JobFailed
 from opsagent.schema import structure
-from opsagent_fetch_payload_log.capability import FetchConfig, FetchInput
+from opsagent_fetch_payload_log import FetchConfig, FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 from opsagent_fetch_payload_log.replicas import rank
 

@@ -18,9 +18,8 @@ from opsagent.credentials.store import Credential  # noqa: E402
 from opsagent.host.config import section_from_table  # noqa: E402
 from opsagent.job import Job  # noqa: E402
 from opsagent.testing.http import FakeServer  # noqa: E402
-from opsagent_rucio_snapshot.fetch import private_token  # noqa: E402
-from opsagent_rucio_snapshot.inputs import SnapshotConfig  # noqa: E402
-from opsagent_rucio_snapshot.plugin import CAPABILITY  # noqa: E402
+from opsagent_rucio_snapshot import CAPABILITY  # noqa: E402
+from opsagent_rucio_snapshot.config import SnapshotConfig  # noqa: E402
 from rucio_seed import Layout, admin_client, seed_campaign, services_dir  # noqa: E402
 from snapshot_cases import CAMPAIGNS, CURRENT, LAST, LAST_SIZE, TASKS  # noqa: E402
 
@@ -54,17 +53,16 @@ def rucio_server() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def campaign(rucio_server: dict[str, str]) -> dict[str, list[Layout]]:
     """The seeded campaigns: the current one (500+ datasets) and a small 'last' one."""
-    with private_token():
-        client = admin_client(
-            rucio_server["RUCIO_TEST_URL"],
-            rucio_server["RUCIO_TEST_ACCOUNT"],
-            rucio_server["RUCIO_TEST_USERNAME"],
-            rucio_server["RUCIO_TEST_PASSWORD"],
-        )
-        return {
-            CURRENT: seed_campaign(client, CURRENT),
-            LAST: seed_campaign(client, LAST, LAST_SIZE),
-        }
+    client = admin_client(
+        rucio_server["RUCIO_TEST_URL"],
+        rucio_server["RUCIO_TEST_ACCOUNT"],
+        rucio_server["RUCIO_TEST_USERNAME"],
+        rucio_server["RUCIO_TEST_PASSWORD"],
+    )
+    return {
+        CURRENT: seed_campaign(client, CURRENT),
+        LAST: seed_campaign(client, LAST, LAST_SIZE),
+    }
 
 
 @pytest.fixture

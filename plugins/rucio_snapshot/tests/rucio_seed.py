@@ -257,9 +257,12 @@ def seed_campaign(client: Any, version: str, count: int | None = None) -> list[L
 
 
 def admin_client(url: str, account: str, username: str, password: str) -> Any:
-    from rucio.client import Client
+    import tempfile
 
-    return Client(
+    from opsagent import rucio_client
+
+    return rucio_client(
+        tempfile.mkdtemp(prefix="rucio-admin-token-"),
         rucio_host=url,
         auth_host=url,
         account=account,

@@ -7,13 +7,14 @@ import os
 import stat
 from pathlib import Path
 
+import opsagent_rucio_snapshot as plugin
 import pytest
 from opsagent.capability import Capability
 from opsagent.host.config import ConfigError, section_from_table
 from opsagent.outcome import JobFailed
 from opsagent.schema import InputError, structure
-from opsagent_rucio_snapshot import cachefiles, plugin
-from opsagent_rucio_snapshot.inputs import SnapshotConfig, SnapshotInput
+from opsagent_rucio_snapshot import SnapshotInput, cachefiles
+from opsagent_rucio_snapshot.config import SnapshotConfig
 from opsagent_rucio_snapshot.update import tls_choice
 
 
@@ -46,7 +47,7 @@ def test_entry_point_names_the_plugin_module() -> None:
     from importlib.metadata import entry_points
 
     eps = [ep for ep in entry_points(group="opsagent.capabilities") if ep.name == "rucio_snapshot"]
-    assert [ep.value for ep in eps] == ["opsagent_rucio_snapshot.plugin"]
+    assert [ep.value for ep in eps] == ["opsagent_rucio_snapshot"]
 
 
 @pytest.mark.parametrize(

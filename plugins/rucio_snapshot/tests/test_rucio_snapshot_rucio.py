@@ -15,7 +15,7 @@ from fake_catalogue import FakeCatalogue
 from loopback_proxy import RucioRelay
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
-from opsagent_rucio_snapshot import cachefiles
+from opsagent_rucio_snapshot import SnapshotInput, cachefiles
 from opsagent_rucio_snapshot.fetch import (
     BATCH,
     REPLICA_FIELDS,
@@ -23,9 +23,7 @@ from opsagent_rucio_snapshot.fetch import (
     RucioAccess,
     fetch_campaign,
     fetch_campaign_one_by_one,
-    private_token,
 )
-from opsagent_rucio_snapshot.inputs import SnapshotInput
 from opsagent_rucio_snapshot.update import update_snapshots
 from rucio_seed import FILE_BYTES, SCOPE, STAGES, Layout
 from snapshot_cases import CURRENT, LAST, TASKS
@@ -167,7 +165,7 @@ def test_requests_in_flight_are_bounded(
     rucio_server, campaign, relay: RucioRelay, parallel: int
 ) -> None:
     relay.delay = 0.02  # long enough for requests to overlap when they may
-    with private_token(), ThreadPoolExecutor(parallel) as pool:
+    with ThreadPoolExecutor(parallel) as pool:
         snap = fetch_campaign(
             Rucio(access(rucio_server, relay.url)), pool, SCOPE, LAST, STAGES, batch=4
         )
@@ -181,7 +179,7 @@ def test_requests_in_flight_are_bounded(
 
 
 def test_bulk_fetch_matches_the_one_at_a_time_fetch_field_by_field(rucio_server, campaign) -> None:
-    with private_token(), ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(4) as pool:
         rucio = Rucio(access(rucio_server))
         bulk = fetch_campaign(rucio, pool, SCOPE, CURRENT, STAGES)
         one = fetch_campaign_one_by_one(rucio, SCOPE, CURRENT, STAGES)
@@ -204,7 +202,7 @@ def test_a_failing_bulk_request_falls_back_to_one_request_per_dataset(
     rucio_server, campaign, relay: RucioRelay
 ) -> None:
     relay.fail("/replicas/datasets_bulk")
-    with private_token(), ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(3) as pool:
         snap = fetch_campaign(
             Rucio(access(rucio_server, relay.url)), pool, SCOPE, LAST, STAGES, batch=5
         )
@@ -536,7 +534,7 @@ def test_through_the_host_one_event(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from opsagent_rucio_snapshot import plugin
+    import opsagent_rucio_snapshot as plugin
 
     (tmp_path / "h0").mkdir(exist_ok=True)  # the harness writes its config there
 

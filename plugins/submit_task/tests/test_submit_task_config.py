@@ -42,8 +42,10 @@ def test_the_installed_entry_point_declares_submit_task_as_wire_md_says() -> Non
 
 
 def test_epicprod_submit_timeout_sets_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsagent.host.config import Config, overrides
+
     monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "600")
-    assert declared().time_limit == 600
+    assert overrides(Config(), declared().msg_type) == {"time_limit": 600}
 
 
 @pytest.mark.parametrize(
@@ -73,19 +75,18 @@ def test_the_default_budget_fits_the_default_time_limit() -> None:
     assert total < 300
 
 
-def test_a_budget_that_does_not_fit_is_refused_at_load_with_the_numbers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with pytest.raises(InputError) as info:
-        structure({"prun_timeout": 280}, SubmitConfig)
-    (error,) = info.value.errors
+def test_a_budget_that_does_not_fit_the_time_limit_is_refused_with_the_numbers() -> None:
+    # The time limit is the host's (declared, [capability.submit_task], EPICPROD_SUBMIT_TIMEOUT):
+    # the job checks it before anything else, and selftest shows the same.
+    with pytest.raises(ValueError) as info:
+        structure({"prun_timeout": 280}, SubmitConfig).check_time_limit(declared().time_limit)
+    error = str(info.value)
     assert "time limit 300 s is not longer than the inner budgets" in error
     assert "prun 280 s" in error and "= 386 s" in error
 
-    monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "120")
-    with pytest.raises(InputError, match="time limit 120 s .* = 286 s"):
-        structure({}, SubmitConfig)
-    assert structure({"prun_timeout": 10}, SubmitConfig).prun_timeout == 10  # 116 s fits
+    with pytest.raises(ValueError, match="time limit 120 s .* = 286 s"):
+        structure({}, SubmitConfig).check_time_limit(120)
+    structure({"prun_timeout": 10}, SubmitConfig).check_time_limit(120)  # 116 s fits
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ Reads the service settings ``scripts/services.sh start xrootd rucio`` wrote
 (``<services>/xrootd.env``, ``<services>/rucio.env``), then, idempotently: an RSE
 ``XRD-LOCAL`` whose protocol is the local xrootd (``rucio.rse.protocols.xrootd.Default``),
 the scope ``epic``, a pilot-shaped log tarball stored on xrootd and registered as the
-replica of ``epic:panda.demo.1001.000001.log.tgz``, and a self-signed certificate standing
-in for the x509 proxy (``<services>/demo/x509up``).  It prints the configuration the host
-needs and the command that fetches the log.
+replica of ``epic:panda.demo.1001.000001.log.tgz``, a self-signed certificate standing
+in for the x509 proxy (``<services>/demo/x509up``) and the Rucio password as the
+``rucio_userpass`` credential (``<services>/demo/rucio-password``, mode 0600).  It prints
+the configuration the host needs and the command that fetches the log.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tarfile
 import zlib
 from pathlib import Path
 from typing import Any
+
+from opsagent import rucio_client
 
 RSE = "XRD-LOCAL"
 SCOPE = "epic"
@@ -41,15 +43,8 @@ def read_env(path: Path) -> dict[str, str]:
 
 def admin_client(url: str, account: str, username: str, password: str, token_dir: Path) -> Any:
     """A rucio-clients Client whose login token lives in ``token_dir``."""
-    from rucio.client import Client
-
-    token = str(token_dir)
-
-    class AdminClient(Client):  # type: ignore[misc]
-        def _get_auth_tokens(self) -> tuple[str, str, str, str]:
-            return f"{token}/auth_token", f"{token}/auth_token_exp", f"{token}/auth_token", token
-
-    return AdminClient(
+    return rucio_client(
+        token_dir,
         rucio_host=url,
         auth_host=url,
         account=account,
@@ -168,33 +163,45 @@ def stand_in_proxy(path: Path) -> Path:
     and Rucio do not check it; the capability checks its expiry and mode)."""
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key, cert = path.with_suffix(".key"), path.with_suffix(".crt")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "365",
-            "-subj",
-            "/CN=opsagent demo proxy",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opsagent demo proxy")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
     )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(cert.read_bytes() + key.read_bytes())
-    key.unlink()
-    cert.unlink()
+        f.write(pem)
+    return path
+
+
+def password_file(path: Path, password: str) -> Path:
+    """The Rucio password as a credential file: mode 0600, owned by whoever runs the host."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -224,13 +231,14 @@ def seed(services: Path) -> dict[str, str]:
         area="demo",
     )
     proxy = stand_in_proxy(services / "demo" / "x509up")
+    password = password_file(services / "demo" / "rucio-password", ruc["RUCIO_TEST_PASSWORD"])
     return {
         "pfn": pfn,
         "proxy": str(proxy),
+        "password_file": str(password),
         "rucio_url": url,
         "account": account,
         "username": ruc["RUCIO_TEST_USERNAME"],
-        "password": ruc["RUCIO_TEST_PASSWORD"],
     }
 
 
@@ -255,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: {SCOPE}:{LFN} is on {RSE} at {got['pfn']}")
     print("demo: the host's configuration needs:\n")
     print(f'[credentials.x509_proxy]\nfile = "{got["proxy"]}"\n')
+    print(f'[credentials.rucio_userpass]\nfile = "{got["password_file"]}"\n')
     print("[capability.fetch_payload_log]")
-    for key in ("rucio_url", "account", "username", "password"):
+    for key in ("rucio_url", "account", "username"):
         print(f'{key} = "{got[key]}"')
     print('auth_type = "userpass"\n')
     print(

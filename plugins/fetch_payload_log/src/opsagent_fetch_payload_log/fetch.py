@@ -1,9 +1,10 @@
 """The doer: from a request to a cached log (or an ``.error`` saying why not).
 
-Steps: check the proxy; clean what killed jobs left; take the job's lock; if cached
-(and not ``force``) answer at once; resolve the replica with Rucio; copy it with xrdcp
-into the job's work area; extract the kept members into a fresh directory there;
-write ``.done``; swap the directory into place.
+Steps: check the proxy again, the host's way (it may have expired since the host did);
+clean what killed jobs left; take the job's lock; if cached (and not ``force``) answer
+at once; resolve the replica with Rucio; copy it with xrdcp into the job's work area;
+extract the kept members into a fresh directory there; write ``.done``; swap the
+directory into place.
 
 ``.error`` bookkeeping survives a kill: before each step that can hang or fail, the job
 writes ``.error`` with the new attempt count and a reason naming the step ("did not
@@ -16,6 +17,7 @@ sends SIGTERM at the limit, the step in progress is interrupted and ``.error`` s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -23,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsagent import Job, JobFailed, Outcome
-from opsagent.isolation import proc
+from opsagent import CredentialError, Job, JobFailed, Outcome, check_credential
 
-from opsagent_fetch_payload_log import proxy, replicas, xrdcp
+from opsagent_fetch_payload_log import replicas, xrdcp
 from opsagent_fetch_payload_log.cache import (
     Cache,
     CacheError,
@@ -35,10 +36,15 @@ from opsagent_fetch_payload_log.cache import (
     make_job_dir,
     write_file,
 )
+from opsagent_fetch_payload_log.config import FetchConfig
 from opsagent_fetch_payload_log.extract import Limits, TarballRejected, extract
 
 DOWNLOAD = "log.tgz"
 NEW = "new"
+
+
+class ProxyUnusable(Exception):
+    """The proxy cannot be used; the message says why and what to do."""
 
 
 class Stopped(BaseException):
@@ -123,13 +129,22 @@ def _proxy_path(job: Job) -> Path:
     try:
         cred = job.credential("x509_proxy")
     except LookupError as exc:
-        raise proxy.ProxyUnusable(f"x509 proxy: {exc}") from None
+        raise ProxyUnusable(f"x509 proxy: {exc}") from None
     if cred.path is None:
-        raise proxy.ProxyUnusable(
+        raise ProxyUnusable(
             "x509 proxy: the x509_proxy credential reached the job as a value, not as a file; "
             "configure [credentials.x509_proxy] file = <absolute path>"
         )
-    proxy.check(cred.path)
+    try:
+        check_credential(cred, kind="x509")
+    except CredentialError as exc:
+        expired = getattr(exc, "credential", None)
+        if expired is not None and expired.expires_at is not None:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expired.expires_at))
+            raise ProxyUnusable(
+                f"x509 proxy {cred.path} expired at {when}; renew it with voms-proxy-init"
+            ) from None
+        raise ProxyUnusable(f"x509 proxy: {exc}") from None
     return cred.path
 
 
@@ -156,13 +171,11 @@ def _recorded(cache: Cache, inp: Any) -> int:
 
 def fetch(inp: Any, job: Job) -> Outcome:
     """Fetch the log of PanDA job ``inp.pandaid`` into the cache; see the module docstring."""
-    from opsagent_fetch_payload_log.capability import FetchConfig
-
     cfg = job.config if job.config is not None else FetchConfig()
     cache = Cache(job.cache_dir)
     try:
         proxy_path = _proxy_path(job)
-    except proxy.ProxyUnusable as exc:
+    except ProxyUnusable as exc:
         raise JobFailed(str(exc), error=str(exc), attempts=_recorded(cache, inp)) from None
     try:
         cache.prepare()
@@ -214,7 +227,7 @@ def _fetch(inp: Any, job: Job, cfg: Any, cache: Cache, slot: Slot, proxy_path: P
             attempt.begin(f"rucio: resolving {did}")
             marks = [time.monotonic()]
             found = replicas.resolve(
-                inp.scope, inp.lfn, cfg, proxy=proxy_path, token_dir=work.path / "rucio"
+                inp.scope, inp.lfn, cfg, job, proxy=proxy_path, token_dir=work.path / "rucio"
             )
             if found.bytes is not None and found.bytes > cfg.max_tarball_bytes:
                 raise replicas.ResolveFailed(
@@ -265,7 +278,8 @@ def _fetch(inp: Any, job: Job, cfg: Any, cache: Cache, slot: Slot, proxy_path: P
         finally:
             term.interruptible = False
             for pgid in copier:
-                proc.kill_group(pgid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         try:
             if reason is not None:
                 reason = reason[:2000]
@@ -317,7 +331,7 @@ def _copy(
                 replica.pfn, download, env=env, timeout=share, on_start=copier.append
             )
         except xrdcp.CopyFailed as exc:
-            copier.clear()  # proc.run has killed its group
+            copier.clear()  # run() has killed its group
             job.log.warning("{}", exc)
             failures.append(str(exc))
             continue

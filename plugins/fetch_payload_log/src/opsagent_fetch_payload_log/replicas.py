@@ -3,9 +3,9 @@
 ``root://`` (and the other xrootd schemes) first, then any other scheme ``xrdcp`` can
 read, each group in Rucio's priority order.  ``file://`` and schemes ``xrdcp`` cannot
 read are left out: a PFN must never make the agent copy a local file.  The client's
-login token is kept in the job's private work area and dies with it, so two servers or
-two identities never share a token file (rucio-clients keys its own cache by account
-only).
+login token is kept in the job's private work area and dies with it
+(:func:`opsagent.rucio_client`), so two servers or two identities never share a token
+file.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from rucio.client.didclient import DIDClient
-from rucio.client.replicaclient import ReplicaClient
+from opsagent import Job, rucio_client
 from rucio.common.exception import DataIdentifierNotFound, RucioException
+
+from opsagent_fetch_payload_log.config import PASSWORD
 
 XROOTD_SCHEMES = ("root", "roots", "xroot", "xroots")
 OTHER_SCHEMES = ("https", "davs", "http", "dav")
@@ -69,18 +70,28 @@ def rank(found: dict[str, Any]) -> list[Replica]:
     return out
 
 
-def _client(cfg: Any, proxy: Path | None, token_dir: Path) -> Any:
-    token = str(token_dir)
+def _password(cfg: Any, job: Job) -> str:
+    try:
+        return job.credential(PASSWORD).read()
+    except LookupError:
+        if cfg.password:  # the deprecated [capability.fetch_payload_log] password
+            return str(cfg.password)
+    except OSError as exc:
+        raise ResolveFailed(f"rucio: cannot read the {PASSWORD} credential: {exc}") from None
+    raise ResolveFailed(
+        f"rucio: auth_type = userpass needs the password: configure "
+        f"[credentials.{PASSWORD}] file = ... (or env = ...)"
+    )
 
-    class Client(ReplicaClient, DIDClient):  # type: ignore[misc]
-        def _get_auth_tokens(self) -> tuple[str, str, str, str]:
-            return (f"{token}/auth_token", f"{token}/auth_token_exp", f"{token}/auth_token", token)
 
+def _client(cfg: Any, job: Job, proxy: Path | None, token_dir: Path) -> Any:
     if cfg.auth_type == "userpass":
-        auth_type, creds = "userpass", {"username": cfg.username, "password": cfg.password}
+        auth_type = "userpass"
+        creds = {"username": cfg.username, "password": _password(cfg, job)}
     else:
         auth_type, creds = "x509_proxy", {"client_proxy": str(proxy) if proxy else None}
-    return Client(
+    return rucio_client(
+        token_dir,
         rucio_host=cfg.rucio_url,
         auth_host=cfg.rucio_auth_url or cfg.rucio_url,
         account=cfg.account,
@@ -98,7 +109,7 @@ def _rucio_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
-def login(cfg: Any, *, proxy: Path | None, token_dir: Path) -> Any:
+def login(cfg: Any, job: Job, *, proxy: Path | None, token_dir: Path) -> Any:
     """A Rucio client logged in as configured, or :class:`ResolveFailed` saying why not."""
     if not cfg.rucio_url:
         raise ResolveFailed(
@@ -106,7 +117,7 @@ def login(cfg: Any, *, proxy: Path | None, token_dir: Path) -> Any:
             "or RUCIO_URL (and add it to [host] env_allow)"
         )
     try:
-        return _client(cfg, proxy, token_dir)
+        return _client(cfg, job, proxy, token_dir)
     except (RucioException, OSError) as exc:
         raise ResolveFailed(
             f"rucio: cannot log in to {cfg.rucio_auth_url or cfg.rucio_url} as account "
@@ -114,10 +125,12 @@ def login(cfg: Any, *, proxy: Path | None, token_dir: Path) -> Any:
         ) from None
 
 
-def resolve(scope: str, name: str, cfg: Any, *, proxy: Path | None, token_dir: Path) -> Found:
+def resolve(
+    scope: str, name: str, cfg: Any, job: Job, *, proxy: Path | None, token_dir: Path
+) -> Found:
     """The copyable replicas of ``scope:name``, best first, or :class:`ResolveFailed`."""
     did = f"{scope}:{name}"
-    client = login(cfg, proxy=proxy, token_dir=token_dir)
+    client = login(cfg, job, proxy=proxy, token_dir=token_dir)
     try:
         entries = list(
             client.list_replicas([{"scope": scope, "name": name}], ignore_availability=False)

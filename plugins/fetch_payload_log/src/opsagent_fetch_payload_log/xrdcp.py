@@ -1,6 +1,6 @@
 """Copying the tarball with ``xrdcp -f --nopbar`` under its own time limit.
 
-``opsagent.isolation.proc.run`` starts xrdcp in its own session and kills the whole group at the
+:func:`opsagent.run` starts xrdcp in its own session and kills the whole group at the
 limit.  Being in another session, xrdcp would outlive a job process that the host kills
 at the job's limit, so it is started through ``setpriv --pdeathsig KILL``: the kernel
 kills it when the job process dies, however that happens.
@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from opsagent.isolation import proc
+from opsagent import run
 
 from opsagent_fetch_payload_log.replicas import shown_pfn
 
@@ -49,7 +49,7 @@ def copy(
     """Copy ``pfn`` to ``dest``; return the seconds it took or raise :class:`CopyFailed`."""
     if pfn.startswith("-"):
         raise CopyFailed(f"xrdcp: refusing PFN {shown_pfn(pfn)!r}")
-    done = proc.run(
+    done = run(
         argv(pfn, dest, env.get("PATH")),
         env=env,
         cwd=dest.parent,

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opsagent.schema import shown
+from opsagent import shown
 
-from opsagent_rucio_snapshot.inputs import CAMPAIGN
+from opsagent_rucio_snapshot.fields import CAMPAIGN
 
 SUBDIR = "rucio-snapshots"
 _VERSION = re.compile(CAMPAIGN)

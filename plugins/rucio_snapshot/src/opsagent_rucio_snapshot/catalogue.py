@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
+from opsagent import doubling, retried
 
 API = "/pcs/api"
 MAX_PAGES = 1000
@@ -80,7 +81,7 @@ class Catalogue:
 
     def backoffs(self) -> list[float]:
         """The waits between tries of one call."""
-        return [self.backoff * 2**k for k in range(self.tries - 1)]
+        return doubling(self.backoff, self.tries)
 
     def bound(self) -> float:
         """The longest one call can take, in seconds (Retry-After aside)."""
@@ -94,17 +95,18 @@ class Catalogue:
             raise CatalogueError(
                 f"{method} {shown}: not tried, the catalogue is down ({self.down})"
             )
-        backoffs = self.backoffs()
-        for attempt in range(self.tries):
-            try:
-                return self._try(method, url, shown, params, **kw)
-            except _Transient as exc:
-                tried = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
-                if attempt == self.tries - 1:
-                    self.down = f"{exc} after {tried}"
-                    raise CatalogueError(f"{method} {shown}: {exc} after {tried}") from None
-                self.sleep(exc.wait if exc.wait is not None else backoffs[attempt])
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return retried(
+                lambda: self._try(method, url, shown, params, **kw),
+                self.backoffs(),
+                transient=lambda exc: isinstance(exc, _Transient),
+                wait_of=lambda exc: exc.wait if isinstance(exc, _Transient) else None,
+                sleep=self.sleep,
+            )
+        except _Transient as exc:
+            tried = f"{self.tries} tr{'y' if self.tries == 1 else 'ies'}"
+            self.down = f"{exc} after {tried}"
+            raise CatalogueError(f"{method} {shown}: {exc} after {tried}") from None
 
     def _try(
         self, method: str, url: str, shown: str, params: dict[str, str] | None, **kw: Any

@@ -1,8 +1,8 @@
 """Reading one campaign out of Rucio with few requests and a bounded number in flight.
 
 One login per job; each worker thread then has its own client (its own HTTP session)
-reading the job's private token file, so no token is shared with other programs or
-other jobs of the same account.
+reading the job's private token file (:func:`opsagent.rucio_client`), so no token is
+shared with other programs or other jobs of the same account.
 
 A stage is listed in long form, which carries each dataset's own ``length`` and
 ``bytes`` (the same DID columns ``get_metadata`` reads), so no metadata request is
@@ -16,17 +16,15 @@ error in the stage's entry.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import attrs
+from opsagent import rucio_client
 
 from opsagent_rucio_snapshot.cachefiles import now
 
@@ -64,39 +62,18 @@ class RucioAccess:
     vo: str | None = None
 
 
-@contextlib.contextmanager
-def private_token() -> Iterator[Path]:
-    """A throw-away directory whose ``rucio.cfg`` points the client's token file into it.
-
-    rucio-clients caches its token per account under ``$TMPDIR`` unless
-    ``[client] auth_token_file_path`` says otherwise, and reads that only from a config
-    file, found through ``RUCIO_CONFIG``; the client caches the parsed file, so the
-    cache is cleared on the way in and out.
-    """
-    from rucio.common.config import clean_cached_config
-
-    directory = Path(tempfile.mkdtemp(prefix="rucio-snapshot-token-"))
-    cfg = directory / "rucio.cfg"
-    cfg.write_text(f"[client]\nauth_token_file_path = {directory / 'token'}\nrequest_retries = 1\n")
-    saved = os.environ.get("RUCIO_CONFIG")
-    os.environ["RUCIO_CONFIG"] = str(cfg)
-    clean_cached_config()
-    try:
-        yield directory
-    finally:
-        if saved is None:
-            os.environ.pop("RUCIO_CONFIG", None)
-        else:
-            os.environ["RUCIO_CONFIG"] = saved
-        clean_cached_config()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 class Rucio:
-    """Thread-local Rucio clients sharing one login (use inside :func:`private_token`)."""
+    """Thread-local Rucio clients sharing one login, its token in ``token_dir`` (by
+    default a temporary directory of its own, removed with it)."""
 
-    def __init__(self, access: RucioAccess) -> None:
+    def __init__(
+        self, access: RucioAccess, token_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self.access = access
+        if token_dir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="rucio-snapshot-token-")
+            token_dir = self._own_dir.name
+        self.token_dir = token_dir
         self._local = threading.local()
         try:
             self._local.client = self._new_client()
@@ -107,10 +84,11 @@ class Rucio:
             ) from exc
 
     def _new_client(self) -> Any:
-        from rucio.client import Client
-
         a = self.access
-        return Client(
+        return rucio_client(
+            self.token_dir,
+            # One try per request: a failure is recorded with its dataset or stage.
+            request_retries=1,
             rucio_host=a.url,
             auth_host=a.url,
             account=a.account,

@@ -9,15 +9,14 @@ was added; whatever did succeed stays written.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from opsagent.job import Job
-from opsagent.outcome import JobFailed, Outcome
-from opsagent.schema import shown
+from opsagent import Job, JobFailed, Outcome, shown
 
 from opsagent_rucio_snapshot import cachefiles
 from opsagent_rucio_snapshot.catalogue import Catalogue, CatalogueError
+from opsagent_rucio_snapshot.config import SnapshotConfig
 from opsagent_rucio_snapshot.fetch import (
     Rucio,
     RucioAccess,
@@ -25,11 +24,12 @@ from opsagent_rucio_snapshot.fetch import (
     dataset_errors,
     describe,
     fetch_campaign,
-    private_token,
     stage_errors,
 )
-from opsagent_rucio_snapshot.inputs import SnapshotConfig, SnapshotInput
 from opsagent_rucio_snapshot.match import match_snapshot, task_filters
+
+if TYPE_CHECKING:
+    from opsagent_rucio_snapshot import SnapshotInput
 
 SECTION = "[capability.rucio_snapshot_update]"
 CREDENTIAL = "rucio_userpass"
@@ -294,9 +294,10 @@ def update_snapshots(inp: SnapshotInput, job: Job) -> Outcome:
         cfg.parallel,
     )
     run = Run(job, cfg)
-    with private_token(), ThreadPoolExecutor(cfg.parallel, "rucio-fetch") as pool:
+    # The login token lives in the job's private directory and goes with it.
+    with job.private_dir() as tokens, ThreadPoolExecutor(cfg.parallel, "rucio-fetch") as pool:
         try:
-            rucio = Rucio(access)
+            rucio = Rucio(access, tokens.path)
         except RucioUnavailable as exc:
             raise JobFailed(str(exc), current_campaign=current, snapshots={}) from None
         for version in versions:

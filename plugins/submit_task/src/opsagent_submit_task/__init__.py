@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
-from opsagent.capability import Capability
-from opsagent.hookspecs import hookimpl
-from opsagent.schema import pattern
+from opsagent import Capability, Check, Job, hookimpl, pattern
 
-from opsagent_submit_task.config import SubmitConfig, declared_time_limit
+from opsagent_submit_task.config import DEFAULT_TIME_LIMIT, SubmitConfig
 from opsagent_submit_task.submit import reconcile, submit
 
 __all__ = ["SubmitConfig", "SubmitInput", "register_capabilities", "submit"]
@@ -58,13 +56,12 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
                 "error": "prodtask_submit_failed",
                 "timeout": "prodtask_submit_failed",
             },
-            time_limit=declared_time_limit(),
+            time_limit=DEFAULT_TIME_LIMIT,
             credentials=("panda_oidc_token", "pcs_token"),
             # From the monitor's own host X-Remote-User is enough to record a submission.
             optional_credentials=("pcs_token",),
             dedup_key=lambda inp: inp.task_name,
             echo=lambda inp: {"task_name": inp.task_name},
-            isolation="process",
             config=SubmitConfig,
             programs=("prun",),
             description="Submit a catalogue production task to PanDA with the operator's token "
@@ -77,3 +74,18 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             ),
         )
     )
+
+
+@hookimpl
+def capability_checks(capability: Capability, job: Job, register: Callable[[Check], None]) -> None:
+    """``opsagent selftest``: the inner budgets fit the time limit this host gives a job."""
+    if capability.msg_type != "submit_task":
+        return
+    cfg = job.config if job.config is not None else SubmitConfig()
+    try:
+        cfg.check_time_limit(job.time_limit)
+    except ValueError as exc:
+        register(Check.fail("budget", str(exc)))
+    else:
+        total = sum(seconds for _, seconds in cfg.budget())
+        register(Check.ok("budget", f"{total:g} s of inner budgets within {job.time_limit:g} s"))

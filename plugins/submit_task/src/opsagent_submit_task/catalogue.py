@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import attrs
 import requests
+from opsagent import retried
 
 #: The longest command text accepted (a prun line is a few hundred bytes).
 MAX_COMMAND_BYTES = 64 * 1024
@@ -178,15 +179,21 @@ def record_with_retries(
     cannot fix (a 4xx such as 409, 403) ends the tries at once.
     """
     failures: list[CatalogueError] = []
-    for attempt in range(len(backoffs) + 1):
-        try:
-            record()
-            return []
-        except CatalogueError as exc:
+
+    def failed(attempt: int, exc: Exception) -> None:
+        if isinstance(exc, CatalogueError):
             failures.append(exc)
             if log is not None:
-                log(f"record try {attempt + 1} failed: {exc}")
-            if not exc.retry or attempt == len(backoffs):
-                return failures
-            sleep(backoffs[attempt])
-    return failures
+                log(f"record try {attempt} failed: {exc}")
+
+    try:
+        retried(
+            record,
+            backoffs,
+            transient=lambda exc: isinstance(exc, CatalogueError) and exc.retry,
+            on_failure=failed,
+            sleep=sleep,
+        )
+    except CatalogueError:
+        return failures
+    return []

@@ -3,8 +3,10 @@
 The job's time limit must be longer than everything the job may wait for -- two
 catalogue calls, a PanDA look-up (when an earlier attempt was cut short), prun (and the
 grace period to kill it), three record tries with their backoff -- or a task that PanDA
-accepted would be reported as failed.  A configuration where it is not is refused when
-it is loaded, with the numbers in the message.
+accepted would be reported as failed.  The time limit is the host's (``time_limit`` in
+``[capability.submit_task]``, or the old ``EPICPROD_SUBMIT_TIMEOUT``), so a job whose
+limit does not cover the budgets is refused before it does anything, with the numbers
+in the message, and ``opsagent selftest`` shows the same as a failed ``budget`` check.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 from urllib.parse import urlsplit
 
 import attrs
+from opsagent import doubling
 
-#: The default time limit of a submission (WIRE.md: 300 s, ``EPICPROD_SUBMIT_TIMEOUT``).
+#: The declared time limit of a submission (the old agent's 300 s).
 DEFAULT_TIME_LIMIT = 300.0
 
 #: Set by the capability itself; a ``panda_env`` entry may not override them.
@@ -39,20 +42,6 @@ RESERVED_ENV = frozenset(
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 #: Time for what is not a network call or prun: sandbox set-up, token copy, clean-up.
 SETUP_SECONDS = 5.0
-
-
-def declared_time_limit() -> float:
-    """The job time limit from ``EPICPROD_SUBMIT_TIMEOUT`` (seconds), default 300."""
-    raw = os.environ.get("EPICPROD_SUBMIT_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_TIME_LIMIT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"EPICPROD_SUBMIT_TIMEOUT: expected seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"EPICPROD_SUBMIT_TIMEOUT: expected a positive number, got {raw!r}")
-    return value
 
 
 def _default_panda_sys() -> str:
@@ -116,12 +105,9 @@ class SubmitConfig:
     #: Bytes of prun output kept (head and tail) for the reason of a failure.
     output_cap: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(4096))
 
-    def __attrs_post_init__(self) -> None:
-        self.check_time_limit(declared_time_limit())
-
     def backoffs(self) -> list[float]:
         """The waits between record tries."""
-        return [self.record_backoff * 2**k for k in range(self.record_tries - 1)]
+        return doubling(self.record_backoff, self.record_tries)
 
     def budget(self) -> list[tuple[str, float]]:
         """Everything one job may wait for, itemised."""
@@ -144,8 +130,8 @@ class SubmitConfig:
             raise ValueError(
                 f"time limit {time_limit:g} s is not longer than the inner budgets "
                 f"({detail} = {total:g} s): a task PanDA accepted could be reported as "
-                f"failed; raise the time limit (EPICPROD_SUBMIT_TIMEOUT or time_limit in "
-                f"[capability.submit_task]) or lower prun_timeout, pcs_timeout or record_tries"
+                f"failed; raise the time limit (time_limit in [capability.submit_task], or "
+                f"EPICPROD_SUBMIT_TIMEOUT) or lower prun_timeout, pcs_timeout or record_tries"
             )
 
     @property

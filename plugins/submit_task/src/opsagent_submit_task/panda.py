@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-
-from opsagent_submit_task import running
+from opsagent import run
 
 #: Printed before the answer, so that anything panda-client prints is told apart.
 MARK = "OPSAGENT-PANDA-LOOKUP "
@@ -106,7 +105,7 @@ def lookup(
     """The jediTaskIDs of the caller's PanDA tasks named ``task_name``."""
     if not os.access(python, os.X_OK):
         raise LookupFailed(f"no Python at {python} to run panda-client with")
-    done = running.run(
+    done = run(
         [python, "-c", LOOKUP, task_name],
         env=env,
         cwd=cwd,

@@ -32,13 +32,14 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-from opsagent import Job, JobFailed, Outcome
+from opsagent import Job, JobFailed, Outcome, run
 
-from opsagent_submit_task import panda, running
+from opsagent_submit_task import panda
 from opsagent_submit_task import token as tokens
 from opsagent_submit_task.catalogue import Catalogue, CatalogueError, record_with_retries
 from opsagent_submit_task.command import CommandRefused, prun_argv
 from opsagent_submit_task.config import SubmitConfig
+from opsagent_submit_task.stopper import Stopper
 
 #: The job note that holds the jediTaskID once prun has printed it.
 NOTE_ID = "jedi_task_id"
@@ -294,9 +295,9 @@ def submit(inp: Any, job: Job) -> Outcome:
     with sandbox(job, token) as box:
         job.remember(NOTE_PANDA_NAME, name)
         job.log.info("running prun for {} (PanDA task {})", task, name)
-        stopper = running.Stopper()
+        stopper = Stopper()
         with stopper.installed():
-            result = running.run(
+            result = run(
                 [prun, *argv[1:]],
                 env=prun_env(job, cfg, box),
                 cwd=box.work,

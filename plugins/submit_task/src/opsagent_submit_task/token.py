@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-from opsagent.credentials.store import Credential
+from opsagent import Credential
 
 #: panda-client refreshes an id token that expires within this many seconds
 #: (``openidc_utils.check_token``: ``delta < timedelta(minutes=5)``).

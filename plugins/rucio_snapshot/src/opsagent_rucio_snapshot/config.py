@@ -1,72 +1,14 @@
-"""What a request may say (:class:`SnapshotInput`) and what the host configures
-(:class:`SnapshotConfig`, the ``[capability.rucio_snapshot_update]`` table)."""
+"""``[capability.rucio_snapshot_update]``: where Rucio and the catalogue are, how to
+reach them, and the limits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-import cattrs
-from cattrs.errors import AttributeValidationNote, IterableValidationNote
-from opsagent.schema import FieldError, pattern
+from opsagent import FieldError, pattern
 
-CAMPAIGN = r"[0-9]{2}\.[0-9]{2}\.[0-9]{1,3}"
-STAGE = r"[A-Z][A-Z0-9_]{0,31}"
-SCOPE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,29}"
-
-
-def _field_error(inst: Any, attr: attrs.Attribute, errors: list[Exception]) -> Exception:
-    # Shaped like cattrs' own errors so opsagent.schema reports "$.<field>[<i>]: ...".
-    group = cattrs.IterableValidationError(attr.name, errors, list)
-    group.__notes__ = [AttributeValidationNote(f"attribute {attr.name}", attr.name, list)]
-    return cattrs.ClassValidationError(f"While checking {type(inst).__name__}", [group], type(inst))
-
-
-def each(
-    check: Callable[[Any, attrs.Attribute, Any], None], *, non_empty: bool = False
-) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """Apply ``check`` to every item of a list, reporting each bad item by index."""
-
-    def validate(inst: Any, attr: attrs.Attribute, value: list[Any] | None) -> None:
-        if value is None:
-            return
-        errors: list[Exception] = []
-        if non_empty and not value:
-            err = ValueError("expected at least one item (leave the field out instead)")
-            raise _field_error(inst, attr, [err]) from None
-        for i, item in enumerate(value):
-            try:
-                check(inst, attr, item)
-            except ValueError as exc:
-                # A plain error: the notes below carry the path (field and index).
-                item_error = ValueError(str(exc))
-                item_error.__notes__ = [IterableValidationNote(f"@ index {i}", i, type(item))]
-                errors.append(item_error)
-        if errors:
-            raise _field_error(inst, attr, errors)
-
-    return validate
-
-
-_campaign = pattern(CAMPAIGN, "a campaign version like 26.02.0")
-
-
-@attrs.frozen
-class SnapshotInput:
-    """The request: who asked, and optionally which campaigns (the first is the current one)."""
-
-    created_by: str | None = attrs.field(
-        default=None, metadata={"description": "who pressed 'Update from Rucio'"}
-    )
-    campaigns: list[str] | None = attrs.field(
-        default=None,
-        validator=each(_campaign, non_empty=True),
-        metadata={
-            "description": "campaign versions to refresh, the current one first; "
-            "default: from configuration, else from the catalogue"
-        },
-    )
+from opsagent_rucio_snapshot.fields import SCOPE, STAGE, campaign, each
 
 
 def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
@@ -112,7 +54,7 @@ class SnapshotConfig:
         factory=lambda: ["RECO", "FULL"],
         validator=each(pattern(STAGE, "a stage name like RECO"), non_empty=True),
     )
-    campaigns: list[str] = attrs.field(factory=list, validator=each(_campaign))
+    campaigns: list[str] = attrs.field(factory=list, validator=each(campaign))
     catalogue_url: str = ""
     #: Sent as ``X-Remote-User`` when the request names no ``created_by``.
     catalogue_user: str | None = None
