@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Write the reference pages that must follow the code.
 
-    scripts/gen_docs.py            rewrite docs/messages.md and docs/configuration.md
+    scripts/gen_docs.py            rewrite docs/messages.md, docs/configuration.md, docs/wire.md
     scripts/gen_docs.py --check    rewrite nothing; exit 1 with a diff when a page is stale
 
 ``messages.md`` comes from the capabilities registered by the host and the bundled
 plugins (their declarations and input schemas); ``configuration.md`` from the config
 classes in ``opsagent.host.config`` (their fields, defaults, ``#:`` comments and the
 environment variables their defaults read) and from each bundled capability's config
-class.  ``tests/system/test_docs.py`` runs ``--check``.
+class; ``wire.md`` (the contract with callers, readers and the monitor) from the defaults
+of those classes, the envelope's limits and patterns, and bodies made by the code that
+sends them (``opsagent.host.events``, ``opsagent.reporting.monitor``); only what such a
+code path cannot say (what a rejection code means) is written here, in :data:`REJECTIONS`.
+``tests/system/test_docs.py`` runs ``--check``.
 """
 
 from __future__ import annotations
@@ -80,6 +84,36 @@ NOTES: dict[str, str] = {
 
 #: Set by the loader, not written in a file.
 NOT_KEYS = {"source"}
+
+#: What each ``code`` of a ``request_rejected`` means to the caller, in the order a request
+#: meets the checks.  tests/system/test_docs.py fails when the host sends a code that is
+#: not here, or when one here is no longer sent.
+REJECTIONS: dict[str, str] = {
+    "malformed": "The body is not a request: over the size cap, not UTF-8, not a JSON "
+    "object, too deep, a number too long or not finite, a duplicate key, a lone surrogate, "
+    "or a routing field (`msg_type`, `namespace`, `request_id`, `reply_to`) of the wrong "
+    "form. Fix the sender.",
+    "unknown_msg_type": "No capability of this host answers the `msg_type`; the reason "
+    "lists the ones it knows.",
+    "forbidden": "The broker user who sent it may not ask for this `msg_type` (the "
+    "capability's allowed users). Recorded under the broker's message id, never under "
+    "the caller's `request_id`.",
+    "unavailable": "The capability is installed but cannot run now: a credential is "
+    "missing or expired, its plugin is broken, or its thread lane is stuck. The reason "
+    "says which; send again once it is fixed.",
+    "stopping": "The host is draining before it stops and takes no new work; send again "
+    "later (to it or to its standby).",
+    "invalid": "The input does not fit the capability's schema; `errors` names every field "
+    "at fault (`$.field: what was expected`).",
+    "request_id_reused": "The `request_id` already belongs to a job of another "
+    "`msg_type` or another input; nothing is recorded under it. Send with an id of its "
+    "own.",
+    "duplicate": "A job with the same dedup key (say the same `pandaid`) is in flight; "
+    "this one was not run. Its event will come from the job in flight.",
+    "busy": "The capability's local queue is full (`queue_limit`); send again later.",
+    "internal": "The host failed while handling the message (a bug: its log has the "
+    "traceback). The message is acknowledged so it cannot loop.",
+}
 
 
 # -- rendering helpers ------------------------------------------------------------------
@@ -413,9 +447,328 @@ def _capability_sections(overrides: tuple[str, ...]) -> list[str]:
     return out
 
 
+# -- the wire -------------------------------------------------------------------------
+
+#: Placeholders for what changes from run to run in the sample bodies.
+_SAMPLE_PID = "<pid>"
+_MONITOR = "https://monitor.example.org/swf-monitor"
+
+
+def _unquoted(toml: str) -> str:
+    """A default rendered as a TOML string, without its quotes, for inline code."""
+    return _machine_neutral(toml[1:-1] if toml.startswith('"') else toml)
+
+
+def _json_block(body: dict[str, Any]) -> list[str]:
+    return ["```json", json.dumps(body, indent=2, ensure_ascii=False), "```"]
+
+
+def _config_default(cls: type, name: str) -> tuple[str, list[str]]:
+    """The default of ``cls.name`` as TOML and the variables it reads, machine-neutral."""
+    return _default(attrs.fields_dict(cls)[name])
+
+
+def _env_note(env: list[str]) -> str:
+    return f" (from `{env[0]}` when set)" if env else ""
+
+
+def rejection_codes_sent() -> set[str]:
+    """Every ``code`` the host passes when it refuses a request, read from its source.
+
+    A code is a string literal among the arguments of a call to ``events.rejection`` or
+    of the dispatcher's helpers that end in one (``_reject``, ``_finish_rejected``).
+    """
+    import ast
+
+    from opsagent.host import dispatch
+
+    tree = ast.parse(inspect.getsource(dispatch))
+    codes: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        if name not in ("rejection", "_reject", "_finish_rejected"):
+            continue
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                if re.fullmatch(r"[a-z]+(_[a-z]+)*", arg.value):
+                    codes.add(arg.value)
+    return codes
+
+
+def _sample_rejection() -> dict[str, Any]:
+    """A rejection as the host makes it, for a body the envelope refuses."""
+    from opsagent.host import envelope, events
+
+    try:
+        envelope.parse(
+            b'{"msg_type": "prune_cache", "request_id": "../x", "reply_to": "/queue/a,b"}'
+        )
+    except envelope.EnvelopeError as exc:
+        return events.rejection(
+            exc.msg_type,
+            exc.reason,
+            exc.errors,
+            sender="opsagent-ops1",
+            namespace="prodops",
+            code="malformed",
+        )
+    raise SystemExit("gen_docs: the envelope took the sample malformed body")
+
+
+def _sample_events() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The terminal events of one fetch_payload_log job, as the host makes them."""
+    from opsagent.host import events
+    from opsagent.outcome import Outcome
+    from opsagent.schema import structure
+
+    cap = next(c for c in bundled_capabilities() if c.msg_type == "fetch_payload_log")
+    echo = cap.echo_of(structure(dict(cap.samples[0]), cap.input))
+    ids = {"job_id": "r-1042", "sender": "opsagent-ops1", "namespace": "prodops"}
+    ok = events.job_event(cap, Outcome.ok(cached=False), echo, **ids)
+    timeout = events.job_event(cap, Outcome.timeout("time limit of 180 s reached"), echo, **ids)
+    return ok, timeout
+
+
+def _monitor_samples() -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """Heartbeat and action-log URLs and bodies, as the monitor client builds them."""
+    from opsagent.host.config import MonitorConfig
+    from opsagent.reporting import health
+    from opsagent.reporting.monitor import Monitor
+
+    snapshot = health.Snapshot(
+        state=health.PROCESSING,
+        broker_connected=True,
+        capabilities=("health_ping", "shutdown", "fetch_payload_log"),
+        unavailable={},
+        broken=(),
+        in_flight={"fetch_payload_log": 1},
+        queued={},
+    )
+    with _known_environment():
+        config = MonitorConfig(enabled=True, url=_MONITOR)
+        monitor = Monitor(
+            config,
+            instance="opsagent-ops1",
+            namespace="prodops",
+            token="<token>",  # noqa: S106 - a placeholder
+            snapshot=lambda: snapshot,
+        )
+    monitor.pid = _SAMPLE_PID  # type: ignore[assignment]
+    beat = monitor.heartbeat()
+    end = health.JobEnd(
+        job_id="r-1042",
+        msg_type="fetch_payload_log",
+        status="ok",
+        duration=4.2,
+        echo={"jeditaskid": "1001", "pandaid": "4242"},
+        module="opsagent_fetch_payload_log",
+    )
+    record = monitor.action_record(end)
+    record.update(timestamp="<UTC ISO-8601>", thread="<thread id>")
+    return monitor.heartbeat_url, monitor.log_url, beat, record
+
+
+def wire_page() -> str:
+    from opsagent.host import config as configuration
+    from opsagent.host import envelope
+    from opsagent.reporting import health, monitor
+
+    broker, host = configuration.BrokerConfig, configuration.HostConfig
+    queue, queue_env = _config_default(broker, "queue")
+    topic, _ = _config_default(broker, "topic")
+    heartbeat, _ = _config_default(broker, "heartbeat_ms")
+    namespace, _ = _config_default(host, "namespace")
+    cache, cache_env = _config_default(host, "cache_dir")
+    max_body, _ = _config_default(host, "max_body_bytes")
+    connection = []
+    for name in ("hosts", "user", "password", "use_ssl", "ca_certs"):
+        connection += _config_default(broker, name)[1]
+    beat_url, log_url, beat, record = _monitor_samples()
+    ok, timeout = _sample_events()
+    out = [
+        "# Wire reference",
+        "",
+        GENERATED,
+        "",
+        "What travels between the host and the rest of the production system: the requests",
+        "its callers (the web tier, REST and MCP surfaces, cron, `opsagent send`) put on the",
+        "broker, the events and replies it sends back, and what it posts to the monitor.",
+        "The host took over from an agent already in service, and these formats are that",
+        "agent's: a caller or a reader written for it works unchanged. Changes only add (a",
+        "field, an event) what old readers ignore. Each capability's own input and events",
+        "are in the [message reference](messages.md).",
+        "",
+        "## Broker and addresses",
+        "",
+        "- STOMP to ActiveMQ (Classic or Artemis), with heart-beats every "
+        f"{int(heartbeat) // 1000} s both ways",
+        "  (`[broker] heartbeat_ms`): Artemis drops an idle connection that did not ask for them.",
+        f"- Requests are taken from the queue `{_unquoted(queue)}`{_env_note(queue_env)}.",
+        "  Each message goes to one consumer, which acknowledges it (client-individual) only",
+        "  once its outcome is recorded and published ([concepts](concepts.md)).",
+        f"- Events go to the topic `{_unquoted(topic)}`, which every reader sees; a relay",
+        "  turns each into a browser event named after its `msg_type`.",
+        "- A destination is always written with its `/queue/` or `/topic/` prefix (Artemis",
+        "  routes a bare name elsewhere); the host refuses a configured one without it.",
+        "- Without a configuration file, the connection is the old agent's variables:",
+        "  " + ", ".join(f"`{e}`" for e in connection),
+        "  ([configuration](configuration.md)).",
+        "- Bodies are JSON objects in UTF-8, sent as `application/json`. Who asks and what",
+        "  for travels in the body, not in STOMP headers; the only header the host reads is",
+        "  the one in which the broker stamps the sender's login (`[broker] user_header`),",
+        "  for a capability's allowed users.",
+        f"- Requests and events carry a namespace, `{_unquoted(namespace)}` by default",
+        "  (`[host] namespace`).",
+        "",
+        "## A request",
+        "",
+        "One JSON object: the routing fields below, which the host reads itself, and the",
+        "capability's input fields beside them. A field neither uses is ignored.",
+        "",
+        "| field | the host's rule |",
+        "|---|---|",
+        "| `msg_type` | Required, a non-empty string: the capability to run. One this host does "
+        "not offer is refused (`unknown_msg_type`). |",
+        f"| `namespace` | Optional string. Another namespace than `{_unquoted(namespace)}` "
+        "is not for this host: the message is acknowledged and left unanswered (another "
+        "host serves it). No namespace at all is taken, as the old agent did, unless "
+        "`[host] require_namespace` is set. |",
+        "| `request_id` | Optional: a string matching "
+        f"`{envelope._REQUEST_ID.pattern}`, or an integer (taken as its digits). It "
+        "becomes the job's id (without one, the broker's message id is). The same "
+        "`request_id` with the same `msg_type` and input is the same request: sent again "
+        "while its job runs, it joins that job; sent after, it is answered from the journal "
+        "and not run again. With another `msg_type` or input it is refused "
+        "(`request_id_reused`). |",
+        "| `reply_to` | Optional: a destination matching "
+        f"`{envelope.REPLY_TO_PATTERN}`, where the job's event (or the rejection, or a "
+        "control reply) is also sent. A composite (`a,b`), a wildcard or a "
+        "`/temp-queue/` is refused. `health_ping` requires it. |",
+        "| `sender`, `created_by`, `requested_by`, `owner` | Attribution from the caller. The "
+        "host itself does not read them; a capability that declares one as an input field "
+        "gets it (`owner` is whom `submit_task` records the task for). |",
+        "",
+        "Before any of these is read, the body must pass the envelope's guards, or the",
+        "request is refused as `malformed` with the reason:",
+        "",
+        f"- at most {int(max_body):,} bytes (`[host] max_body_bytes`), valid UTF-8, one JSON "
+        "object;",
+        f"- nested at most {envelope.MAX_DEPTH} levels deep; integers of at most "
+        f"{envelope.MAX_INT_DIGITS} digits;",
+        f"  other numbers of at most {envelope.MAX_FLOAT_CHARS} characters, and finite (no "
+        "`NaN`, `Infinity`, `1e999`);",
+        "- no key twice in one object, and no lone UTF-16 surrogate (`\\ud800` without its",
+        "  pair) in a key or a string.",
+        "",
+        "Ids that the old callers send sometimes as strings, sometimes as integers (`pandaid`,",
+        "`jeditaskid`, `jedi_task_id`) are accepted both ways where a capability declares",
+        "them as digits, and sent back as strings.",
+        "",
+        "## Rejections",
+        "",
+        "A request that will not run is answered with one `request_rejected`, sent on the",
+        "topic and to its `reply_to`, and acknowledged, so that it never comes back. `request`",
+        "is the `msg_type` asked for (`null` when it could not be read), `errors` one line per",
+        "field at fault, `request_id` the caller's when it had a usable one; a request",
+        "refused after its input was read also carries the capability's identifying fields.",
+        "This one is a body whose `request_id` and `reply_to` are both wrong:",
+        "",
+        *_json_block(_sample_rejection()),
+        "",
+        "| `code` | meaning |",
+        "|---|---|",
+        *(f"| `{code}` | {REJECTIONS[code]} |" for code in REJECTIONS),
+        "",
+        "## The end of a job",
+        "",
+        "A job that was accepted ends with exactly one event, on the topic and to its",
+        "`reply_to`. Its `msg_type` is the event the capability declares for the outcome",
+        "(see the [message reference](messages.md)); beside the capability's identifying",
+        "fields and the data its work returned, the host adds:",
+        "",
+        "| field | value |",
+        "|---|---|",
+        "| `ok` | `true` when the outcome is `ok`, else `false` |",
+        "| `outcome` | `ok`, `error`, `timeout`, or `unrecorded` (the work was done but its "
+        "recording elsewhere failed: the data says what to record by hand) |",
+        "| `reason` | why, when the outcome is not `ok` |",
+        "| `error` | the same text, under the name the old readers of `rucio_snapshot_ready` "
+        "use; only when the outcome is not `ok` |",
+        "| `request` | the `msg_type` of the request |",
+        "| `job_id` | the request's `request_id`, or the broker's message id |",
+        "| `sender` | this host's name (`[host] instance`) |",
+        "| `namespace` | this host's namespace |",
+        "| `data_dropped` | only on an event that would be larger than `[host] "
+        "max_event_bytes`: it goes without the work's own data fields, and this says how "
+        "large they were (the journal keeps them) |",
+        "",
+        "A `fetch_payload_log` job that succeeded, then one that ran out of time:",
+        "",
+        *_json_block(ok),
+        "",
+        *_json_block(timeout),
+        "",
+        "The control capabilities answer at once, to `reply_to` only and never on the topic:",
+        "`health_ping` with `pong` (`agent`, the host's name, and `pid`), `shutdown` with",
+        "`shutdown_ack` before the host drains and exits with status 100, which its systemd",
+        "unit leaves down. Both replies carry `sender`, `namespace` and the caller's",
+        "`request_id`.",
+        "",
+        "## The shared cache",
+        "",
+        f"Jobs write what the web tier reads under one root, `{_unquoted(cache)}`"
+        f"{_env_note(cache_env)},",
+        "`[host] cache_dir`: owned by the production user, group-readable and setgid, read by",
+        "the web tier, which runs as another user. Each capability",
+        "keeps to its own folder ([fetch_payload_log](fetch_payload_log.md): `panda-logs/`,",
+        "[rucio_snapshot_update](rucio_snapshot.md): `rucio-snapshots/`,",
+        "[submit_task](submit_task.md): its sandboxes), and `prune_cache` removes what is",
+        "older than its `older_than_days`.",
+        "",
+        "## The monitor",
+        "",
+        "With `[monitor] enabled`, the host shows itself in the existing monitor as the old",
+        "agent did, and logs each job in its action log. Both posts carry",
+        "`Authorization: Token <token>`; they go from a background thread with short",
+        "timeouts, and are dropped rather than allowed to delay a message.",
+        "",
+        f"A heartbeat, `POST {beat_url.replace(_MONITOR, '<url>')}`, every",
+        "`heartbeat_seconds` (at most 60: the monitor marks an agent `EXITED` after 3 minutes",
+        "without one):",
+        "",
+        *_json_block(beat),
+        "",
+        "`status` is `OK` when the broker is connected, the journal writable, no plugin",
+        "broken and every capability available, else `WARNING` (the `description` says",
+        "what), and `EXITED` in the last heartbeat, sent on the way out.",
+        "`operational_state` is one of "
+        + ", ".join(f"`{s}`" for s in (health.STARTING, health.READY, health.PROCESSING))
+        + f" (`{health.PROCESSING}`:",
+        f"at least one job in flight), and `{health.EXITED}` on the way out.",
+        "",
+        f"An action-log record, `POST {log_url.replace(_MONITOR, '<http_url>')}`, one per "
+        "ended job:",
+        "",
+        *_json_block(record),
+        "",
+        "| msg_type | action (`funcname`, `extra_data.action`) |",
+        "|---|---|",
+        *(f"| `{m}` | `{a}` |" for m, a in monitor.ACTIONS.items()),
+        "| any other | its `msg_type` |",
+        "",
+        "`extra_data.outcome` is the job's outcome; `level` is",
+        ", ".join(f"{lv} (`{name}`) for `{st}`" for st, (lv, name) in monitor.LEVELS.items())
+        + f", {monitor.ERROR_LEVEL[0]} (`{monitor.ERROR_LEVEL[1]}`) otherwise.",
+    ]
+    return "\n".join(out) + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "messages.md": messages_page,
     "configuration.md": configuration_page,
+    "wire.md": wire_page,
 }
 
 

@@ -1,4 +1,4 @@
-"""The monitor: heartbeats and action-log records as WIRE.md has them, posted off the
+"""The monitor: heartbeats and action-log records as docs/wire.md has them, posted off the
 message path, so a hung monitor never slows a ping."""
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         text=True,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    for page in ("quickstart", "concepts", "operations", "writing-a-capability", "messages"):
+    pages = ("quickstart", "concepts", "operations", "writing-a-capability", "messages", "wire")
+    for page in pages:
         assert (tmp_path / "site" / page / "index.html").is_file(), page
 
 
@@ -69,6 +70,28 @@ def test_the_message_reference_lists_every_bundled_msg_type_and_its_events() -> 
         section = page.split(f"## `{cap.msg_type}`\n", 1)[1].split("\n## ", 1)[0]
         for event in cap.events.values():
             assert f"`{event}`" in section, (cap.msg_type, event)
+
+
+def test_the_wire_reference_explains_every_rejection_code_the_host_sends() -> None:
+    module = gen_docs()
+    sent = module.rejection_codes_sent()
+    assert {"forbidden", "request_id_reused", "malformed", "internal"} <= sent
+    assert sorted(sent - set(module.REJECTIONS)) == [], "codes sent that docs/wire.md omits"
+    assert sorted(set(module.REJECTIONS) - sent) == [], "codes explained that are never sent"
+    page = (DOCS / "wire.md").read_text()
+    for code in sent:
+        assert f"| `{code}` |" in page, code
+
+
+def test_no_page_or_docstring_sends_the_reader_outside_the_repository() -> None:
+    # The wire contract is docs/wire.md; the spec it came from is not shipped.
+    tracked = subprocess.run(
+        ["git", "grep", "-l", "WIRE.md", "--", ".", ":!tests/system/test_docs.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert tracked.stdout.split() == []
 
 
 def test_every_configuration_key_is_described() -> None:

@@ -209,7 +209,7 @@ def test_every_hostile_input_gets_one_answer_and_nothing_escapes(host_factory, c
 
 
 def test_missing_namespace_is_served_as_the_old_agent_did(host_factory, caller_for):
-    # WIRE.md: the old agent accepted messages without a namespace; the default keeps that.
+    # docs/wire.md: the old agent accepted messages without a namespace; the default keeps that.
     host = host_factory().start()
     caller = caller_for(host)
     rid = caller.send("test_echo", {"text": "hi"}, reply=False, namespace=None)

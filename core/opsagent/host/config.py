@@ -162,7 +162,7 @@ class CapabilitiesConfig:
 
 @attrs.frozen
 class MonitorConfig:
-    """``[monitor]``: heartbeats and action-log records to the existing monitor (WIRE.md).
+    """``[monitor]``: heartbeats and action-log records to the existing monitor (docs/wire.md).
 
     Off by default.  Posts go from a background thread through a bounded queue with
     short timeouts, so a slow or dead monitor never delays a message.

@@ -24,7 +24,7 @@ MAX_INT_DIGITS = 40
 #: Longest number literal with a fraction or an exponent; a double needs 17 digits.
 MAX_FLOAT_CHARS = 64
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-#: A destination the host may reply to: ``/queue/`` or ``/topic/`` (WIRE.md) and one
+#: A destination the host may reply to: ``/queue/`` or ``/topic/`` (docs/wire.md) and one
 #: plain name.  Not an empty name (ActiveMQ drops the connection that sends to it, and
 #: with it the frames written after: other jobs' events), not a composite (``a,b``: the
 #: host would publish wherever a caller lists), not a wildcard (``*``, ``>``, ``#``), and

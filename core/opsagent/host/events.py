@@ -1,4 +1,4 @@
-"""The bodies the host sends: job events, replies and rejections (wire names from WIRE.md)."""
+"""The bodies the host sends: job events, replies and rejections (their fields: docs/wire.md)."""
 
 from __future__ import annotations
 

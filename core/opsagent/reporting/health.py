@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-#: operational_state values of the monitor (WIRE.md), plus STOPPING while draining.
+#: operational_state values of the monitor (docs/wire.md), plus STOPPING while draining.
 STARTING, READY, PROCESSING, STOPPING, EXITED = (
     "STARTING",
     "READY",

@@ -1,6 +1,6 @@
 """The existing monitor keeps showing the host: REST heartbeats and action-log records.
 
-Formats are those of WIRE.md ("The monitor").  Everything is posted from one background
+Formats are those of docs/wire.md ("The monitor").  Everything is posted from one background
 thread: callers only put a record on a bounded queue (dropped and counted when full),
 and each post has a short connect and read timeout.  A slow, hung or dead monitor
 therefore costs the message path nothing; at worst records are dropped.  Failures are
@@ -113,7 +113,7 @@ class Monitor:
         except queue.Full:
             self.dropped += 1
 
-    # -- the bodies (WIRE.md) -------------------------------------------------------
+    # -- the bodies (docs/wire.md) --------------------------------------------------
 
     def heartbeat(self, *, exiting: bool = False) -> dict[str, Any]:
         snap = self.snapshot()

@@ -1,4 +1,4 @@
-"""The declaration and its configuration: WIRE.md's events, a time limit that fits."""
+"""The declaration and its configuration: the old agent's events, a time limit that fits."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Through a real host (dispatch, journal, process isolation) on the in-memory transport:
-exactly one event per job, in WIRE.md's three shapes."""
+exactly one event per job, in the old agent's three shapes."""
 
 from __future__ import annotations
 
