@@ -134,8 +134,16 @@ def test_the_generated_code_is_lint_clean_and_formatted(baked: dict[str, Path]) 
 def test_the_ci_workflow_lints_tests_and_builds(baked: dict[str, Path]) -> None:
     workflow = yaml.safe_load((baked["scaffold_probe"] / ".github/workflows/ci.yml").read_text())
     runs = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
-    for command in ('pip install -e ".[test]"', "ruff check .", "pytest", "python -m build"):
-        assert any(command in run for run in runs), (command, runs)
+    commands = [
+        "python -m build",
+        'python -m venv "$RUNNER_TEMP/clean"',  # the built wheel alone, in a fresh venv
+        'pip install "$(ls dist/*.whl)[test]"',
+        "pip check",
+        "ruff check .",
+        "pytest",
+    ]
+    at = [next((i for i, run in enumerate(runs) if c in run), None) for c in commands]
+    assert None not in at and at == sorted(at), (commands, runs)
     assert workflow["jobs"]["test"]["env"]["PIP_EXTRA_INDEX_URL"] == (
         "${{ vars.OPSAGENT_INDEX_URL }}"
     )

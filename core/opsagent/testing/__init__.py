@@ -9,10 +9,11 @@ without a broker::
         answer = h.send("hello", {"name": "x"})
         assert answer["outcome"] == "ok"
 
-Also here: :func:`declared`, :func:`make_job` and :func:`call_doer` to call a doer
-directly with a job like the host's; :func:`structure` and :func:`config_from_table` to
-read input and configuration as the host reads them; :func:`start_job_process` to run a
-job in a process of its own as the host does (its notes in a real journal,
+Also here: :func:`declared` (or :func:`installed`, through its entry point),
+:func:`make_job` and :func:`call_doer` to call a doer directly with a job like the
+host's; :func:`structure`, :func:`config_from_table` and :func:`host_overrides` to read
+input and configuration as the host reads them; :func:`start_job_process` to run a job
+in a process of its own as the host does (its notes in a real journal,
 :func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
 loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``), and
 :func:`processes_with_env` to check that a killed job left no process behind.
@@ -49,6 +50,8 @@ from opsagent.testing.jobs import (
     call_doer,
     config_from_table,
     declared,
+    host_overrides,
+    installed,
     journal_notes,
     make_job,
     start_job_process,
@@ -295,6 +298,8 @@ __all__ = [
     "config_from_table",
     "declared",
     "hang",
+    "host_overrides",
+    "installed",
     "journal_notes",
     "json_schema",
     "make_job",

@@ -206,6 +206,24 @@ def start_job_process(
         argv, stdin=subprocess.PIPE, env=full_env, start_new_session=True, **popen
     )
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec).encode())
-    proc.stdin.close()
+    with proc.stdin:
+        proc.stdin.write(json.dumps(spec).encode())
+    proc.stdin = None  # sent and closed: ``communicate()`` has nothing more to send
     return JobProcess(proc, result, journal, job_id)
+
+
+def installed(msg_type: str) -> Capability:
+    """``msg_type`` as the host loads it at start-up from the installed distributions'
+    entry points, with its ``distribution`` and ``version``: what ``pip install`` put in
+    place.  Raises an error naming every broken plugin when it is not there."""
+    registry = plugins.load(require=[msg_type])
+    return registry.capabilities[msg_type]
+
+
+def host_overrides(
+    capability: Capability, table: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the host sets over ``capability``'s declaration (``time_limit``,
+    ``concurrency``...) from a ``[capability.<msg_type>]`` table and its environment."""
+    config = configuration.Config(capability={capability.msg_type: dict(table or {})})
+    return configuration.overrides(config, capability.msg_type)

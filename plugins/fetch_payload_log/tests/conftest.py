@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from opsagent import Job
-from opsagent.credentials.store import Credential
+from opsagent import Credential, Job
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.config import FetchConfig
 

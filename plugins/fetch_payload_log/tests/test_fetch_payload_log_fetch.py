@@ -16,7 +16,7 @@ import fpl_tarballs as T
 import pytest
 from fpl_support import Rucio, SilentServer, expired_proxy, processes_mentioning, tree
 from opsagent import JobFailed, Outcome
-from opsagent.schema import structure
+from opsagent.testing import structure
 from opsagent_fetch_payload_log import FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 

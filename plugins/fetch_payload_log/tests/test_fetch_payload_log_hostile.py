@@ -22,7 +22,7 @@ import fpl_tarballs as T
 import pytest
 from fpl_support import Rucio, tree
 from opsagent import JobFailed
-from opsagent.schema import structure
+from opsagent.testing import structure
 from opsagent_fetch_payload_log import FetchInput
 from opsagent_fetch_payload_log.cache import Cache
 from opsagent_fetch_payload_log.fetch import fetch
@@ -211,8 +211,8 @@ KILLABLE = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     from opsagent import Job
-    from opsagent.credentials.store import Credential
-    from opsagent.schema import structure
+    from opsagent import Credential
+    from opsagent.testing import structure
     from opsagent_fetch_payload_log import FetchConfig, FetchInput
     from opsagent_fetch_payload_log.fetch import fetch
     a = json.loads(sys.argv[1])

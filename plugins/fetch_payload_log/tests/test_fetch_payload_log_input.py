@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from opsagent.schema import InputError, json_schema, structure
+from opsagent.testing import (
+    ConfigError,
+    InputError,
+    config_from_table,
+    host_overrides,
+    json_schema,
+    structure,
+)
 from opsagent_fetch_payload_log import FetchInput, declaration
 
 GOOD = {"scope": "epic", "lfn": "panda.1001.000007.log.tgz", "jeditaskid": "1001", "pandaid": 4242}
@@ -63,14 +70,12 @@ def test_the_declaration_matches_the_wire_contract(monkeypatch: pytest.MonkeyPat
     inp = structure(GOOD, FetchInput)
     assert cap.key_of(inp) == "fetch_payload_log:1001/4242"
     assert cap.echo_of(inp) == {"pandaid": "4242", "jeditaskid": "1001"}
-    # The old agent's variable is the host's time limit override (opsagent.host.config).
-    from opsagent.host.config import Config, overrides
-
+    # The old agent's variable is the host's time limit override.
     monkeypatch.setenv("EPICPROD_FETCH_TIMEOUT", "45")
-    assert overrides(Config(), cap.msg_type) == {"time_limit": 45}
+    assert host_overrides(cap) == {"time_limit": 45}
     monkeypatch.setenv("EPICPROD_FETCH_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="EPICPROD_FETCH_TIMEOUT: expected a positive number"):
-        overrides(Config(), cap.msg_type)
+        host_overrides(cap)
 
 
 def test_samples_fit_the_schema() -> None:
@@ -79,12 +84,9 @@ def test_samples_fit_the_schema() -> None:
 
 
 def test_the_configuration_section_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opsagent.host.config import ConfigError, section_from_table
-    from opsagent_fetch_payload_log.config import FetchConfig
-
     monkeypatch.setenv("RUCIO_URL", "https://rucio.example")
     monkeypatch.setenv("RUCIO_ACCOUNT", "eicprod")
-    cfg = section_from_table({"xrdcp_timeout": 60}, FetchConfig, "fetch_payload_log")
+    cfg = config_from_table(declaration(), {"xrdcp_timeout": 60})
     assert (cfg.rucio_url, cfg.account, cfg.vo, cfg.auth_type, cfg.xrdcp_timeout) == (
         "https://rucio.example",
         "eicprod",
@@ -99,4 +101,4 @@ def test_the_configuration_section_is_checked(monkeypatch: pytest.MonkeyPatch) -
         ({"rucio_host": "x"}, "rucio_host"),
     ):
         with pytest.raises(ConfigError, match=fragment):
-            section_from_table(table, FetchConfig, "fetch_payload_log")
+            config_from_table(declaration(), table)

@@ -14,10 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_catalogue import FakeCatalogue  # noqa: E402
 from loopback_proxy import RucioRelay  # noqa: E402
-from opsagent.credentials.store import Credential  # noqa: E402
-from opsagent.host.config import section_from_table  # noqa: E402
-from opsagent.job import Job  # noqa: E402
-from opsagent.testing.http import FakeServer  # noqa: E402
+from opsagent import Credential, Job  # noqa: E402
+from opsagent.testing import FakeServer, config_from_table  # noqa: E402
 from opsagent_rucio_snapshot import CAPABILITY  # noqa: E402
 from opsagent_rucio_snapshot.config import SnapshotConfig  # noqa: E402
 from rucio_seed import Layout, admin_client, seed_campaign, services_dir  # noqa: E402
@@ -89,7 +87,7 @@ def make_job(tmp_path: Path, rucio_server: dict[str, str]):
             "rucio_username": rucio_server["RUCIO_TEST_USERNAME"],
             **table,
         }
-        config: SnapshotConfig = section_from_table(settings, SnapshotConfig, CAPABILITY.msg_type)
+        config: SnapshotConfig = config_from_table(CAPABILITY, settings)
         secret = rucio_server["RUCIO_TEST_PASSWORD"] if password is None else password
         return Job(
             id="test-job",

@@ -1,6 +1,6 @@
 """The production catalogue (PCS) as documented in docs/rucio_snapshot.md, on loopback.
 
-Built on ``opsagent.testing.http.FakeServer``.  It keeps tasks in memory, pages task
+Built on ``opsagent.testing.FakeServer``.  It keeps tasks in memory, pages task
 lists (``{"count", "next", "previous", "results"}``, a few per page, as Django REST
 framework does), and applies a PATCH the way a Django JSONField does: the
 ``overrides`` sent replace the stored ones whole.  Failures are switched on per task
@@ -13,7 +13,7 @@ import copy
 from typing import Any
 from urllib.parse import unquote
 
-from opsagent.testing.http import FakeServer, Request, Response
+from opsagent.testing import FakeServer, Request, Response
 
 PAGE = 4
 

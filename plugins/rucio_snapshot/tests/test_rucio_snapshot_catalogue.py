@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from opsagent.testing.http import FakeServer, Response, hang
+from opsagent.testing import FakeServer, Response, hang
 from opsagent_rucio_snapshot.catalogue import Catalogue, CatalogueError
 
 CAMPAIGNS = "/pcs/api/campaigns/"

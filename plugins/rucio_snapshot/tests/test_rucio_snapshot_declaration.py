@@ -9,12 +9,9 @@ from pathlib import Path
 
 import opsagent_rucio_snapshot as plugin
 import pytest
-from opsagent.capability import Capability
-from opsagent.host.config import ConfigError, section_from_table
-from opsagent.outcome import JobFailed
-from opsagent.schema import InputError, structure
+from opsagent import Capability, JobFailed
+from opsagent.testing import ConfigError, InputError, config_from_table, structure
 from opsagent_rucio_snapshot import SnapshotInput, cachefiles
-from opsagent_rucio_snapshot.config import SnapshotConfig
 from opsagent_rucio_snapshot.update import tls_choice
 
 
@@ -84,21 +81,19 @@ def test_input_is_all_optional() -> None:
 
 
 def test_config_defaults_and_errors() -> None:
-    cfg = section_from_table({}, SnapshotConfig, "rucio_snapshot_update")
+    cfg = config_from_table(plugin.CAPABILITY, {})
     assert cfg.parallel == 16 and cfg.stages == ["RECO", "FULL"] and cfg.scope == "epic"
     assert cfg.rucio_tls_verify is None  # no default: a choice to make
     with pytest.raises(ConfigError, match=r"rucio_snapshot_update\.parallel: expected 1 to 256"):
-        section_from_table({"parallel": 0}, SnapshotConfig, "rucio_snapshot_update")
+        config_from_table(plugin.CAPABILITY, {"parallel": 0})
     with pytest.raises(ConfigError, match="rucio_ca_bundle is set but rucio_tls_verify is false"):
-        section_from_table(
-            {"rucio_tls_verify": False, "rucio_ca_bundle": "/ca.pem"},
-            SnapshotConfig,
-            "rucio_snapshot_update",
+        config_from_table(
+            plugin.CAPABILITY, {"rucio_tls_verify": False, "rucio_ca_bundle": "/ca.pem"}
         )
     with pytest.raises(ConfigError, match=r"stages\[0\]: expected a stage name"):
-        section_from_table({"stages": ["reco"]}, SnapshotConfig, "rucio_snapshot_update")
+        config_from_table(plugin.CAPABILITY, {"stages": ["reco"]})
     with pytest.raises(ConfigError, match="unknown key"):
-        section_from_table({"rucio_verify": True}, SnapshotConfig, "rucio_snapshot_update")
+        config_from_table(plugin.CAPABILITY, {"rucio_verify": True})
 
 
 def test_tls_is_an_explicit_choice_for_https() -> None:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from fake_catalogue import FakeCatalogue
 from loopback_proxy import RucioRelay
-from opsagent.job import Job
-from opsagent.outcome import JobFailed, Outcome
+from opsagent import Job, JobFailed, Outcome
 from opsagent_rucio_snapshot import SnapshotInput, cachefiles
 from opsagent_rucio_snapshot.fetch import (
     BATCH,

@@ -46,7 +46,7 @@ import threading
 import time
 from typing import Any
 
-from opsagent.testing.http import FakeServer, Request, Response, hang
+from opsagent.testing import FakeServer, Request, Response, hang
 
 
 class FakeCatalogue:

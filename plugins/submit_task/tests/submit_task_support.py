@@ -6,9 +6,7 @@ import base64
 import json
 import os
 import pwd
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,9 +15,8 @@ from typing import Any
 
 import attrs
 import opsagent_submit_task
-from opsagent import testing
-from opsagent.credentials.store import Credential
-from opsagent.job import Job, Notes
+from opsagent import Credential, Job, testing
+from opsagent.testing import Notes
 from opsagent_submit_task import SubmitConfig
 from submit_task_fakes import FakeCatalogue, FakePanda
 
@@ -211,25 +208,6 @@ def config_table(pcs: FakeCatalogue, panda: FakePanda, **overrides: Any) -> dict
     }
 
 
-@attrs.define
-class JobProcess:
-    """One run of a submit_task job in ``python -m opsagent.isolation.child``, in a session (so a
-    process group) of its own, with a real journal for its notes."""
-
-    proc: subprocess.Popen[bytes]
-    result: Path
-
-    def kill9(self) -> None:
-        """SIGKILL the job's process group (OOM, the host dying, systemd's final kill)."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def outcome(self, timeout: float = 60.0) -> dict[str, Any]:
-        self.proc.wait(timeout=timeout)
-        out: dict[str, Any] = json.loads(self.result.read_text())
-        return out
-
-
 def start_job_process(
     tmp_path: Path,
     table: dict[str, Any],
@@ -239,41 +217,22 @@ def start_job_process(
     attempt: int = 1,
     interrupted: bool = False,
     owner: str | None = "alice",
-) -> JobProcess:
-    from opsagent.credentials.store import env_name
-
-    state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
-    result = state / f"result-{job_id}-{attempt}.json"
-    spec = {
-        "module": "opsagent_submit_task",
-        "msg_type": "submit_task",
-        "input": {"task_name": TASK, "owner": owner},
-        "job_id": job_id,
-        "cache_dir": str(tmp_path / "cache"),
-        "time_limit": 300,
-        "config": table,
-        "journal": str(state / "journal.sqlite3"),
-        "attempt": attempt,
-        "interrupted": interrupted,
-        "result": str(result),
-    }
-    env = {
-        **job_env(),
-        "SWF_TMP_DIR": str(tmp_path / "cache"),
-        env_name("panda_oidc_token"): str(token),
-    }
-    proc = subprocess.Popen(  # noqa: S603 - a fixed argv
-        [sys.executable, "-m", "opsagent.isolation.child"],
-        stdin=subprocess.PIPE,
-        env=env,
-        cwd=state,
-        start_new_session=True,
+) -> testing.JobProcess:
+    """One run of a submit_task job in a process of its own, as the host runs it (process
+    isolation), with a real journal for its notes under ``tmp_path / "state"``."""
+    return testing.start_job_process(
+        CAPABILITY,
+        {"task_name": TASK, "owner": owner},
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+        config=table,
+        credentials={"panda_oidc_token": Credential("panda_oidc_token", path=token)},
+        env=job_env(),
+        job_id=job_id,
+        attempt=attempt,
+        interrupted=interrupted,
+        time_limit=300,
     )
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(spec).encode())
-    proc.stdin.close()
-    return JobProcess(proc, result)
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from opsagent.testing.http import FakeServer, Response, hang
+from opsagent.testing import FakeServer, Response, hang
 from opsagent_submit_task.catalogue import (
     MAX_COMMAND_BYTES,
     Catalogue,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import opsagent_submit_task
 import pytest
-from opsagent.capability import Capability
-from opsagent.host import plugins
-from opsagent.schema import InputError, structure
+from opsagent import Capability
+from opsagent.testing import InputError, host_overrides, installed, structure
 from opsagent_submit_task import SubmitConfig, SubmitInput
 from opsagent_submit_task.submit import reconcile
 
@@ -19,9 +18,7 @@ def declared() -> Capability:
 
 
 def test_the_installed_entry_point_declares_submit_task_as_wire_md_says() -> None:
-    registry = plugins.load()
-    cap = registry.get("submit_task")
-    assert cap is not None, [b.error for b in registry.broken]
+    cap = installed("submit_task")
     assert cap.distribution == "opsagent-submit-task"
     assert cap.events == {
         "ok": "prodtask_submitted",
@@ -42,10 +39,8 @@ def test_the_installed_entry_point_declares_submit_task_as_wire_md_says() -> Non
 
 
 def test_epicprod_submit_timeout_sets_the_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opsagent.host.config import Config, overrides
-
     monkeypatch.setenv("EPICPROD_SUBMIT_TIMEOUT", "600")
-    assert overrides(Config(), declared().msg_type) == {"time_limit": 600}
+    assert host_overrides(declared()) == {"time_limit": 600}
 
 
 @pytest.mark.parametrize(

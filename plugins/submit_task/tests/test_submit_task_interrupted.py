@@ -1,7 +1,7 @@
 """Never twice when the job dies after PanDA accepted the task: the id is noted the moment
 prun prints it, and a job cut short without an id asks PanDA before it could submit again.
 
-The jobs here are real processes (``python -m opsagent.isolation.child``, as the host runs
+The jobs here are real processes (``opsagent.testing.start_job_process``, as the host runs
 them) with a real journal, SIGKILLed as a whole process group; prun is either the real one against
 the fake PanDA server or a stand-in that prints an id and lingers.
 """
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import attrs
 import pytest
-from opsagent.host.journal import Journal
-from opsagent.isolation.execute import call
-from opsagent.job import MemoryNotes
-from opsagent.schema import structure
-from opsagent.testing import processes_with_env
-from opsagent.testing.http import Response
+from opsagent.testing import (
+    MemoryNotes,
+    Response,
+    call_doer,
+    journal_notes,
+    processes_with_env,
+    structure,
+)
 from opsagent_submit_task import SubmitInput
 from opsagent_submit_task.submit import NOTE_ID, NOTE_PANDA_NAME
 from submit_task_fakes import FakeCatalogue, FakePanda
@@ -73,7 +75,7 @@ def lingering_prun(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def _note(tmp_path: Path, key: str) -> str | None:
-    return Journal(tmp_path / "state" / "journal.sqlite3").get_note("req-7", key)
+    return journal_notes(tmp_path / "state" / "journal.sqlite3").get_note("req-7", key)
 
 
 def test_an_id_printed_before_the_job_is_killed_is_recorded_and_prun_is_not_run_again(
@@ -149,7 +151,7 @@ def test_when_panda_cannot_be_asked_the_job_ends_in_error_and_nothing_is_submitt
     job = make_job(cache, operator_token.path, make_config(pcs, panda), notes=notes)
     job = attrs.evolve(job, attempt=2, interrupted=True)
 
-    outcome = call(CAPABILITY, structure({"task_name": TASK}, SubmitInput), job)
+    outcome = call_doer(CAPABILITY, structure({"task_name": TASK}, SubmitInput), job)
 
     assert outcome.status == "error"
     assert "may have been submitted; check PanDA" in (outcome.reason or "")
@@ -167,7 +169,7 @@ def test_when_panda_has_no_such_task_it_is_submitted_once(
     job = make_job(cache, operator_token.path, make_config(pcs, panda), notes=notes)
     job = attrs.evolve(job, attempt=2, interrupted=True)
 
-    outcome = call(CAPABILITY, structure({"task_name": TASK}, SubmitInput), job)
+    outcome = call_doer(CAPABILITY, structure({"task_name": TASK}, SubmitInput), job)
 
     assert (outcome.status, outcome.data) == ("ok", {"jedi_task_id": "41000"})
     assert len(panda.lookup_requests) == 1 and len(panda.submit_requests) == 1
@@ -183,10 +185,10 @@ def test_an_attempt_that_timed_out_is_looked_up_before_prun_runs_again(
     config = make_config(pcs, panda, prun_timeout=3.0, kill_grace=0.5)
     job = make_job(cache, operator_token.path, config, notes=notes)
     inp = structure({"task_name": TASK}, SubmitInput)
-    assert call(CAPABILITY, inp, job).status == "timeout"
+    assert call_doer(CAPABILITY, inp, job).status == "timeout"
 
     panda.hang_after_accept = False
-    outcome = call(CAPABILITY, inp, attrs.evolve(job, attempt=2))
+    outcome = call_doer(CAPABILITY, inp, attrs.evolve(job, attempt=2))
 
     assert (outcome.status, outcome.data) == ("ok", {"jedi_task_id": "41000", "resumed": True})
     assert len(panda.submit_requests) == 1

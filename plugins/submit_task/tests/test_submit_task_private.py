@@ -2,8 +2,9 @@
 disk: the sandbox is a private directory, never in the shared cache.
 
 The attack runs as two real Unix users of one group (``unix_users``): the operator runs
-the job process (``opsagent.isolation.child``, as the host does, with the unit's ``UMask=0002``), a
-peer plants links in the group-writable cache beforehand and reads what it can after.
+the job process (``opsagent.testing.start_job_process``, as the host does, with the
+unit's ``UMask=0002``), a peer plants links in the group-writable cache beforehand and
+reads what it can after.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opsagent.credentials.store import env_name
+from opsagent import Credential, testing
 from opsagent.testing import processes_with_env
 from submit_task_fakes import FakeCatalogue, FakePanda
 from submit_task_support import (
+    CAPABILITY,
     TASK,
     OperatorToken,
     UnixUsers,
@@ -36,20 +37,8 @@ from submit_task_support import (
     wait_until,
 )
 
-SITE = next(p for p in map(Path, sys.path) if p.name == "site-packages")
 #: The interpreter the other users may run (the test's own lives under /root).
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-#: The job process of the host (``opsagent.isolation.child.run_spec``: the spec read from standard
-#: input, the doer run through ``execute.call``), as the operator with the venv's packages.
-CHILD = f"""
-import json, site, sys
-site.addsitedir({str(SITE)!r})
-from opsagent.isolation.child import run_spec
-spec = json.loads(sys.stdin.read())
-with open(spec["result"], "w") as f:
-    json.dump(run_spec(spec), f)
-"""
 
 #: The peer: plants links where the old sandbox went, holds a world-writable .token
 #: open, and after the job reads the held file and every file of the cache it can.
@@ -131,36 +120,23 @@ def test_a_group_member_cannot_read_the_token_through_links_planted_in_the_cache
     assert peer.stdout is not None and peer.stdin is not None
     assert peer.stdout.readline().strip() == "planted"
 
-    spec = {
-        "module": "opsagent_submit_task",
-        "msg_type": "submit_task",
-        "input": {"task_name": TASK, "owner": "alice"},
-        "job_id": "req-7",
-        "cache_dir": str(shared / "cache"),
-        "time_limit": 300,
-        "config": config_table(pcs, panda, panda_sys=str(shared / "panda-sys")),
-        "journal": str(home / "state" / "journal.sqlite3"),
-        "attempt": 1,
-        "interrupted": False,
-        "result": str(home / "state" / "result.json"),
-    }
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "SWF_TMP_DIR": str(shared / "cache"),
-        env_name("panda_oidc_token"): str(token),
-    }
-    job = subprocess.run(  # noqa: S603
-        [SYSTEM_PYTHON, "-c", CHILD],
-        input=json.dumps(spec).encode(),
-        env=env,
-        cwd=home / "state",
-        capture_output=True,
-        timeout=120,
-        **unix_users.as_user(op),  # type: ignore[arg-type]
+    # The job process of the host, as the operator, with this venv's packages.
+    job = testing.start_job_process(
+        CAPABILITY,
+        {"task_name": TASK, "owner": "alice"},
+        cache_dir=shared / "cache",
+        state_dir=home / "state",
+        config=config_table(pcs, panda, panda_sys=str(shared / "panda-sys")),
+        credentials={"panda_oidc_token": Credential("panda_oidc_token", path=token)},
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        job_id="req-7",
+        python=SYSTEM_PYTHON,
+        stderr=subprocess.PIPE,
+        **unix_users.as_user(op),
     )
-    assert job.returncode == 0, job.stderr.decode()[-3000:]
-    outcome = json.loads((home / "state" / "result.json").read_text())
+    _, stderr = job.proc.communicate(timeout=120)
+    assert job.proc.returncode == 0, stderr.decode()[-3000:]
+    outcome = job.outcome()
 
     peer.stdin.write("go\n")
     peer.stdin.flush()

@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from opsagent.job import MemoryNotes
-from opsagent.outcome import JobFailed, Outcome
-from opsagent.schema import structure
-from opsagent.testing import processes_with_env
-from opsagent.testing.http import Response
+from opsagent import JobFailed, Outcome
+from opsagent.testing import MemoryNotes, Response, processes_with_env, structure
 from opsagent_submit_task import SubmitInput
 from opsagent_submit_task.submit import NOTE_ID, submit
 from submit_task_fakes import FakeCatalogue, FakePanda

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from opsagent.outcome import JobFailed
-from opsagent.schema import structure
+from opsagent import JobFailed
+from opsagent.testing import structure
 from opsagent_submit_task import SubmitInput
 from opsagent_submit_task.submit import submit
 from opsagent_submit_task.token import TokenUnavailable, load
@@ -99,7 +99,7 @@ def test_malformed_token(
 
 
 def test_the_token_never_appears_in_its_own_description(operator_token: OperatorToken) -> None:
-    from opsagent.credentials.store import Credential
+    from opsagent import Credential
 
     token = load(Credential("panda_oidc_token", path=operator_token.path))
     assert operator_token.id_token not in repr(token)

@@ -13,9 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 from opsagent import {% if creds %}JobFailed, {% endif %}Outcome
-from opsagent.host.plugins import load
-from opsagent.schema import structure
-from opsagent.testing import FakeCredentials, Harness, declared, make_job
+from opsagent.testing import FakeCredentials, Harness, declared, installed, make_job, structure
 
 import {{ cookiecutter.__package }}
 from {{ cookiecutter.__package }} import work
@@ -43,8 +41,7 @@ def test_the_declaration() -> None:
 
 def test_the_installed_distribution_offers_it() -> None:
     # Fails until `pip install -e .` has put the entry point in place.
-    found = load(strict=True).get(CAP.msg_type)
-    assert found is not None and found.distribution == "{{ cookiecutter.__distribution }}"
+    assert installed(CAP.msg_type).distribution == "{{ cookiecutter.__distribution }}"
 
 
 def test_the_sample_messages_are_the_declared_samples() -> None:
