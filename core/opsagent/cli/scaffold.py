@@ -15,7 +15,7 @@ from typing import Any
 
 import opsagent
 
-TEMPLATE = Path(__file__).resolve().parent / "templates" / "capability"
+TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "capability"
 
 
 class ScaffoldError(RuntimeError):
