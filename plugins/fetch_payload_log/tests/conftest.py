@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from opsagent import Credential, Job
+from opsagent.testing.certs import self_signed
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.config import FetchConfig
 
@@ -26,7 +27,6 @@ from fpl_support import (  # noqa: E402
     Rucio,
     SilentServer,
     XRootD,
-    openssl_cert,
     port_open,
     service_env,
     setting,
@@ -82,7 +82,7 @@ def rucio(xrootd: XRootD, tmp_path_factory: pytest.TempPathFactory) -> Rucio:
 @pytest.fixture(scope="session")
 def proxy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PEM certificate and key standing in for an x509 proxy, valid for two days."""
-    return openssl_cert(tmp_path_factory.mktemp("proxy"), "opsagent test proxy")
+    return self_signed(tmp_path_factory.mktemp("proxy"), "opsagent test proxy").combined()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import threading
 import uuid
 import zlib
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from opsagent.testing.certs import self_signed
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.config import FetchConfig
 
@@ -173,74 +173,6 @@ def tree(root: Path) -> dict[str, tuple[str, int, bytes | str | None]]:
     return out
 
 
-def openssl_cert(directory: Path, subject: str, *, days: int = 2) -> Path:
-    """A self-signed certificate and its key in one PEM file, mode 0600."""
-    key, cert = directory / f"{subject}.key", directory / f"{subject}.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            str(days),
-            "-subj",
-            f"/CN={subject}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    path = directory / f"{subject}.pem"
-    path.write_bytes(cert.read_bytes() + key.read_bytes())
-    path.chmod(0o600)
-    return path
-
-
 def expired_proxy(directory: Path) -> Path:
     """A certificate and key whose notAfter is a day in the past, mode 0600."""
-    key, csr, cert = directory / "old.key", directory / "old.csr", directory / "old.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=expired",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-signkey",
-            str(key),
-            "-days",
-            "-1",
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    path = directory / "x509up_expired"
-    path.write_bytes(cert.read_bytes() + key.read_bytes())
-    path.chmod(0o600)
-    return path
+    return self_signed(directory, "expired", days=-1).combined(directory / "x509up_expired")

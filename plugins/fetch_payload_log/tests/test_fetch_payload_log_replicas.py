@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 from fpl_support import XRootD
 from opsagent import JobFailed
 from opsagent.testing import structure
+from opsagent.testing.certs import self_signed
 from opsagent_fetch_payload_log import FetchConfig, FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 from opsagent_fetch_payload_log.replicas import rank
@@ -78,31 +78,10 @@ class FakeRucioTLS:
     def __init__(
         self, tmp: Path, trusted_client: Path, replicas: dict[str, dict[str, Any]]
     ) -> None:
-        self.cert = tmp / "server.pem"
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-keyout",
-                str(tmp / "server.key"),
-                "-out",
-                str(self.cert),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        served = self_signed(tmp, "127.0.0.1", days=1, ip="127.0.0.1")
+        self.cert = served.cert
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.cert, tmp / "server.key")
+        ctx.load_cert_chain(served.cert, served.key)
         # Like Rucio's servers: a client certificate is optional for the connection and
         # required by the x509 login; when one is presented it must verify.
         ctx.verify_mode = ssl.CERT_OPTIONAL
@@ -224,29 +203,8 @@ def test_production_logs_in_with_the_proxy_and_copies_from_xrootd(
 def test_a_server_that_does_not_trust_the_proxy_is_a_login_failure(
     tmp_path: Path, make_job, cache: Path, xrootd: XRootD
 ) -> None:  # type: ignore[no-untyped-def]
-    other = tmp_path / "other"
-    other.mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=someone else",
-            "-keyout",
-            str(other / "k"),
-            "-out",
-            str(other / "c"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    server = FakeRucioTLS(tmp_path, other / "c", {})
+    other = self_signed(tmp_path / "other", "someone else", days=1)
+    server = FakeRucioTLS(tmp_path, other.cert, {})
     try:
         cfg = FetchConfig(
             rucio_url=server.url,
