@@ -1,7 +1,9 @@
-"""Shared pieces of the benchmarks: a host process, raw stomp.py baselines, percentiles."""
+"""Shared pieces of the benchmarks: a host process, raw stomp.py baselines, percentiles,
+and how a benchmark reports (its figures printed, its result handed to bench/run_all.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -136,5 +138,20 @@ def machine() -> str:
             f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
-__all__ = ["HostProcess", "RawResponder", "RoundTrip", "broker", "machine", "rss_kb",
-           "summary_ms"]
+def result_option(ap: argparse.ArgumentParser) -> None:
+    """``--json FILE``: where bench/run_all.py, the one writer of docs/performance.md,
+    reads the result back to write the benchmark's section."""
+    ap.add_argument("--json", type=Path, help="also write the result here, for bench/run_all.py")
+
+
+def report(result: dict[str, Any], figures: list[str], to: Path | None) -> None:
+    """Print ``result`` and the table rows of its figures; write it to ``to`` if given."""
+    print(json.dumps(result, indent=1))
+    for line in figures:
+        print(line)
+    if to is not None:
+        to.write_text(json.dumps(result) + "\n")
+
+
+__all__ = ["HostProcess", "RawResponder", "RoundTrip", "broker", "machine", "report",
+           "result_option", "rss_kb", "summary_ms"]

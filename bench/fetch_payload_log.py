@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import os
 import random
 import shutil
@@ -40,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import report, result_option  # noqa: E402
 from opsagent_fetch_payload_log import demo  # noqa: E402
 from support import Caller, HostProcess, service_env  # noqa: E402
 
@@ -272,12 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument(
-        "--json",
-        type=Path,
-        help="also write the result here (bench/run_all.py writes its section of "
-        "docs/performance.md)",
-    )
+    result_option(ap)
     ap.add_argument(
         "--sizes",
         type=lambda v: tuple(int(x) for x in v.split(",")),
@@ -289,11 +284,7 @@ def main() -> None:
     result = run(args.mb, args.rounds)
     if args.sizes:
         result["sizes"] = by_size(args.sizes, args.size_rounds)
-    print(json.dumps(result, indent=1))
-    for line in markdown(result)[6:11]:
-        print(line)
-    if args.json:
-        args.json.write_text(json.dumps(result) + "\n")
+    report(result, markdown(result)[6:11], args.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ result into docs/performance.md (its own section).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, machine, pct
+from common import ROOT, machine, pct, report, result_option
 from opsagent.host.journal import Journal
 from opsagent.outcome import Outcome
 
@@ -147,19 +146,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where to make the journals")
     ap.add_argument("--calls", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument(
-        "--json",
-        type=Path,
-        help="also write the result here (bench/run_all.py writes its section of "
-        "docs/performance.md)",
-    )
+    result_option(ap)
     args = ap.parse_args()
     result = run(args.dir, args.calls, args.rounds)
-    print(json.dumps(result, indent=1))
-    for line in markdown(result)[5:-3]:
-        print(line)
-    if args.json:
-        args.json.write_text(json.dumps(result) + "\n")
+    report(result, markdown(result)[5:-3], args.json)
 
 
 if __name__ == "__main__":

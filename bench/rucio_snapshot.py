@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "plugins" / "rucio_snapshot" / "tests"
 sys.path.insert(0, str(TESTS))
 
+from common import report, result_option  # noqa: E402
+
 VERSION = "90.01.0"
 TARGET_RATIO = 5.0
 BEGIN, END = "<!-- rucio_snapshot:begin -->", "<!-- rucio_snapshot:end -->"
@@ -217,19 +219,10 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=2000)
     ap.add_argument("--delay-ms", type=float, default=10.0)
     ap.add_argument("--parallel", type=int, default=16)
-    ap.add_argument(
-        "--json",
-        type=Path,
-        help="also write the result here (bench/run_all.py writes its section of "
-        "docs/performance.md)",
-    )
+    result_option(ap)
     args = ap.parse_args()
     result = run(args.datasets, args.delay_ms, args.parallel)
-    print(json.dumps(result, indent=1))
-    for line in markdown(result)[5:10]:
-        print(line)
-    if args.json:
-        args.json.write_text(json.dumps(result) + "\n")
+    report(result, markdown(result)[5:10], args.json)
 
 
 if __name__ == "__main__":
