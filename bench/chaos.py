@@ -16,7 +16,8 @@ from typing import Any
 
 import stomp
 from common import ROOT
-from support import login, port_open, service_env
+from opsagent.testing import port_open
+from support import login, service_env
 
 
 class PersistentBroker:

@@ -8,7 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "sitecaps"))
 
-from support import Caller, HostProcess, port_open, service_env  # noqa: E402
+from opsagent.testing import port_open  # noqa: E402
+from support import Caller, HostProcess, service_env  # noqa: E402
 
 
 @pytest.fixture(scope="session")

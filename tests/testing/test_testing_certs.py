@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from opsagent.testing.certs import self_signed
+from opsagent.testing import self_signed
 
 
 def test_a_proxy_stand_in_is_certificate_then_key_in_one_private_file(tmp_path: Path) -> None:

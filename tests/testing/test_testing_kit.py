@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -212,6 +213,10 @@ def test_processes_with_env_finds_a_child_by_its_environment_until_it_is_gone(
     assert processes_with_env(marker) == []
     child = subprocess.Popen(["sleep", "30"], env={"SWF_TMP_DIR": marker})
     try:
+        # Until the child has exec'd, /proc shows the environment it was forked with.
+        deadline = time.monotonic() + 10
+        while not processes_with_env(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert processes_with_env(marker) == [child.pid]
         assert processes_with_env(marker + "-other") == []
     finally:

@@ -43,6 +43,7 @@ from opsagent.host.config import ConfigError
 from opsagent.host.daemon import Host
 from opsagent.job import MemoryNotes, Notes
 from opsagent.schema import InputError, json_schema, structure
+from opsagent.testing.certs import Certificate, self_signed
 from opsagent.testing.credentials import FakeCredentials
 from opsagent.testing.http import FakeServer, Request, Response, hang
 from opsagent.testing.jobs import (
@@ -263,6 +264,18 @@ def opsagent_http() -> Iterator[Callable[..., FakeServer]]:
         pytest.fail("a fake server's handler raised: " + "; ".join(errors))
 
 
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (a service a test
+    needs, started by the project's scripts)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def processes_with_env(text: str) -> list[int]:
     """Pids of the processes (this one aside) whose environment holds ``text`` in a name
     or value: a job's children carry the paths of its cache and state directories, so
@@ -284,6 +297,7 @@ def processes_with_env(text: str) -> list[int]:
 
 
 __all__ = [
+    "Certificate",
     "ConfigError",
     "FakeCredentials",
     "FakeServer",
@@ -306,7 +320,9 @@ __all__ = [
     "opsagent_credentials",
     "opsagent_harness",
     "opsagent_http",
+    "port_open",
     "processes_with_env",
     "start_job_process",
+    "self_signed",
     "structure",
 ]

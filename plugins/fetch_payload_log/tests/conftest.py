@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from opsagent import Credential, Job
-from opsagent.testing.certs import self_signed
+from opsagent.testing import self_signed
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.config import FetchConfig
 
@@ -27,10 +27,10 @@ from fpl_support import (  # noqa: E402
     Rucio,
     SilentServer,
     XRootD,
-    port_open,
     service_env,
     setting,
 )
+from opsagent.testing import port_open  # noqa: E402
 
 
 def _not_running(service: str, detail: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from opsagent.testing.certs import self_signed
+from opsagent.testing import self_signed
 from opsagent_fetch_payload_log import demo
 from opsagent_fetch_payload_log.config import FetchConfig
 
@@ -29,12 +29,6 @@ def setting(env: dict[str, str], key: str) -> str | None:
     return os.environ.get(key) or env.get(key)
 
 
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @attrs.frozen

@@ -22,8 +22,7 @@ import fpl_tarballs as T
 import pytest
 from fpl_support import XRootD
 from opsagent import JobFailed
-from opsagent.testing import structure
-from opsagent.testing.certs import self_signed
+from opsagent.testing import self_signed, structure
 from opsagent_fetch_payload_log import FetchConfig, FetchInput
 from opsagent_fetch_payload_log.fetch import fetch
 from opsagent_fetch_payload_log.replicas import rank

@@ -21,7 +21,8 @@ from submit_task_support import TASK, OperatorToken
 pytestmark = pytest.mark.broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from support import Caller, HostProcess, port_open, service_env  # noqa: E402
+from opsagent.testing import port_open  # noqa: E402
+from support import Caller, HostProcess, service_env  # noqa: E402
 
 
 @pytest.fixture
