@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 from opsagent.isolation import child, forking
+
+
+def _module_of(module: str, name: str) -> str:
+    """The module ``from module import name`` imports: ``module.name`` when a module."""
+    try:
+        return f"{module}.{name}" if importlib.util.find_spec(f"{module}.{name}") else module
+    except ModuleNotFoundError:  # ``module`` is not a package
+        return module
 
 
 def runtime_imports(path: Path) -> set[str]:
@@ -18,11 +27,8 @@ def runtime_imports(path: Path) -> set[str]:
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module:
-                # ``from opsagent import execute`` imports opsagent.isolation.execute.
-                if node.module == "opsagent":
-                    found.update(f"opsagent.{a.name}" for a in node.names)
-                else:
-                    found.add(node.module)
+                # ``from opsagent.isolation import execute`` imports opsagent.isolation.execute.
+                found.update(_module_of(node.module, a.name) for a in node.names)
     return found
 
 

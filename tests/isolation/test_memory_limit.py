@@ -14,7 +14,7 @@ import attrs
 import pytest
 from opsagent.capability import MIN_MEMORY_LIMIT, Capability, DeclarationError
 from opsagent.host import config as configuration
-from opsagent.host.daemon import effective
+from opsagent.isolation.jobs import effective
 from support import SITECAPS
 
 

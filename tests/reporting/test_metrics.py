@@ -11,6 +11,7 @@ import urllib.request
 import opscaps
 import pytest
 from opsagent.host import config
+from opsagent.reporting.metrics import Metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 EXP = 1893456000  # 2030-01-01 00:00 UTC
@@ -38,8 +39,8 @@ def test_metrics_follow_jobs_and_state(opsagent_harness, tmp_path):
     h = opsagent_harness(modules=[opscaps], config={
         "metrics": {"enabled": True, "port": 0},
         "credentials.ops_token": {"file": str(token)}})
-    port = h.host.metrics.port
-    assert port and h.host.metrics._server.server_address[0] == "127.0.0.1"
+    port = h.host.observer(Metrics).port
+    assert port and h.host.observer(Metrics)._server.server_address[0] == "127.0.0.1"
     h.send("ops_work", {})
     h.send("ops_work", {"seconds": 0.2})
     h.send("ops_work", {"fail": True})
@@ -82,7 +83,7 @@ def test_metrics_follow_jobs_and_state(opsagent_harness, tmp_path):
 
 def test_a_missing_credential_shows_as_an_unavailable_capability(opsagent_harness):
     h = opsagent_harness(modules=[opscaps], config={"metrics": {"enabled": True, "port": 0}})
-    m = scrape(h.host.metrics.port)
+    m = scrape(h.host.observer(Metrics).port)
     assert m[("opsagent_capability_available", (("capability", "ops_needs_token"),))] == 0
     assert m[("opsagent_capability_available", (("capability", "ops_work"),))] == 1
 

@@ -9,6 +9,7 @@ import attrs
 from opsagent.builtin.prune import PruneInput, prune_cache
 from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
+from opsagent.host.control import Control
 from opsagent.host.envelope import REPLY_TO_PATTERN
 from opsagent.job import Job
 from opsagent.outcome import Outcome
@@ -25,13 +26,22 @@ class ShutdownInput:
     reason: str = "shutdown requested"
 
 
+def _control(job: Job) -> Control:
+    control = job.config
+    if not isinstance(control, Control):
+        raise TypeError(f"{job.msg_type} runs only in the host (its config is {control!r})")
+    return control
+
+
 def ping(_inp: PingInput, job: Job) -> Outcome:
-    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+    control = _control(job)
+    return Outcome.ok(agent=control.instance, pid=control.pid)
 
 
 def shutdown(inp: ShutdownInput, job: Job) -> Outcome:
-    job.config.request_shutdown(inp.reason)
-    return Outcome.ok(agent=job.config.instance, pid=job.config.pid)
+    control = _control(job)
+    control.request_shutdown(inp.reason)
+    return Outcome.ok(agent=control.instance, pid=control.pid)
 
 
 @hookimpl

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from opsagent.host import config as configuration
+from opsagent.isolation import jobs
 
 EXIT_STATUS = {"ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4}
+#: A configuration ``opsagent do`` cannot run with (sysexits' EX_CONFIG, as the host's).
+EXIT_CONFIG = 78
 
 
 def _config(args: argparse.Namespace) -> configuration.Config:
@@ -90,8 +93,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         cfg = _config(args)
     except configuration.ConfigError:
         cfg = configuration.Config()
+    # The host's own check at start-up: what it would refuse as unavailable is shown so.
+    available = jobs.availability(registry.capabilities, cfg)
+    available.refresh()
     rows = []
     for cap in sorted(registry.capabilities.values(), key=lambda c: c.msg_type):
+        reason = available.unavailable.get(cap.msg_type)
         rows.append(
             {
                 "msg_type": cap.msg_type,
@@ -103,8 +110,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "isolation": "inline" if cap.control else cap.isolation,
                 "concurrency": cap.concurrency,
                 "memory_limit_mb": _memory_limit(cap, cfg),
-                "status": "ok",
-                "error": None,
+                "status": "ok" if reason is None else "unavailable",
+                "error": None if reason is None else redactor.scrub(reason),
             }
         )
     for b in registry.broken:
@@ -128,15 +135,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             )
         )
         for r in rows:
-            if r["status"] == "ok":
+            if r["status"] != "broken":
                 print(
                     fmt.format(
                         r["msg_type"],
                         f"{r['distribution']} {r['version']}",
                         f"{r['time_limit']:g}",
                         r["isolation"],
-                        "ok",
-                        ",".join(r["credentials"]) or "-",
+                        "ok" if r["status"] == "ok" else "UNAVAILABLE",
+                        r["error"] or ",".join(r["credentials"]) or "-",
                     )
                 )
             else:
@@ -314,20 +321,41 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_do(args: argparse.Namespace) -> int:
-    from opsagent.credentials import store as creds
+    from opsagent.capability import DeclarationError
+    from opsagent.credentials.redaction import scrub_stdio
     from opsagent.host import events
-    from opsagent.isolation import execute
-    from opsagent.isolation.workers import Workers  # noqa: F401 - same environment rules below
-    from opsagent.job import Job
     from opsagent.reporting import logs
     from opsagent.schema import InputError, structure
 
     logs.setup(level="INFO")
-    cfg = _config(args)
-    cap = _registry(args).get(args.msg_type)
-    if cap is None or cap.control:
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        print(f"opsagent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    declared = _registry(args).get(args.msg_type)
+    if declared is None or declared.control:
         print(f"opsagent: no capability {args.msg_type!r} to run locally", file=sys.stderr)
         return 1
+    msg_type = declared.msg_type
+    redactor = _redactor(args)
+    # What a thread doer prints goes through redaction too, as in the daemon.
+    scrub_stdio(redactor)
+    available = jobs.availability({msg_type: declared}, cfg)
+    available.refresh()
+    for cred in available.found.values():
+        try:
+            redactor.learn(cred.read())
+        except OSError:
+            pass
+    try:
+        factory = jobs.JobFactory.from_config(
+            cfg, {msg_type: declared}, credentials=available.usable, learn=redactor.learn
+        )
+    except (configuration.ConfigError, DeclarationError) as exc:
+        print(f"opsagent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    cap = factory.capability(msg_type)
     raw = json.loads(args.json) if args.json else {}
     try:
         inp = structure(raw, cap.input)
@@ -345,42 +373,84 @@ def cmd_do(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_STATUS["rejected"]
-    redactor = _redactor(args)
-    from opsagent.credentials.redaction import declared_secrets, scrub_stdio
-
-    redactor.learn(*declared_secrets(cap.config, configuration.section_table(cfg, cap.msg_type)))
-    # What a thread doer prints goes through redaction too, as in the daemon.
-    scrub_stdio(redactor)
-    resolved, problem, _found = creds.for_capability(
-        cap.credentials, cap.optional_credentials, cfg.credentials
-    )
-    if problem is not None:
-        print(f"opsagent: {cap.msg_type} is unavailable: {problem}", file=sys.stderr)
+    if msg_type in available.unavailable:
+        print(
+            f"opsagent: {msg_type} is unavailable: {available.unavailable[msg_type]}",
+            file=sys.stderr,
+        )
         return EXIT_STATUS["error"]
-    for cred in resolved.values():
-        redactor.learn(cred.read())
-    env = {k: os.environ[k] for k in cfg.host.env_allow if k in os.environ}
-    env.update(creds.to_env(resolved))
-    job = Job(
-        id=f"do-{os.getpid()}",
-        msg_type=cap.msg_type,
-        cache_dir=Path(cfg.host.cache_dir),
-        time_limit=cap.time_limit,
-        config=configuration.section(cfg, cap.msg_type, cap.config),
-        credentials=resolved,
-        env=env,
-    )
-    outcome = redactor.outcome(execute.call(cap, inp, job))
+    job_id = f"do-{os.getpid()}"
+    if cap.isolation == "thread":
+        outcome = _do_in_thread(factory, cap, inp, job_id)
+    else:
+        outcome = _do_in_process(factory, cap, inp, job_id, cfg, redactor.scrub)
+    outcome = redactor.outcome(outcome)
     body = events.job_event(
         cap,
         outcome,
         cap.echo_of(inp),
-        job_id=job.id,
+        job_id=job_id,
         sender=cfg.host.instance,
         namespace=cfg.host.namespace,
     )
     print(json.dumps(body, indent=2))
     return EXIT_STATUS.get(outcome.status, 1)
+
+
+def _do_in_thread(factory: jobs.JobFactory, cap: Any, inp: Any, job_id: str) -> Any:
+    """Run a ``thread`` job here, as a worker thread of the host runs it: at its time limit
+    it ends ``timeout`` and what the doer returns later is discarded."""
+    import threading
+
+    from opsagent.isolation import execute, proc
+    from opsagent.outcome import Outcome
+
+    job = factory.job(cap.msg_type, job_id)
+    done: list[Outcome] = []
+    worker = threading.Thread(
+        target=lambda: done.append(execute.call(cap, inp, job)), name="do", daemon=True
+    )
+    worker.start()
+    worker.join(cap.time_limit)
+    if done:
+        return done[0]
+    # Programs the doer started in sessions of their own go now; the thread, with the
+    # process.
+    proc.kill_live_groups()
+    return Outcome.timeout(jobs.timed_out(cap, thread=True))
+
+
+def _do_in_process(
+    factory: jobs.JobFactory,
+    cap: Any,
+    inp: Any,
+    job_id: str,
+    cfg: configuration.Config,
+    scrub: Any,
+) -> Any:
+    """Run a ``process`` job in a job process of its own, as the host runs it: its memory
+    limit, its output, and its whole process group killed at the time limit."""
+    import tempfile
+
+    from opsagent.isolation import proc
+    from opsagent.isolation.workers import process_outcome
+
+    with tempfile.TemporaryDirectory(prefix="opsagent-do-") as tmp:
+        result = Path(tmp) / "result.json"
+        spec = factory.spec(
+            cap.msg_type, job_id, inp, result=result, memory_limit=_memory_limit(cap, cfg) or 0
+        )
+        done = proc.run(
+            [sys.executable, "-m", "opsagent.isolation.child"],
+            env=factory.process_env(cap.msg_type, job_id),
+            cwd=tmp,
+            timeout=cap.time_limit,
+            grace=cfg.host.kill_grace_seconds,
+            output_cap=cfg.host.output_cap_bytes,
+            stdin_data=json.dumps(spec).encode(),
+            on_line=lambda line: print(scrub(line), file=sys.stderr, flush=True),
+        )
+        return process_outcome(done, cap, job_id, result)
 
 
 def cmd_new(args: argparse.Namespace) -> int:

@@ -35,13 +35,14 @@ from typing import Any
 import attrs
 
 from opsagent import schema
-from opsagent.capability import Capability
+from opsagent.capability import Capability, DeclarationError
 from opsagent.checks import Check
 from opsagent.credentials import store as creds
 from opsagent.credentials.redaction import Redactor, declared_secrets
 from opsagent.host import config as configuration
 from opsagent.host import plugins
 from opsagent.host.access import Access, AccessError
+from opsagent.isolation.jobs import JobFactory, effective
 from opsagent.job import Job
 
 #: A credential closer than this to its expiry is a warning.
@@ -193,20 +194,18 @@ def _programs(cap: Capability, env: dict[str, str]) -> list[Check]:
 
 
 def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[Check]:
-    pm = registry.pm
-    if pm is None:
+    plugin = registry.plugin_of(cap)
+    if registry.pm is None or plugin is None:
         return []
     out: list[Check] = []
-    for impl in pm.hook.capability_checks.get_hookimpls():
-        if getattr(impl.plugin, "__name__", None) != cap.entry_point:
-            continue
-        given: dict[str, Any] = {"capability": cap, "job": job, "register": out.append}
-        try:
-            impl.function(*[given[a] for a in impl.argnames])
-        except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
-            out.append(
-                Check.fail("own checks", f"capability_checks raised {type(exc).__name__}: {exc}")
-            )
+    try:
+        plugins.call_one(
+            registry.pm, "capability_checks", plugin, capability=cap, job=job, register=out.append
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+        out.append(
+            Check.fail("own checks", f"capability_checks raised {type(exc).__name__}: {exc}")
+        )
     for i, item in enumerate(out):
         if not isinstance(item, Check):
             out[i] = Check.fail("own checks", f"registered {type(item).__name__}, not a Check")
@@ -217,30 +216,29 @@ def check_capability(
     cap: Capability, cfg: configuration.Config, registry: plugins.Registry, now: float
 ) -> list[Check]:
     """Every check of one capability (with this host's overrides applied)."""
-    from opsagent.host.daemon import effective
-
-    cap = effective(cap, cfg)
+    try:
+        cap = effective(cap, cfg)
+    except DeclarationError as exc:
+        return [Check.fail("declaration", f"{cfg.source}: [capability.*] override: {exc}")]
     declaration, section = _declaration(cap, cfg)
     out = [declaration, *_samples(cap)]
     if cap.control:
         return out
     found, usable = _credentials(cap, cfg, now)
     out += found
-    env = {k: os.environ[k] for k in cfg.host.env_allow if k in os.environ}
-    env["SWF_TMP_DIR"] = str(cfg.cache_dir)
-    env.update(creds.to_env(usable))
-    out += _programs(cap, env)
+    # The job the doer would get, made as the host makes it.
+    jobs = JobFactory(
+        {cap.msg_type: cap},
+        cache_dir=cfg.cache_dir,
+        state_dir=cfg.state_dir,
+        env_allow=cfg.host.env_allow,
+        configs={cap.msg_type: section},
+        credentials={cap.msg_type: usable},
+    )
+    job = jobs.job(cap.msg_type, "selftest")
+    out += _programs(cap, dict(job.env))
     if declaration.status == "fail":
         return out
-    job = Job(
-        id="selftest",
-        msg_type=cap.msg_type,
-        cache_dir=cfg.cache_dir,
-        time_limit=cap.time_limit,
-        config=section,
-        credentials=usable,
-        env=env,
-    )
     return out + _own_checks(cap, registry, job)
 
 

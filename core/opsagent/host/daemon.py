@@ -23,24 +23,24 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from loguru import logger
 
 from opsagent.capability import Capability, DeclarationError
 from opsagent.credentials import store as creds
-from opsagent.credentials.redaction import Redactor, declared_secrets
+from opsagent.credentials.redaction import Redactor
 from opsagent.host import config as configuration
-from opsagent.host import plugins, schedule
+from opsagent.host import observers, plugins, schedule
 from opsagent.host.access import Access, AccessError
 from opsagent.host.completion import Completion
+from opsagent.host.control import Control
 from opsagent.host.dispatch import Dispatcher
 from opsagent.host.journal import Journal
 from opsagent.host.ledger import Ledger, Ticket
-from opsagent.isolation import proc
+from opsagent.isolation import jobs, proc
 from opsagent.isolation.workers import Workers
 from opsagent.outcome import Outcome
 from opsagent.reporting import health
@@ -62,26 +62,6 @@ class StartupError(RuntimeError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def effective(cap: Capability, cfg: configuration.Config) -> Capability:
-    """The declaration with the host's ``time_limit``/``concurrency``/``queue_limit`` overrides."""
-    import attrs
-
-    over = configuration.overrides(cfg, cap.msg_type)
-    return attrs.evolve(cap, **over) if over else cap
-
-
-def monitor_token(cfg: configuration.Config) -> str | None:
-    """The monitor's API token: its credential when there is one, else ``$SWF_API_TOKEN``."""
-    name = cfg.monitor.token_credential
-    if name in cfg.credentials or os.environ.get("CREDENTIALS_DIRECTORY"):
-        try:
-            return creds.resolve(name, cfg.credentials).read()
-        except (creds.CredentialError, OSError) as exc:
-            if name in cfg.credentials:
-                logger.warning("monitor token: {}", exc)
-    return os.environ.get("SWF_API_TOKEN") or None
 
 
 #: How long a thread may hold the GIL while another waits for it (Python's default is
@@ -162,7 +142,12 @@ class _LoopState:
     next_status: float = 0.0
 
 
+_O = TypeVar("_O")
+
+
 class Host:
+    """The daemon: wires the parts of the message path in named steps, then runs the loop."""
+
     def __init__(
         self,
         cfg: configuration.Config,
@@ -178,13 +163,63 @@ class Host:
         self.stop_reason = ""
         self.phase = health.STARTING
         self.notifier = Notifier()
-        # Before anything is logged: every secret the configuration can reach.
-        self.redactor = Redactor(creds.secrets_of(cfg.credentials))
-        self.redactor.learn(cfg.broker.password)
-        self.monitor_token = monitor_token(cfg) if cfg.monitor.enabled else None
-        self.redactor.learn(self.monitor_token)
-        self.redactor.install()
+        self.redactor = self._redaction()
+        self.registry = self._plugins(registry)
+        self.availability = jobs.availability(self.registry.capabilities, cfg)
+        self.jobs = self._job_factory()
+        caps = self.jobs.capabilities
+        self.access = self._access(caps)
+        self._expiry_warned: set[tuple[str, float]] = set()
+        self._check_credentials(initial=True)
+        self._require_available()
+        self._state_lock = self._state_dir()
+        self.journal = Journal(cfg.state_dir / "journal.sqlite3")
+        self.journal.prune(7 * 86400)
+        self.ledger = Ledger()
+        self.transport = self._transport(transport, caps)
+        self.completion = Completion(
+            self.transport,
+            self.journal,
+            self.ledger,
+            topic=cfg.broker.topic,
+            sender=self.instance,
+            namespace=cfg.host.namespace,
+            max_event=cfg.host.max_event_bytes,
+        )
+        self._ending: set[str] = set()
+        self._ending_lock = threading.Lock()
+        self.workers = self._workers()
+        self.dispatcher = self._dispatcher()
+        self.scheduler = self._scheduler(caps, self.journal.path)
+        #: Told of each job's end after its outcome is published (metrics, the monitor).
+        self.observers = observers.configured(
+            cfg, snapshot=self.snapshot, monitor_token=self.monitor_token, scrub=self.redactor.scrub
+        )
+        self._delivering = 0
+        self.ready = threading.Event()
+
+    def observer(self, kind: type[_O]) -> _O:
+        """The observer of type ``kind`` (``Metrics``, ``Monitor``); LookupError if off."""
+        for observer in self.observers:
+            if isinstance(observer, kind):
+                return observer
+        raise LookupError(f"no {kind.__name__} observer: it is not enabled in {self.cfg.source}")
+
+    # -- the steps of wiring, in order -------------------------------------------------
+
+    def _redaction(self) -> Redactor:
+        """Before anything is logged: every secret the configuration can reach."""
+        cfg = self.cfg
+        redactor = Redactor(creds.secrets_of(cfg.credentials))
+        redactor.learn(cfg.broker.password)
+        self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
+        redactor.learn(self.monitor_token)
+        redactor.install()
+        return redactor
+
+    def _plugins(self, registry: plugins.Registry | None) -> plugins.Registry:
         self.notifier.status("loading plugins")
+        cfg = self.cfg
         if registry is None:
             try:
                 registry = plugins.load(
@@ -203,58 +238,55 @@ class Host:
                 b.version,
                 b.error,
             )
-        self.registry = registry
+        return registry
+
+    def _job_factory(self) -> jobs.JobFactory:
+        """The one maker of jobs; the registry's capabilities become the declarations
+        with this host's overrides."""
         try:
-            caps = {m: effective(c, cfg) for m, c in registry.capabilities.items()}
+            factory = jobs.JobFactory.from_config(
+                self.cfg,
+                self.registry.capabilities,
+                credentials=self.availability.usable,
+                learn=self.redactor.learn,
+            )
         except DeclarationError as exc:
             raise StartupError(
-                f"{cfg.source}: [capability.*] override: {exc}", EXIT_CONFIG
+                f"{self.cfg.source}: [capability.*] override: {exc}", EXIT_CONFIG
             ) from exc
-        registry.capabilities.update(caps)
-        configs: dict[str, Any] = {}
-        tables: dict[str, dict[str, Any]] = {}
-        for m, cap in caps.items():
-            if cap.control:
-                continue
-            try:
-                tables[m] = configuration.section_table(cfg, m)
-                # Secret config fields, from the table first: an error may quote them.
-                self.redactor.learn(*declared_secrets(cap.config, tables[m]))
-                configs[m] = configuration.section(cfg, m, cap.config)
-                self.redactor.learn(*declared_secrets(cap.config, configs[m]))
-            except configuration.ConfigError as exc:
-                raise StartupError(str(exc), EXIT_CONFIG) from exc
+        except configuration.ConfigError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+        self.registry.capabilities.update(factory.capabilities)
+        return factory
+
+    def _access(self, caps: dict[str, Capability]) -> Access:
         try:
-            self.access = Access.from_tables(cfg.capability, caps, cfg.broker.user)
+            access = Access.from_tables(self.cfg.capability, caps, self.cfg.broker.user)
         except AccessError as exc:
-            raise StartupError(f"{cfg.source}: {exc}", EXIT_CONFIG) from exc
-        anyone = self.access.open_to_anyone(caps)
+            raise StartupError(f"{self.cfg.source}: {exc}", EXIT_CONFIG) from exc
+        anyone = access.open_to_anyone(caps)
         if anyone:
             logger.info("open to any broker user: {}", ", ".join(anyone))
-        self.availability = creds.Availability(
-            {
-                m: (cap.credentials, cap.optional_credentials)
-                for m, cap in caps.items()
-                if not cap.control
-            },
-            cfg.credentials,
-        )
-        self._expiry_warned: set[tuple[str, float]] = set()
-        self._check_credentials(initial=True)
-        for m in cfg.capabilities.require:
+        return access
+
+    def _require_available(self) -> None:
+        for m in self.cfg.capabilities.require:
             if m in self.availability.unavailable:
                 raise StartupError(
                     f"required capability {m} is unavailable: {self.availability.unavailable[m]}",
                     EXIT_CONFIG,
                 )
-        private_state_dir(cfg.state_dir)
-        self._state_lock, predecessor = lock_state_dir(cfg.state_dir)
+
+    def _state_dir(self) -> int:
+        """Make and lock the state directory; kill what a predecessor that died left."""
+        state_dir = self.cfg.state_dir
+        private_state_dir(state_dir)
+        lock, predecessor = lock_state_dir(state_dir)
         if predecessor:
-            reap_leftovers(cfg.state_dir, predecessor)
-        journal_path = cfg.state_dir / "journal.sqlite3"
-        self.journal = Journal(journal_path)
-        self.journal.prune(7 * 86400)
-        self.ledger = Ledger()
+            reap_leftovers(state_dir, predecessor)
+        return lock
+
+    def _transport(self, transport: Transport | None, caps: dict[str, Capability]) -> Transport:
         queue_total = sum(c.queue_limit + c.concurrency for c in caps.values() if not c.control)
         # Above what the host can hold locally, so the broker never withholds a control
         # message because this consumer has too many unacknowledged deliveries -- up to
@@ -263,81 +295,47 @@ class Host:
         # acknowledgements on the same connection, and TCP backs off for seconds
         # (measured: 20,000 queued no-op requests fell to ~88 per second in one run out of
         # three with a prefetch of 200,000; none of six with 2,000).
-        self.prefetch = cfg.broker.prefetch or min(queue_total + 100, PREFETCH_CAP)
+        self.prefetch = self.cfg.broker.prefetch or min(queue_total + 100, PREFETCH_CAP)
         if transport is None:
             from opsagent.transport.stomp import StompTransport
 
-            transport = StompTransport(cfg.broker, prefetch=self.prefetch, client_id=self.instance)
-        self.transport = transport
-        self.completion = Completion(
-            transport,
-            self.journal,
-            self.ledger,
-            topic=cfg.broker.topic,
-            sender=self.instance,
-            namespace=cfg.host.namespace,
-            max_event=cfg.host.max_event_bytes,
-        )
-        #: Called with a :class:`~opsagent.reporting.health.JobEnd` after each job's outcome is
-        #: published (metrics, the monitor's action log); never on a hot lock.
-        self.job_observers: list[Callable[[health.JobEnd], None]] = []
-        self._ending: set[str] = set()
-        self._ending_lock = threading.Lock()
-        self.workers = Workers(
-            caps,
+            transport = StompTransport(
+                self.cfg.broker, prefetch=self.prefetch, client_id=self.instance
+            )
+        return transport
+
+    def _workers(self) -> Workers:
+        host = self.cfg.host
+        return Workers(
+            self.jobs,
             finish=self.end_job,
             ledger=self.ledger,
-            cache_dir=cfg.cache_dir,
-            state_dir=cfg.state_dir,
+            state_dir=self.cfg.state_dir,
             journal=self.journal,
-            journal_path=journal_path,
-            configs=configs,
-            tables=tables,
-            credentials=self.availability.usable,
-            env_allow=cfg.host.env_allow,
-            grace=cfg.host.kill_grace_seconds,
-            output_cap=cfg.host.output_cap_bytes,
+            journal_path=self.journal.path,
+            grace=host.kill_grace_seconds,
+            output_cap=host.output_cap_bytes,
             before_start=self._before_start,
-            memory_limit=cfg.host.job_memory_limit_mb,
+            memory_limit=host.job_memory_limit_mb,
         )
-        self.dispatcher = Dispatcher(
-            registry=registry,
-            transport=transport,
+
+    def _dispatcher(self) -> Dispatcher:
+        host = self.cfg.host
+        return Dispatcher(
+            registry=self.registry,
+            transport=self.transport,
             journal=self.journal,
             ledger=self.ledger,
             workers=self.workers,
             completion=self.completion,
-            namespace=cfg.host.namespace,
-            require_namespace=cfg.host.require_namespace,
-            max_body=cfg.host.max_body_bytes,
-            control=self,
+            namespace=host.namespace,
+            require_namespace=host.require_namespace,
+            max_body=host.max_body_bytes,
+            control=Control(self.instance, self.pid, self.request_shutdown),
+            # One mapping, kept current by the credential checks in the main loop.
             unavailable=self.availability.unavailable,
             access=self.access,
         )
-        # One mapping, kept current by the credential checks in the main loop.
-        self.dispatcher.unavailable = self.availability.unavailable
-        self.scheduler = self._scheduler(caps, journal_path)
-        self.monitor = None
-        if cfg.monitor.enabled:
-            from opsagent.reporting.monitor import Monitor
-
-            self.monitor = Monitor(
-                cfg.monitor,
-                instance=self.instance,
-                namespace=cfg.host.namespace,
-                token=self.monitor_token,
-                snapshot=self.snapshot,
-                scrub=self.redactor.scrub,
-            )
-            self.job_observers.append(self.monitor.job_ended)
-        self.metrics = None
-        if cfg.metrics.enabled:
-            from opsagent.reporting.metrics import Metrics
-
-            self.metrics = Metrics(self.snapshot)
-            self.job_observers.append(self.metrics.job_ended)
-        self._delivering = 0
-        self.ready = threading.Event()
 
     def _scheduler(self, caps: dict[str, Capability], journal_path: Path) -> schedule.Scheduler:
         """Schedules send requests to this host's own queue (see :mod:`opsagent.host.schedule`)."""
@@ -393,11 +391,6 @@ class Host:
             self.stop_reason = reason
             self.dispatcher.accepting = False
             self._stop.set()
-
-    @property
-    def state(self) -> str:
-        """READY (no job in flight) or PROCESSING, as the monitor shows it."""
-        return "PROCESSING" if self.ledger.in_flight else "READY"
 
     # -- what the host says about itself ---------------------------------------------
 
@@ -461,7 +454,7 @@ class Host:
         finally:
             with self._ending_lock:
                 self._ending.discard(ticket.job_id)
-        if not self.job_observers:
+        if not self.observers:
             return
         started = ticket.started_at
         end = health.JobEnd(
@@ -473,11 +466,11 @@ class Host:
             echo=ticket.echo,
             module=ticket.cap.entry_point,
         )
-        for observe in self.job_observers:
+        for observer in self.observers:
             try:
-                observe(end)
+                observer.job_ended(end)
             except Exception:  # noqa: BLE001 - an observer never fails a job
-                logger.opt(exception=True).warning("job observer {} failed", observe)
+                logger.opt(exception=True).warning("job observer {} failed", observer)
 
     # -- credentials -----------------------------------------------------------------
 
@@ -505,22 +498,15 @@ class Host:
             elif not initial:
                 logger.info("{} is available again: its credentials are usable", msg_type)
         if not initial:
+            # A job's environment is cached; a credential that appeared or went away
+            # changes it.
             for msg_type in self.availability.handed_over_changed:
-                self._credentials_changed(msg_type)
+                self.jobs.forget(msg_type)
         every = self.cfg.host.credential_check_seconds
         upcoming = self.availability.next_expiry(now)
         self._next_credential_check = min(
             now + every, upcoming + 0.05 if upcoming is not None else now + every
         )
-
-    def _credentials_changed(self, msg_type: str) -> None:
-        # Workers cache each capability's job environment; a credential that appeared or
-        # went away changes it.
-        forget = getattr(self.workers, "forget_env", None)
-        if forget is not None:
-            forget(msg_type)
-        else:
-            self.workers.forget_env(msg_type)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -548,38 +534,46 @@ class Host:
             time.sleep(0.1)
 
     def run(self, *, install_signals: bool = True) -> int:
+        """Start, serve until a stop, drain; the exit status (see the module docstring)."""
         if install_signals:
-            signal.signal(signal.SIGTERM, lambda *_: self.stop(EXIT_OK, "SIGTERM"))
-            signal.signal(signal.SIGINT, lambda *_: self.stop(EXIT_OK, "SIGINT"))
-        started = time.monotonic()
+            self._install_signals()
         try:
-            self._start_reporting()
-            self.completion.start()
-            self.notifier.status(f"connecting to {', '.join(self.cfg.broker.hosts)}")
-            self.connect()
-            logger.info(
-                "{} subscribed to {} (prefetch {}) in {:.3f} s: capabilities {}; broken {}",
-                self.instance,
-                self.cfg.broker.queue,
-                self.prefetch,
-                time.monotonic() - started,
-                ", ".join(sorted(self.registry.msg_types)),
-                ", ".join(b.name for b in self.registry.broken) or "none",
-            )
-            # What start-up loaded (plugins and their libraries, ~40,000 objects) lives as
-            # long as the host: kept out of the collector's scans, a full collection does
-            # not pause the receiver for ~25 ms (measured with the bundled plugins).
-            gc.freeze()
-            sys.setswitchinterval(SWITCH_INTERVAL)
-            self.phase = health.RUNNING
-            self.ready.set()
-            self.notifier.ready(self.snapshot().line())
+            self._start()
             self._loop()
             self.drain()
         finally:
             self.completion.stop()
             self._stop_reporting()
         return self.exit_status
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop(EXIT_OK, "SIGTERM"))
+        signal.signal(signal.SIGINT, lambda *_: self.stop(EXIT_OK, "SIGINT"))
+
+    def _start(self) -> None:
+        """Observers, the completion thread, the broker; then READY."""
+        started = time.monotonic()
+        self._start_reporting()
+        self.completion.start()
+        self.notifier.status(f"connecting to {', '.join(self.cfg.broker.hosts)}")
+        self.connect()
+        logger.info(
+            "{} subscribed to {} (prefetch {}) in {:.3f} s: capabilities {}; broken {}",
+            self.instance,
+            self.cfg.broker.queue,
+            self.prefetch,
+            time.monotonic() - started,
+            ", ".join(sorted(self.registry.msg_types)),
+            ", ".join(b.name for b in self.registry.broken) or "none",
+        )
+        # What start-up loaded (plugins and their libraries, ~40,000 objects) lives as
+        # long as the host: kept out of the collector's scans, a full collection does
+        # not pause the receiver for ~25 ms (measured with the bundled plugins).
+        gc.freeze()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self.phase = health.RUNNING
+        self.ready.set()
+        self.notifier.ready(self.snapshot().line())
 
     def _loop(self) -> None:
         state = _LoopState()
@@ -635,26 +629,16 @@ class Host:
             logger.opt(exception=True).error("scheduler tick failed")
 
     def _start_reporting(self) -> None:
-        if self.metrics is not None:
-            where = f"{self.cfg.metrics.address}:{self.cfg.metrics.port}"
+        for observer in self.observers:
             try:
-                port = self.metrics.start(self.cfg.metrics.address, self.cfg.metrics.port)
-            except OSError as exc:
-                raise StartupError(
-                    f"metrics: cannot listen on {where}: {exc.strerror}; choose another "
-                    f"[metrics] port",
-                    EXIT_CONFIG,
-                ) from exc
-            logger.info("metrics on http://{}:{}/metrics", self.cfg.metrics.address, port)
-        if self.monitor is not None:
-            self.monitor.start()
+                observer.start()
+            except observers.ObserverError as exc:
+                raise StartupError(str(exc), EXIT_CONFIG) from exc
 
     def _stop_reporting(self) -> None:
         self.phase = health.EXITED
-        if self.monitor is not None:
-            self.monitor.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
+        for observer in reversed(self.observers):
+            observer.stop()
         self.notifier.close()
 
     def drain(self) -> None:
@@ -717,7 +701,3 @@ def _copy_counts(counts: Any) -> dict[str, int]:
         except RuntimeError:
             continue
     return {}
-
-
-def state_dir_default() -> Path:
-    return configuration.Config().state_dir

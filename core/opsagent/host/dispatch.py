@@ -22,13 +22,13 @@ from opsagent.capability import Capability
 from opsagent.host import events
 from opsagent.host.access import Access
 from opsagent.host.completion import Completion
+from opsagent.host.control import Control
 from opsagent.host.envelope import Envelope, EnvelopeError, parse
 from opsagent.host.journal import Journal, digest
 from opsagent.host.ledger import Ledger, Ticket
 from opsagent.host.plugins import Registry
 from opsagent.isolation import execute
 from opsagent.isolation.workers import Workers
-from opsagent.job import Job
 from opsagent.schema import InputError, structure
 from opsagent.transport.base import Delivery, Transport, TransportError
 
@@ -46,7 +46,7 @@ class Dispatcher:
         namespace: str,
         require_namespace: bool,
         max_body: int,
-        control: Any,
+        control: Control,
         unavailable: dict[str, str],
         access: Access | None = None,
     ) -> None:
@@ -227,13 +227,7 @@ class Dispatcher:
         inp = self._input(delivery, env, cap)
         if inp is None:
             return
-        job = Job(
-            id=delivery.message_id,
-            msg_type=cap.msg_type,
-            cache_dir=self.workers.cache_dir,
-            time_limit=cap.time_limit,
-            config=self.control,
-        )
+        job = self.workers.jobs.control_job(cap.msg_type, delivery.message_id, self.control)
         outcome = execute.call(cap, inp, job)
         body = {
             "msg_type": cap.event_for(outcome.status),

@@ -1,7 +1,9 @@
 """Finding capabilities: the pluggy manager, the loading policy and the registry.
 
 Each entry point of the ``opsagent.capabilities`` group is loaded and registered on its
-own.  One that fails to import or declares something invalid is recorded as broken
+own, and its hooks are called through the plugin manager one plugin at a time
+(:func:`call_one`), so that what one plugin raises is charged to it alone.  One that
+fails to import or declares something invalid is recorded as broken
 (distribution, version, error, traceback) and the host starts with the rest, unless
 ``strict`` is set.
 """
@@ -52,12 +54,45 @@ class Registry:
     def get(self, msg_type: str) -> Capability | None:
         return self.capabilities.get(msg_type)
 
+    def plugin_of(self, cap: Capability) -> Any:
+        """The plugin (module) that declared ``cap``; None for one registered otherwise."""
+        if self.pm is None:
+            return None
+        for plugin in self.pm.get_plugins():
+            if getattr(plugin, "__name__", None) == cap.entry_point:
+                return plugin
+        return None
+
     def broken_msg_type(self, msg_type: str) -> Broken | None:
         """A broken plugin that is known to have provided ``msg_type`` (by its name)."""
         for b in self.broken:
             if b.name == msg_type:
                 return b
         return None
+
+
+def manager() -> pluggy.PluginManager:
+    """A plugin manager that knows the hook specifications."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def call_one(pm: pluggy.PluginManager, hook: str, plugin: Any, **kwargs: Any) -> list[Any]:
+    """Call ``hook`` through ``pm`` on ``plugin``'s implementation only (none: nothing)."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    result: list[Any] = pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+    return result
+
+
+def declared_by(module: Any) -> list[Capability]:
+    """The capabilities ``module`` registers, as they are (a job process finds its own
+    capability so, without loading the other plugins)."""
+    pm = manager()
+    pm.register(module)
+    found: list[Capability] = []
+    call_one(pm, "register_capabilities", module, register=found.append)
+    return found
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str, str]:
@@ -81,9 +116,7 @@ def _register_module(
 
     pm.register(module, name=name)
     try:
-        impl = getattr(module, "register_capabilities", None)
-        if impl is not None:
-            impl(register=register)
+        call_one(pm, "register_capabilities", module, register=register)
     except BaseException:
         pm.unregister(name=name)
         raise
@@ -117,8 +150,7 @@ def load(
     A ``require``d msg_type that is missing raises :class:`PluginError`.
     ``extra_modules`` are ``(name, module)`` pairs registered like entry points (tests).
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm = manager()
     registry = Registry(pm=pm)
     eps = list(entry_points(group=GROUP) if entry_points_ is None else entry_points_)
     # Built-ins first so that a plugin claiming health_ping is the one reported.

@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 
 from opsagent.capability import Capability
-from opsagent.credentials import store as creds
 from opsagent.job import Job, MemoryNotes, Notes
 from opsagent.outcome import JobFailed, Outcome
 
@@ -34,10 +33,9 @@ OOM_SCORE_ADJ = 500
 
 
 def find_capability(module_name: str, msg_type: str) -> Capability:
-    module = importlib.import_module(module_name)
-    found: list[Capability] = []
-    module.register_capabilities(register=found.append)
-    for cap in found:
+    from opsagent.host.plugins import declared_by
+
+    for cap in declared_by(importlib.import_module(module_name)):
         if cap.msg_type == msg_type:
             return cap
     raise LookupError(f"{module_name} no longer declares {msg_type}")
@@ -86,8 +84,8 @@ def _bounded(cap: Capability, mib: int) -> Capability:
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     from opsagent import schema
-    from opsagent.host.config import section_from_table
     from opsagent.isolation import execute
+    from opsagent.isolation.jobs import job_from_spec
 
     cap = find_capability(spec["module"], spec["msg_type"])
     mib = int(spec.get("memory_limit") or 0)
@@ -101,18 +99,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         notes = Journal(Path(spec["journal"]))
     else:
         notes = MemoryNotes()
-    job = Job(
-        id=spec["job_id"],
-        msg_type=cap.msg_type,
-        cache_dir=Path(spec["cache_dir"]),
-        time_limit=float(spec["time_limit"]),
-        config=section_from_table(spec.get("config") or {}, cap.config, cap.msg_type),
-        credentials=creds.from_env(cap.credentials, os.environ),
-        env=dict(os.environ),
-        notes=notes,
-        attempt=int(spec.get("attempt", 1)),
-        interrupted=bool(spec.get("interrupted", False)),
-    )
+    job = job_from_spec(spec, cap, os.environ, notes)
     return execute.call(cap, inp, job).to_json()
 
 

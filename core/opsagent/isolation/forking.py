@@ -34,6 +34,8 @@ _CTX = multiprocessing.get_context("forkserver")
 CHILD_MODULES = (
     "opsagent.isolation.child",
     "opsagent.isolation.execute",
+    "opsagent.isolation.jobs",
+    "opsagent.host.plugins",
     "opsagent.schema",
     "opsagent.host.config",
     "opsagent.host.journal",

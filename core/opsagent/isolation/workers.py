@@ -20,18 +20,17 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from opsagent import schema
 from opsagent.capability import Capability
-from opsagent.credentials.store import Credential, to_env
 from opsagent.host.ledger import Ledger, Ticket
 from opsagent.isolation import execute, forking, proc
-from opsagent.job import Job, Notes
+from opsagent.isolation.jobs import JobFactory, timed_out
+from opsagent.job import Notes
 from opsagent.outcome import Outcome
 
 Finish = Callable[[Ticket, Outcome], None]
@@ -157,46 +156,38 @@ class Workers:
 
     def __init__(
         self,
-        caps: Mapping[str, Capability],
+        jobs: JobFactory,
         *,
         finish: Finish,
         ledger: Ledger,
-        cache_dir: Path,
         state_dir: Path,
         journal: Notes,
         journal_path: Path | None,
-        configs: Mapping[str, Any],
-        tables: Mapping[str, dict[str, Any]],
-        credentials: Mapping[str, Mapping[str, Credential]],
-        env_allow: list[str],
         grace: float,
         output_cap: int,
         fork_server: bool = True,
         before_start: Callable[[Ticket], None] = lambda ticket: None,
         memory_limit: int = 0,
     ) -> None:
-        self.caps = caps
+        #: Makes each job (config, credentials, environment, time limit).
+        self.jobs = jobs
+        caps = jobs.capabilities
         #: Called before each job starts (the host: make the journal hold what it must).
         self.before_start = before_start
         self.ledger = ledger
-        self.cache_dir = cache_dir
         self.state_dir = state_dir
+        #: Thread jobs' durable notes (process jobs open the journal at ``journal_path``).
         self.journal = journal
         self.journal_path = journal_path
-        self.configs = configs
-        self.tables = tables
-        self.credentials = credentials
-        self.env_allow = env_allow
         self.grace = grace
         self.output_cap = output_cap
         #: MiB of address space of a process job whose capability sets none (0: no limit).
         self.memory_limit = memory_limit
         self._finish = finish
-        self._envs: dict[str, dict[str, str]] = {}
         self.fork_server = fork_server
         if fork_server:
             process_caps = [c for c in caps.values() if c.isolation == "process" and not c.control]
-            env = {k: os.environ[k] for k in env_allow if k in os.environ}
+            env = {k: os.environ[k] for k in jobs.env_allow if k in os.environ}
             forking.start(sorted({c.entry_point for c in process_caps if c.entry_point}), env)
         self.results_dir = state_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -223,24 +214,6 @@ class Workers:
                 out[msg_type] = reason
         return out
 
-    def queued(self) -> int:
-        return sum(lane.queue.qsize() for lane in self.lanes.values())
-
-    def base_env(self, cap: Capability) -> dict[str, str]:
-        """The environment of ``cap``'s jobs: the allow-list plus its credentials (cached)."""
-        env = self._envs.get(cap.msg_type)
-        if env is None:
-            env = {k: os.environ[k] for k in self.env_allow if k in os.environ}
-            env["SWF_TMP_DIR"] = str(self.cache_dir)
-            env[proc.MARK] = str(self.state_dir.resolve())
-            env.update(to_env(self.credentials.get(cap.msg_type, {})))
-            self._envs[cap.msg_type] = env
-        return env
-
-    def forget_env(self, msg_type: str) -> None:
-        """Drop a capability's cached job environment (its credentials changed)."""
-        self._envs.pop(msg_type, None)
-
     def _run(self, ticket: Ticket) -> Outcome | None:
         try:
             self.before_start(ticket)
@@ -258,43 +231,31 @@ class Workers:
         """MiB of address space of ``cap``'s process jobs (0: no limit)."""
         return self.memory_limit if cap.memory_limit is None else cap.memory_limit
 
-    def _job(self, ticket: Ticket, env: Mapping[str, str]) -> Job:
-        cap = ticket.cap
-        return Job(
-            id=ticket.job_id,
-            msg_type=cap.msg_type,
-            cache_dir=self.cache_dir,
-            time_limit=cap.time_limit,
-            config=self.configs.get(cap.msg_type),
-            credentials=self.credentials.get(cap.msg_type, {}),
-            env=env,
-            notes=self.journal,
+    def _run_thread(self, ticket: Ticket) -> Outcome | None:
+        job = self.jobs.job(
+            ticket.cap.msg_type,
+            ticket.job_id,
             attempt=ticket.attempt,
             interrupted=ticket.interrupted,
+            notes=self.journal,
         )
-
-    def _run_thread(self, ticket: Ticket) -> Outcome | None:
-        return execute.call(ticket.cap, ticket.inp, self._job(ticket, self.base_env(ticket.cap)))
+        return execute.call(ticket.cap, ticket.inp, job)
 
     def _run_process(self, ticket: Ticket) -> Outcome | None:
         cap = ticket.cap
         result = self.results_dir / f"{os.getpid()}-{threading.get_ident()}.json"
         result.unlink(missing_ok=True)
-        spec = {
-            "module": cap.entry_point,
-            "msg_type": cap.msg_type,
-            "input": schema.unstructure(ticket.inp),
-            "job_id": ticket.job_id,
-            "cache_dir": str(self.cache_dir),
-            "time_limit": cap.time_limit,
-            "config": self.tables.get(cap.msg_type, {}),
-            "journal": str(self.journal_path) if self.journal_path else None,
-            "attempt": ticket.attempt,
-            "interrupted": ticket.interrupted,
-            "memory_limit": self.memory_limit_of(cap),
-            "result": str(result),
-        }
-        env = {**self.base_env(cap), proc.MARK_JOB: ticket.job_id}
+        spec = self.jobs.spec(
+            cap.msg_type,
+            ticket.job_id,
+            ticket.inp,
+            result=result,
+            journal=self.journal_path,
+            attempt=ticket.attempt,
+            interrupted=ticket.interrupted,
+            memory_limit=self.memory_limit_of(cap),
+        )
+        env = self.jobs.process_env(cap.msg_type, ticket.job_id)
         pids: list[int] = []
 
         def started(pid: int) -> None:
@@ -306,7 +267,7 @@ class Workers:
         finally:
             for pid in pids:
                 self.groups.remove(pid)
-        return self._outcome_of(done, cap, ticket, result)
+        return process_outcome(done, cap, ticket.job_id, result)
 
     def _spawn_job(
         self,
@@ -341,42 +302,6 @@ class Workers:
             )
         return done
 
-    def _outcome_of(
-        self, done: proc.Completed, cap: Capability, ticket: Ticket, result: Path
-    ) -> Outcome | None:
-        log = logger.bind(job_id=ticket.job_id, msg_type=cap.msg_type)
-        if done.output.strip():
-            log.debug("output of {}:\n{}", ticket.job_id, done.output)
-        try:
-            if done.cancelled:
-                return None
-            if done.timed_out:
-                return Outcome.timeout(
-                    f"{cap.msg_type} did not finish within its time limit of "
-                    f"{cap.time_limit:g} s; its process group was killed"
-                )
-            try:
-                return Outcome.from_json(json.loads(result.read_text()))
-            except (OSError, ValueError, KeyError):
-                how = (
-                    f"was killed by signal {-done.returncode}"
-                    if done.returncode < 0
-                    else f"exited with status {done.returncode}"
-                )
-                if done.returncode == -signal.SIGKILL:
-                    # Not the host's kill (that is a timeout or a cancel, above).
-                    how += (
-                        " (SIGKILL: the kernel's OOM killer when the service reached its "
-                        "MemoryMax=, or a person)"
-                    )
-                tail = done.tail(500)
-                return Outcome.error(
-                    f"{cap.msg_type} job process {how} without an outcome"
-                    + (f": {tail}" if tail else "")
-                )
-        finally:
-            result.unlink(missing_ok=True)
-
     def check_deadlines(self) -> None:
         """End thread jobs that overran their limit (process jobs are killed by proc.run)."""
         now = time.monotonic()
@@ -391,12 +316,45 @@ class Workers:
                 self.lanes[cap.msg_type].retire_current_of(ticket)
                 self._finish(
                     ticket,
-                    Outcome.timeout(
-                        f"{cap.msg_type} did not finish within its time limit of "
-                        f"{cap.time_limit:g} s (thread job; its result will be discarded)"
-                    ),
+                    Outcome.timeout(timed_out(cap, thread=True)),
                 )
 
     def stop(self) -> None:
         for lane in self.lanes.values():
             lane.stop()
+
+
+def process_outcome(
+    done: proc.Completed, cap: Capability, job_id: str, result: Path
+) -> Outcome | None:
+    """The outcome of a job process (None: cancelled, to be handed back), from the
+    result file it wrote, or from how it ended; the result file is removed."""
+    log = logger.bind(job_id=job_id, msg_type=cap.msg_type)
+    if done.output.strip():
+        log.debug("output of {}:\n{}", job_id, done.output)
+    try:
+        if done.cancelled:
+            return None
+        if done.timed_out:
+            return Outcome.timeout(timed_out(cap, thread=False))
+        try:
+            return Outcome.from_json(json.loads(result.read_text()))
+        except (OSError, ValueError, KeyError):
+            how = (
+                f"was killed by signal {-done.returncode}"
+                if done.returncode < 0
+                else f"exited with status {done.returncode}"
+            )
+            if done.returncode == -signal.SIGKILL:
+                # Not the host's kill (that is a timeout or a cancel, above).
+                how += (
+                    " (SIGKILL: the kernel's OOM killer when the service reached its "
+                    "MemoryMax=, or a person)"
+                )
+            tail = done.tail(500)
+            return Outcome.error(
+                f"{cap.msg_type} job process {how} without an outcome"
+                + (f": {tail}" if tail else "")
+            )
+    finally:
+        result.unlink(missing_ok=True)

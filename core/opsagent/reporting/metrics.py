@@ -87,7 +87,16 @@ class _Live(Collector):
 class Metrics:
     """The host's metrics and, once started, the HTTP endpoint serving them."""
 
-    def __init__(self, snapshot: Callable[[], health.Snapshot]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], health.Snapshot],
+        *,
+        address: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        #: Where :meth:`start` serves (``[metrics] address`` and ``port``; 0: any free port).
+        self.address = address
+        self.wanted_port = port
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = Counter(
             "opsagent_jobs",
@@ -110,14 +119,28 @@ class Metrics:
         self.jobs.labels(end.msg_type, end.status).inc()
         self.durations.labels(end.msg_type).observe(end.duration)
 
-    def start(self, address: str, port: int) -> int:
-        """Serve ``/metrics`` on ``address:port`` (0: any free port); returns the port."""
+    def start(self) -> None:
+        """Serve ``/metrics`` on :attr:`address`; the port it got is :attr:`port`.
+
+        Raises :class:`~opsagent.host.observers.ObserverError` when it cannot listen there.
+        """
+        from loguru import logger
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        from opsagent.host.observers import ObserverError
+
+        try:
+            server, _thread = start_http_server(
+                self.wanted_port, addr=self.address, registry=self.registry
+            )
+        except OSError as exc:
+            raise ObserverError(
+                f"metrics: cannot listen on {self.address}:{self.wanted_port}: {exc.strerror}; "
+                f"choose another [metrics] port"
+            ) from exc
         self._server = server
         self.port = int(server.server_port)
-        return self.port
+        logger.info("metrics on http://{}:{}/metrics", self.address, self.port)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -18,14 +18,13 @@ import attrs
 
 from opsagent.capability import Capability
 from opsagent.credential import Credential
-from opsagent.credentials.store import to_env
 from opsagent.host import config as configuration
 from opsagent.host import plugins
 from opsagent.host.journal import Journal
 from opsagent.isolation import execute
-from opsagent.job import Job, MemoryNotes, Notes
+from opsagent.isolation.jobs import JobFactory
+from opsagent.job import Job, Notes
 from opsagent.outcome import Outcome
-from opsagent.schema import unstructure
 
 
 def declared(module: ModuleType) -> dict[str, Capability]:
@@ -64,20 +63,33 @@ def make_job(
         config = configuration.section_from_table(
             dict(config or {}), capability.config, capability.msg_type, "<make_job>"
         )
+    jobs = _factory(capability, cache_dir, None, credentials, time_limit)
+    jobs.configs[capability.msg_type] = config
+    job = jobs.job(capability.msg_type, job_id, attempt=attempt, notes=notes)
+    return job if env is None else attrs.evolve(job, env=dict(env))
+
+
+def _factory(
+    capability: Capability,
+    cache_dir: Path,
+    state_dir: Path | None,
+    credentials: Mapping[str, Credential] | None,
+    time_limit: float | None,
+    env: Mapping[str, str] | None = None,
+) -> JobFactory:
+    """The host's job factory for ``capability`` alone: ``env`` (default: this process's
+    environment, allow-listed as the host does) and the declared ``credentials``."""
+    if time_limit is not None:
+        capability = attrs.evolve(capability, time_limit=time_limit)
+    msg_type = capability.msg_type
     given = {n: c for n, c in (credentials or {}).items() if n in capability.credentials}
-    if env is None:
-        env = {k: os.environ[k] for k in configuration.ENV_ALLOW if k in os.environ}
-        env = {**env, "SWF_TMP_DIR": str(cache_dir), **to_env(given)}
-    return Job(
-        id=job_id,
-        msg_type=capability.msg_type,
+    return JobFactory(
+        {msg_type: capability},
         cache_dir=cache_dir,
-        time_limit=capability.time_limit if time_limit is None else time_limit,
-        config=config,
-        credentials=given,
-        env=dict(env),
-        notes=notes if notes is not None else MemoryNotes(),
-        attempt=attempt,
+        state_dir=state_dir,
+        env_allow=configuration.ENV_ALLOW if env is None else list(env),
+        credentials={msg_type: given},
+        environ=env,
     )
 
 
@@ -170,8 +182,9 @@ def start_job_process(
     ``[capability.<msg_type>]`` table) checked, notes in a journal under ``state_dir``.
 
     The environment is ``env`` (default: the host's allow-listed variables of this
-    process) plus ``SWF_TMP_DIR`` and the declared ``credentials``, handed over as the host
-    hands them.  No time limit is enforced here: :meth:`JobProcess.kill9` is the test's.
+    process) plus ``SWF_TMP_DIR``, the host's process mark (``state_dir``) and the
+    declared ``credentials``, handed over as the host hands them.  No time limit is
+    enforced here: :meth:`JobProcess.kill9` is the test's.
     ``python`` runs the job with another interpreter (one that another user may run),
     given this one's site directories; ``popen`` goes to :class:`subprocess.Popen`
     (``user=``, ``group=``, ``umask=``, ``stderr=``...).
@@ -180,23 +193,18 @@ def start_job_process(
     result = state_dir / f"result-{job_id}-{attempt}.json"
     result.unlink(missing_ok=True)
     journal = state_dir / "journal.sqlite3"
-    spec = {
-        "module": capability.entry_point,
-        "msg_type": capability.msg_type,
-        "input": inp if isinstance(inp, Mapping) else unstructure(inp),
-        "job_id": job_id,
-        "cache_dir": str(cache_dir),
-        "time_limit": capability.time_limit if time_limit is None else time_limit,
-        "config": dict(config or {}),
-        "journal": str(journal),
-        "attempt": attempt,
-        "interrupted": interrupted,
-        "result": str(result),
-    }
-    if env is None:
-        env = {k: os.environ[k] for k in configuration.ENV_ALLOW if k in os.environ}
-    given = {n: c for n, c in (credentials or {}).items() if n in capability.credentials}
-    full_env = {**env, "SWF_TMP_DIR": str(cache_dir), **to_env(given)}
+    jobs = _factory(capability, cache_dir, state_dir, credentials, time_limit, env)
+    jobs.tables[capability.msg_type] = dict(config or {})
+    spec = jobs.spec(
+        capability.msg_type,
+        job_id,
+        inp,
+        result=result,
+        journal=journal,
+        attempt=attempt,
+        interrupted=interrupted,
+    )
+    full_env = jobs.process_env(capability.msg_type, job_id)
     if python is None:
         argv = [sys.executable, "-m", "opsagent.isolation.child"]
     else:

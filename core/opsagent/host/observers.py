@@ -1,0 +1,73 @@
+"""Job observers: what the host tells about every ended job (the metrics endpoint, the
+monitor's action log), attached in one list the host walks -- started with it, told of
+each job's end after its outcome is published, stopped with it.  A new kind of report
+is one more observer here, not one more field of the host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from loguru import logger
+
+from opsagent.credentials import store as creds
+from opsagent.host import config as configuration
+from opsagent.reporting import health
+
+
+class ObserverError(RuntimeError):
+    """An observer cannot start as configured (the host exits 78)."""
+
+
+class Observer(Protocol):
+    def start(self) -> None:
+        """Begin (a thread, a listening socket); raise :class:`ObserverError` if it cannot."""
+
+    def job_ended(self, end: health.JobEnd) -> None:
+        """One job ended; called on a worker thread, never on a hot lock; never blocks."""
+
+    def stop(self) -> None:
+        """End, within a bounded time."""
+
+
+def monitor_token(cfg: configuration.Config) -> str | None:
+    """The monitor's API token: its credential when there is one, else ``$SWF_API_TOKEN``."""
+    name = cfg.monitor.token_credential
+    if name in cfg.credentials or os.environ.get("CREDENTIALS_DIRECTORY"):
+        try:
+            return creds.resolve(name, cfg.credentials).read()
+        except (creds.CredentialError, OSError) as exc:
+            if name in cfg.credentials:
+                logger.warning("monitor token: {}", exc)
+    return os.environ.get("SWF_API_TOKEN") or None
+
+
+def configured(
+    cfg: configuration.Config,
+    *,
+    snapshot: Callable[[], health.Snapshot],
+    monitor_token: str | None,
+    scrub: Callable[[str], str],
+) -> list[Observer]:
+    """The observers ``cfg`` turns on, in the order they start (and stop in reverse)."""
+    out: list[Observer] = []
+    if cfg.metrics.enabled:
+        from opsagent.reporting.metrics import Metrics
+
+        out.append(Metrics(snapshot, address=cfg.metrics.address, port=cfg.metrics.port))
+    if cfg.monitor.enabled:
+        from opsagent.reporting.monitor import Monitor
+
+        out.append(
+            Monitor(
+                cfg.monitor,
+                instance=cfg.host.instance,
+                namespace=cfg.host.namespace,
+                token=monitor_token,
+                snapshot=snapshot,
+                scrub=scrub,
+            )
+        )
+    return out
