@@ -58,7 +58,9 @@ for s in "${targets[@]}"; do
   case $cmd in
     install) "${s}_install" ;;
     start)
-      if running "$s"; then echo "$s: already running (pid $(cat "$RUN/$s.pid"))"
+      # A running service keeps the env file it was started with (its ports): `make run`
+      # beside services started on other ports must not point the clients elsewhere.
+      if running "$s"; then echo "$s: already running (pid $(cat "$RUN/$s.pid"))"; continue
       else
         # A port already answering belongs to someone else (say, a service a killed run in
         # another checkout left behind): starting would talk to that one instead.
