@@ -158,29 +158,13 @@ class Dispatcher:
         which would let an outsider overwrite the record of someone else's job --, the
         rejection published, the message acknowledged.  The ``/`` keeps the record out of
         reach of any request_id (which cannot hold one)."""
-        from opsagent.outcome import Outcome
-
         record_id = f"forbidden/{delivery.message_id}"
         asked = {"msg_type": env.msg_type, "request_id": env.request_id, "user": delivery.user}
         try:
             self.journal.accept(record_id, env.msg_type, None, asked)
-            self.journal.finish(
-                record_id, Outcome.error(reason, rejected="forbidden", user=delivery.user)
-            )
         except sqlite3.Error:
             pass  # the journal logged it; a redelivery is refused again
-        body = events.rejection(
-            env.msg_type,
-            reason,
-            [],
-            sender=self.completion.sender,
-            namespace=self.namespace,
-            request_id=env.request_id,
-            code="forbidden",
-        )
-        self.counts["forbidden"] += 1
-        logger.bind(msg_type=env.msg_type).warning("rejected {}: {}", env.msg_type, reason)
-        self.completion.publish_and_ack(record_id, body, env.reply_to, delivery)
+        self._refuse_recorded(record_id, delivery, env, reason, "forbidden", user=delivery.user)
 
     def _reject_unknown(self, delivery: Delivery, env: Envelope) -> None:
         broken = self.registry.broken_msg_type(env.msg_type)
@@ -363,11 +347,24 @@ class Dispatcher:
         reason: str,
         code: str,
     ) -> None:
-        # Recorded as finished so a redelivery of this message is not run either.
+        self._refuse_recorded(job_id, delivery, env, reason, code, echo=cap.echo_of(inp))
+
+    def _refuse_recorded(
+        self,
+        job_id: str,
+        delivery: Delivery,
+        env: Envelope,
+        reason: str,
+        code: str,
+        echo: dict[str, Any] | None = None,
+        **data: Any,
+    ) -> None:
+        """End a refused request in the journal (finished, so a redelivery of this message
+        is not run either), publish the rejection, acknowledge once it is out."""
         from opsagent.outcome import Outcome
 
         try:
-            self.journal.finish(job_id, Outcome.error(reason, rejected=code))
+            self.journal.finish(job_id, Outcome.error(reason, rejected=code, **data))
         except sqlite3.Error:
             pass  # the journal logged it; a redelivery would be judged again
         body = events.rejection(
@@ -378,10 +375,10 @@ class Dispatcher:
             namespace=self.namespace,
             request_id=env.request_id,
             code=code,
-            echo=cap.echo_of(inp),
+            echo=echo,
         )
         self.counts[code] += 1
-        logger.bind(msg_type=cap.msg_type, job_id=job_id).warning("rejected: {}", reason)
+        logger.bind(msg_type=env.msg_type, job_id=job_id).warning("rejected: {}", reason)
         self.completion.publish_and_ack(job_id, body, env.reply_to, delivery)
 
     def _answer_finished(
