@@ -4,7 +4,6 @@ from opsagent.capability import Capability
 from opsagent.checks import Check
 from opsagent.credential import Credential
 from opsagent.credential_check import CredentialError, check_credential
-from opsagent.credentials.redaction import secret
 from opsagent.hookspecs import hookimpl
 from opsagent.isolation.proc import Completed, run
 from opsagent.job import Job
@@ -12,7 +11,7 @@ from opsagent.outcome import JobFailed, Outcome
 from opsagent.private import PrivateDir
 from opsagent.retries import doubling, retried
 from opsagent.rucio_login import rucio_client
-from opsagent.schema import Digits, FieldError, pattern, shown
+from opsagent.schema import Digits, FieldError, pattern, secret, shown
 
 __all__ = [
     "Capability",

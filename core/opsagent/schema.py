@@ -395,3 +395,25 @@ def _validators_of(v: Any) -> list[Any]:
     if inner_opt is not None and type(v).__name__ == "_OptionalValidator":
         return _validators_of(inner_opt)
     return [v]
+
+
+#: The metadata key that marks a config field as a secret (what :func:`secret` sets).
+SECRET = "secret"  # noqa: S105 - a metadata key, not a password
+
+
+def secret(**kwargs: Any) -> Any:
+    """A config field that holds a secret: the host learns its value and scrubs it.
+
+    Use it in a capability's config class instead of ``attrs.field``
+    (``password: str = secret()``, ``tokens: list[str] = secret(factory=list)``); it is
+    ``attrs.field(default="", repr=False, metadata={"secret": True}, **kwargs)``, so
+    ``attrs.field(metadata={"secret": True})`` says the same.  At start-up the host
+    learns the field's value, as configured in ``[capability.<msg_type>]`` or defaulted,
+    and scrubs it from every log line, event, reply and journal entry, like a
+    credential's.
+    """
+    if "factory" not in kwargs:
+        kwargs.setdefault("default", "")
+    kwargs.setdefault("repr", False)
+    kwargs["metadata"] = {**kwargs.get("metadata", {}), SECRET: True}
+    return attrs.field(**kwargs)

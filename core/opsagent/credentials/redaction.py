@@ -34,6 +34,7 @@ from urllib.parse import quote
 import attrs
 
 from opsagent.outcome import Outcome
+from opsagent.schema import SECRET
 
 MASK = "[redacted]"
 #: A whole value shorter than this is not scrubbed: it would mangle ordinary words.
@@ -43,28 +44,6 @@ MIN_PIECE = 16
 #: Text shorter than this holds no secret: neither a value (MIN_VALUE) nor a shape
 #: (``sig=x``).
 SHORTEST = 5
-
-
-#: The metadata key that marks a config field as a secret (what :func:`secret` sets).
-SECRET = "secret"  # noqa: S105 - a metadata key, not a password
-
-
-def secret(**kwargs: Any) -> Any:
-    """A config field that holds a secret: the host learns its value and scrubs it.
-
-    Use it in a capability's config class instead of ``attrs.field``
-    (``password: str = secret()``, ``tokens: list[str] = secret(factory=list)``); it is
-    ``attrs.field(default="", repr=False, metadata={"secret": True}, **kwargs)``, so
-    ``attrs.field(metadata={"secret": True})`` says the same.  At start-up the host
-    learns the field's value, as configured in ``[capability.<msg_type>]`` or defaulted,
-    and scrubs it from every log line, event, reply and journal entry, like a
-    credential's.
-    """
-    if "factory" not in kwargs:
-        kwargs.setdefault("default", "")
-    kwargs.setdefault("repr", False)
-    kwargs["metadata"] = {**kwargs.get("metadata", {}), SECRET: True}
-    return attrs.field(**kwargs)
 
 
 def declared_secrets(cls: type | None, config: Any) -> list[str]:
