@@ -476,7 +476,8 @@ def rejection_codes_sent() -> set[str]:
     """Every ``code`` the host passes when it refuses a request, read from its source.
 
     A code is a string literal among the arguments of a call to ``events.rejection`` or
-    of the dispatcher's helpers that end in one (``_reject``, ``_finish_rejected``).
+    of the dispatcher's helpers that end in one (``_reject``, ``_finish_rejected``,
+    ``_refuse_recorded``).
     """
     import ast
 
@@ -488,7 +489,7 @@ def rejection_codes_sent() -> set[str]:
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "attr", getattr(node.func, "id", ""))
-        if name not in ("rejection", "_reject", "_finish_rejected"):
+        if name not in ("rejection", "_reject", "_finish_rejected", "_refuse_recorded"):
             continue
         for arg in [*node.args, *(k.value for k in node.keywords)]:
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
