@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from opsagent import Credential, CredentialError, check_credential
+from opsagent.testing import self_signed
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def certificate(not_after: dt.datetime) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opsagent test proxy")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - dt.timedelta(days=30))
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + pem_key
+    """A self-signed certificate and its key, PEM, ending at ``not_after``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cert = self_signed(Path(tmp), "opsagent test proxy", not_after=not_after)
+        return cert.combined().read_bytes()
 
 
 def proxy(tmp_path: Path, *certs: bytes, name: str = "x509up", mode: int = 0o600) -> Credential:

@@ -44,20 +44,26 @@ class Certificate:
 
 
 def self_signed(
-    directory: Path, subject: str, *, days: float = 2, ip: str | None = None
+    directory: Path,
+    subject: str,
+    *,
+    days: float = 2,
+    ip: str | None = None,
+    not_after: datetime | None = None,
 ) -> Certificate:
     """A certificate for ``CN=<subject>`` signed by its own key, written into ``directory``
     as ``<subject>.crt`` and ``<subject>.key`` (mode 0600).
 
     It is valid from a day ago until ``days`` from now: a negative ``days`` makes one that
-    has expired.  ``ip`` adds that address to the subjectAltName.
+    has expired.  ``not_after`` sets the end exactly instead (a test comparing expiries to
+    the second).  ``ip`` adds that address to the subjectAltName.
     """
     directory.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", subject)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = datetime.now(UTC).replace(microsecond=0)
-    not_after = now + timedelta(days=days)
+    not_after = not_after or now + timedelta(days=days)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
