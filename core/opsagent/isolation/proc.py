@@ -245,6 +245,11 @@ def run(
         # Whatever the program left in its group (a daemonised grandchild) goes too.
         kill_group(pgid, signal.SIGKILL)
         LIVE_GROUPS.discard(pgid)
+        if proc.returncode is None:
+            # Left early (an on_line callback raised): reap the killed program, or it
+            # stays a zombie in its group until the interpreter happens to collect it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
     # Grandchildren may hold the pipe open; they are dead now, so EOF follows.
     reader.join(timeout=2.0)
     if lines is not None and on_line is not None:
