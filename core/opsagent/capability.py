@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import attrs
 
-from opsagent.outcome import STATUSES, Outcome
+from opsagent.outcome import STATUSES, SUCCESSES, Outcome
 
 Isolation = Literal["process", "thread"]
 
 _MSG_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = r"^([a-z][a-z0-9_]{0,63})?$"
 _CREDENTIAL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 CONTROL_TYPES = frozenset({"health_ping", "shutdown"})
 
@@ -109,9 +110,11 @@ class Capability:
     :class:`~opsagent.outcome.JobFailed` ends the job with outcome ``error`` and the
     message as reason; any other exception does too, with the exception named.
 
-    ``events`` maps outcome status (``ok``, ``error``, ``timeout``, ``unrecorded``) to
-    the wire name of the event published on the topic; ``timeout`` falls back to the
-    ``error`` event.  ``echo(inp)`` gives the identifying fields every event of the job
+    ``events`` maps outcome status (``ok``, ``error``, ``timeout``, ``unrecorded``,
+    ``skipped``, ``warning``, ``unverified``) to the wire name of the event published on
+    the topic; an undeclared one falls back to the ``ok`` event for a success
+    (``skipped``, ``warning``) and to the ``error`` event otherwise.
+    ``echo(inp)`` gives the identifying fields every event of the job
     carries (``pandaid``, ``task_name``...), even when the job failed or timed out.
     ``dedup_key(inp)`` returns a key; two jobs with one key never run at once
     (``None``: no dedup).  ``config`` is an attrs class for the capability's own
@@ -148,6 +151,13 @@ class Capability:
     #: configured the capability stays available and its jobs simply do not get it.
     optional_credentials: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     dedup_key: Callable[[Any], str | None] | None = None
+    #: The key space of ``dedup_key``: by default the capability's own msg_type, so two
+    #: capabilities never collide; capabilities that must never run at once for one
+    #: subject share a space (``submit_task`` and ``submit_evgen_task``: ``"submit"``).
+    dedup_space: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
+    #: The action id of the job's record in the monitor's action log (``task_submit``,
+    #: ``payload_log_fetch``...); empty: the msg_type.
+    action: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
     echo: Callable[[Any], dict[str, Any]] | None = None
     reconcile: Callable[..., Outcome | None] | None = attrs.field(
         default=None, validator=_optional_function
@@ -187,17 +197,22 @@ class Capability:
             raise DeclarationError(f"config: expected an attrs class, got {self.config!r}")
 
     def event_for(self, status: str) -> str:
-        """The wire name of the event that ends a job with outcome ``status``."""
+        """The wire name of the event that ends a job with outcome ``status``.
+
+        An undeclared outcome takes the ``ok`` event when it is a success (``skipped``,
+        ``warning``), the ``error`` event otherwise (``timeout``, ``unrecorded``,
+        ``unverified``).
+        """
         if status in self.events:
             return self.events[status]
-        return self.events["error"]
+        return self.events["ok" if status in SUCCESSES else "error"]
 
     def key_of(self, inp: Any) -> str | None:
         """The dedup key of one input, namespaced by msg_type, or ``None``."""
         if self.dedup_key is None:
             return None
         key = self.dedup_key(inp)
-        return None if key is None else f"{self.msg_type}:{key}"
+        return None if key is None else f"{self.dedup_space or self.msg_type}:{key}"
 
     def echo_of(self, inp: Any) -> dict[str, Any]:
         return dict(self.echo(inp)) if self.echo is not None else {}

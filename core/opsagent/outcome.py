@@ -8,8 +8,13 @@ import attrs
 
 #: ``ok``: done; ``error``: failed with a reason; ``timeout``: killed at its time limit;
 #: ``unrecorded``: the work happened but its bookkeeping failed (e.g. a PanDA task was
-#: submitted but the catalogue could not be told) -- the data says what to re-record.
-STATUSES = frozenset({"ok", "error", "timeout", "unrecorded"})
+#: submitted but the catalogue could not be told) -- the data says what to re-record;
+#: ``skipped``: nothing to do this time (the doer said so); ``warning``: done, with
+#: something a person should look at; ``unverified``: the request was accepted but its
+#: effect could not be confirmed (a PanDA pause whose status did not change).
+STATUSES = frozenset({"ok", "error", "timeout", "unrecorded", "skipped", "warning", "unverified"})
+#: The outcomes that count as success: the event says ``ok: true``.
+SUCCESSES = frozenset({"ok", "skipped", "warning"})
 
 
 class JobFailed(Exception):
@@ -48,6 +53,23 @@ class Outcome:
     @classmethod
     def unrecorded(cls, reason: str, **data: Any) -> Outcome:
         return cls("unrecorded", reason, data)
+
+    @classmethod
+    def skipped(cls, reason: str, **data: Any) -> Outcome:
+        return cls("skipped", reason, data)
+
+    @classmethod
+    def warning(cls, reason: str, **data: Any) -> Outcome:
+        return cls("warning", reason, data)
+
+    @classmethod
+    def unverified(cls, reason: str, **data: Any) -> Outcome:
+        return cls("unverified", reason, data)
+
+    @property
+    def succeeded(self) -> bool:
+        """``ok``, ``skipped`` or ``warning``: the event says ``ok: true``."""
+        return self.status in SUCCESSES
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "data": self.data}

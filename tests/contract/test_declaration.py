@@ -36,6 +36,8 @@ def cap(**kw):
     ({"isolation": "fork"}, "isolation"),
     ({"concurrency": 0}, "concurrency: expected a positive number"),
     ({"reconcile": "yes"}, "reconcile: expected a function or None, got 'yes'"),
+    ({"dedup_space": "Submit:"}, "dedup_space"),
+    ({"action": "task submit"}, "action"),
 ])
 def test_bad_declarations_are_refused(kw, message):
     with pytest.raises((DeclarationError, ValueError)) as info:
@@ -47,6 +49,22 @@ def test_timeout_falls_back_to_the_error_event():
     c = cap()
     assert c.event_for("timeout") == "thing_failed"
     assert c.event_for("ok") == "thing_done"
+
+
+def test_undeclared_successes_take_the_ok_event_and_failures_the_error_event():
+    c = cap()
+    assert [c.event_for(s) for s in ("skipped", "warning")] == ["thing_done"] * 2
+    assert [c.event_for(s) for s in ("unrecorded", "unverified")] == ["thing_failed"] * 2
+    assert cap(events={"ok": "a", "error": "b", "skipped": "c"}).event_for("skipped") == "c"
+
+
+def test_dedup_keys_are_namespaced_by_msg_type_unless_a_space_is_shared():
+    one = cap(msg_type="submit_task", dedup_key=lambda inp: inp.x)
+    other = cap(msg_type="submit_evgen_task", dedup_key=lambda inp: inp.x)
+    assert one.key_of(In("t1")) != other.key_of(In("t1"))
+    shared = [c.key_of(In("t1")) for c in (attrs.evolve(one, dedup_space="submit"),
+                                           attrs.evolve(other, dedup_space="submit"))]
+    assert shared == ["submit:t1", "submit:t1"]
 
 
 def _module(name, *caps, raises=None):

@@ -13,7 +13,10 @@ from typing import Any
 from opsagent.host import config as configuration
 from opsagent.isolation import jobs
 
-EXIT_STATUS = {"ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4}
+EXIT_STATUS = {
+    "ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4, "skipped": 0,
+    "warning": 5, "unverified": 6,
+}
 #: A configuration ``opsagent do`` cannot run with (sysexits' EX_CONFIG, as the host's).
 EXIT_CONFIG = 78
 

@@ -25,16 +25,18 @@ def job_event(
     """The one terminal event of a job.
 
     The capability's declared event name for the outcome, the identifying fields of the
-    input, the doer's data; ``ok``/``outcome`` always, ``reason`` and ``error`` (the name
-    ``rucio_snapshot_ready`` readers use) when the job did not succeed.
+    input, the doer's data; ``ok``/``outcome`` always, ``reason`` when the outcome is not
+    ``ok`` and ``error`` (the name ``rucio_snapshot_ready`` readers use) too when the job
+    did not succeed (``skipped`` and ``warning`` succeed: ``ok: true``, a ``reason``).
     """
     body: dict[str, Any] = {"msg_type": cap.event_for(outcome.status), **echo, **outcome.data}
-    body["ok"] = outcome.status == "ok"
+    body["ok"] = outcome.succeeded
     body["outcome"] = outcome.status
     if outcome.status != "ok":
         reason = outcome.reason or outcome.status
         body.setdefault("reason", reason)
-        body.setdefault("error", reason)
+        if not outcome.succeeded:
+            body.setdefault("error", reason)
     body["request"] = cap.msg_type
     body["job_id"] = job_id
     body["sender"] = sender

@@ -31,7 +31,13 @@ ACTIONS = {
     "submit_task": "task_submit",
     "rucio_snapshot_update": "rucio_sweep",
 }
-LEVELS = {"ok": (20, "INFO"), "unrecorded": (30, "WARNING")}
+LEVELS = {
+    "ok": (20, "INFO"),
+    "skipped": (20, "INFO"),
+    "unrecorded": (30, "WARNING"),
+    "warning": (30, "WARNING"),
+    "unverified": (30, "WARNING"),
+}
 ERROR_LEVEL = (40, "ERROR")
 
 _STOP = object()
