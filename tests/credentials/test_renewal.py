@@ -252,3 +252,37 @@ def test_a_token_directory_others_can_write_is_refused(kc, tmp_path):
     r = renewer(kc, path, before_seconds=10_000)
     assert r.renew_if_due() is False
     assert "writable by others" in r.state.last_error
+
+
+def test_selftest_says_whether_each_renewal_can_work(kc, tmp_path):
+    from support import OPSAGENT, toml
+
+    path = token_file(tmp_path, login(kc))
+    no_refresh = tmp_path / "other"
+    no_refresh.mkdir(mode=0o700)
+    (no_refresh / ".token").write_text(json.dumps(
+        {"id_token": json.loads(path.read_bytes())["id_token"]}))
+    (no_refresh / ".token").chmod(0o600)
+    cfg = tmp_path / "opsagent.toml"
+    cfg.write_text(toml({
+        "host": {"cache_dir": str(tmp_path / "cache"), "state_dir": str(tmp_path / "state")},
+        "credentials.good": {"file": str(path)},
+        "credentials.bare": {"file": str(no_refresh / ".token")},
+        "renewal.good": {"grant": "refresh_token", "client_id": kc["KEYCLOAK_CLIENT_ID"],
+                         "issuer": kc["KEYCLOAK_ISSUER"]},
+        "renewal.bare": {"grant": "refresh_token", "client_id": kc["KEYCLOAK_CLIENT_ID"],
+                         "issuer": f"http://127.0.0.1:{_closed_port()}/realms/x"},
+    }))
+    done = subprocess.run([*OPSAGENT, "--config", str(cfg), "selftest", "--live", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    checks = {(c["subject"], c["check"]): (c["status"], c["detail"])
+              for c in json.loads(done.stdout)["checks"]}
+    assert checks[("renewal good", "directory")][0] == "ok"
+    status, detail = checks[("renewal good", "token")]
+    assert status == "ok" and "renewed by refresh_token in" in detail, detail
+    assert checks[("renewal good", "issuer")] == (
+        "ok", f"token endpoint {kc['KEYCLOAK_ISSUER']}/protocol/openid-connect/token")
+    assert checks[("renewal bare", "token")][0] == "fail"
+    assert "no refresh_token" in checks[("renewal bare", "token")][1]
+    assert checks[("renewal bare", "issuer")][0] == "fail"
+    assert done.returncode == 1
