@@ -61,6 +61,8 @@ class RenewalConfig:
 
     #: ``refresh_token`` (the file's own) or ``client_credentials`` (a service account).
     grant: str = attrs.field(validator=attrs.validators.in_(GRANTS))
+    #: The OIDC client: panda-client's (its auth config's ``client_id``) for
+    #: ``refresh_token``, the service account's for ``client_credentials``.
     client_id: str = attrs.field(validator=attrs.validators.min_len(1))
     #: The issuer (its ``/.well-known/openid-configuration`` names the token endpoint) ...
     issuer: str = ""
@@ -69,13 +71,16 @@ class RenewalConfig:
     #: The name of the credential holding the client secret (a confidential client; the
     #: service account of ``client_credentials``).
     client_secret_credential: str = ""
+    #: The scopes asked for (``openid``: the answer has the ``id_token`` PanDA wants).
     scope: str = "openid profile email"
     #: Renew when less than this is left of the token's life (at most 90 % of its
     #: lifetime: a short-lived token is renewed once it is a tenth of its life old).
     before_seconds: float = 1200.0
     #: First retry after a failure; doubles up to ``retry_max_seconds``.
     retry_seconds: float = 10.0
+    #: The longest delay between two tries after failures.
     retry_max_seconds: float = 300.0
+    #: Of each request to the issuer.
     timeout_seconds: float = 10.0
     #: Check the file at least this often (a renewal by another host, a new login).
     check_seconds: float = 60.0
