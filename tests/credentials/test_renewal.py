@@ -286,3 +286,20 @@ def test_selftest_says_whether_each_renewal_can_work(kc, tmp_path):
     assert "no refresh_token" in checks[("renewal bare", "token")][1]
     assert checks[("renewal bare", "issuer")][0] == "fail"
     assert done.returncode == 1
+
+
+def test_the_fake_panda_servers_verifier_accepts_the_issuers_tokens_and_no_others(kc, tmp_path):
+    from opsagent.testing.oidc import TokenRejected, TokenVerifier
+
+    verifier = TokenVerifier(kc["KEYCLOAK_ISSUER"], audience=kc["KEYCLOAK_CLIENT_ID"])
+    good = json.loads(login(kc))["id_token"]
+    assert verifier.verify(good)["preferred_username"] == kc["KEYCLOAK_OPERATOR"]
+    head, body, sig = good.split(".")
+    forged = ".".join([head, body[:-4] + ("AAAA" if body[-4:] != "AAAA" else "BBBB"), sig])
+    with pytest.raises(TokenRejected, match="invalid token"):
+        verifier.verify(forged)
+    # Expired: a verifier whose clock is five minutes ahead (a negative leeway).
+    late = TokenVerifier(kc["KEYCLOAK_ISSUER"], audience=kc["KEYCLOAK_CLIENT_ID"],
+                         leeway=-300)
+    with pytest.raises(TokenRejected, match="expired"):
+        late.verify(good)
