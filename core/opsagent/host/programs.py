@@ -72,29 +72,55 @@ class ArgTable:
 class ProgramTable:
     """``[[program]]``: the keys of :class:`opsagent.Program` a configuration can give."""
 
+    #: The message type it answers.
     msg_type: str
+    #: The program and its arguments: literals, ``"{field}"`` placeholders, and tables
+    #: ``{ option = "--x", field = "f" }`` / ``{ flag = "--y", field = "g" }``.
     argv: list[str | ArgTable]
+    #: Outcome -> event name; ``ok`` and ``error`` at least.
     events: dict[str, str]
+    #: ``[program.input.<name>]`` tables: ``type``, ``required``, ``default``,
+    #: ``pattern``, ``what``, ``description``.
     input: dict[str, FieldTable] = attrs.Factory(dict)
+    #: The working directory: a path, or one configured value ``"{name}"``.
     cwd: str | None = None
+    #: Variables passed from the host's environment, besides ``[host] env_allow``.
     env: list[str] = attrs.Factory(list)
+    #: Seconds the program may run.
     time_limit: float = 60.0
+    #: A variable that sets ``time_limit`` on this host.
     time_limit_env: str = ""
+    #: A template over input fields: two jobs with one key never run at once.
     dedup_key: str | None = None
+    #: An input field written to the program's standard input as JSON.
     stdin: str | None = None
+    #: Exit status (a string key) -> outcome; others are ``error``.
     exit_codes: dict[str, str] = attrs.Factory(lambda: {"0": "ok"})
+    #: ``text``, ``last_json``, ``json_list``, ``summary_line`` or ``skipped_prefix``.
     stdout: str = "text"
+    #: ``lines``, ``on_failure`` or ``none``: the program's output in the job log.
     relay: str = "lines"
+    #: ``last_line``, ``first_line`` or ``all``: standard output in the event's ``summary``.
     summary: str = ""
+    #: The event field that gets the parsed standard output.
     result: str = ""
+    #: Input fields every event carries.
     echo: list[str] = attrs.Factory(list)
+    #: Constant fields of every successful event.
     fields: dict[str, Any] = attrs.Factory(dict)
+    #: The action id of its records; default: the msg_type.
     action: str = ""
+    #: Configured values for ``"{name}"`` placeholders.
     values: dict[str, str] = attrs.Factory(dict)
+    #: The program's name in the job log.
     name: str = ""
+    #: Jobs of it that may run at once.
     concurrency: int = 1
+    #: Requests of it that may wait.
     queue_limit: int = 1000
+    #: What it does, for ``opsagent schema`` and the docs.
     description: str = ""
+    #: Example inputs ``opsagent selftest`` checks.
     samples: list[dict[str, Any]] = attrs.Factory(list)
 
 
@@ -110,7 +136,7 @@ def _structure_argv(value: Any, _t: Any) -> list[str | ArgTable]:
     return out
 
 
-_conv.register_structure_hook(list[str | ArgTable], _structure_argv)
+_conv.register_structure_hook_func(lambda t: t == list[str | ArgTable], _structure_argv)
 
 
 def _input_class(msg_type: str, fields: Mapping[str, FieldTable]) -> type:
