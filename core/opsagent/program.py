@@ -365,6 +365,8 @@ class Program:
             raise DeclarationError(f"result: stdout {self.stdout!r} parses nothing to put there")
         if self.event is not None and not callable(self.event):
             raise DeclarationError(f"event: expected a function, got {self.event!r}")
+        # What only the compiled capability checks (events, limits...) is refused now.
+        self.capability()
 
     # -- names ------------------------------------------------------------------------------
 

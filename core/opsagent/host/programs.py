@@ -232,7 +232,9 @@ def _structured(table: Mapping[str, Any]) -> ProgramTable:
         _flatten(exc, "$", errors)
         raise InputError(
             [
-                e.replace("Extra fields in constructor for ProgramTable", "unknown key")
+                e.replace("ForbiddenExtraKeysError: ", "").replace(
+                    "Extra fields in constructor for ProgramTable", "unknown key"
+                )
                 for e in errors
             ]
         ) from None
