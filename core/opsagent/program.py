@@ -632,7 +632,9 @@ class ProgramDoer:
             result = attrs.evolve(result, parsed=parsed)
             if p.result and parsed is not None:
                 data[p.result] = parsed
-        if status in ("ok", "skipped", "warning") and problem is not None and status != "warning":
+        # A program that says it succeeded but broke its protocol did not succeed; one
+        # that reports a warning or a failure is believed, parsed value or not.
+        if status in ("ok", "skipped") and problem is not None:
             return Outcome.error(f"{p.label} broke its output protocol: {problem}", **data)
         if status == "ok":
             data = {**p.fields, **data}
