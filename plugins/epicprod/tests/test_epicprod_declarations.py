@@ -118,3 +118,39 @@ def test_assessment_renders_as_the_old_agent_did():
         inp("assessment_completed", {"job_id": ""})
     with pytest.raises(InputError):
         inp("assessment_completed", {"job_id": True})
+
+
+def test_selftest_checks_the_checkout_and_the_interpreter(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    stub = Path(__file__).resolve().parents[3] / "tests" / "programs" / "stubdoer.py"
+    checkout = tmp_path / "swf-monitor"
+    (checkout / "scripts").mkdir(parents=True)
+    (checkout / "scripts" / "pcs-catalog-import.py").write_text("")
+    cfg = tmp_path / "h.toml"
+    cfg.write_text(
+        f'[host]\ncache_dir = "{tmp_path}/cache"\nstate_dir = "{tmp_path}/state"\n'
+        f'[epicprod]\nmonitor_root = "{checkout}"\npython = "{stub}"\n'
+        f'[capability.questionnaire_import]\nmonitor_root = "{tmp_path}/elsewhere"\n'
+    )
+
+    def checks(msg_type: str) -> dict[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "opsagent.cli.main", "--config", str(cfg), "selftest",
+             "--json", "--capability", msg_type],
+            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+        found = json.loads(done.stdout)["checks"]
+        return {c["check"]: c["status"] for c in found if c["subject"] == msg_type}
+
+    got = checks("catalog_import")
+    assert got["working directory"] == "ok"
+    assert got[f"program {stub}"] == "ok"
+    assert got["script"] == "ok"
+    # A capability's own table wins over [epicprod]; its script is missing too.
+    got = checks("questionnaire_import")
+    assert got["working directory"] == "fail"
+    assert got["script"] == "fail"
