@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import opsagent_epicprod
 import pytest
-from opsagent.schema import InputError, structure
+from opsagent.testing import InputError, structure
 
 CAPS = {c.msg_type: c for c in opsagent_epicprod.capabilities()}
 
