@@ -104,8 +104,16 @@ class InventoryIn:
 class SystemStatusIn:
     """Optionally which systems (``selected`` or ``only``: a name or a list), and the source."""
 
-    selected: Any = attrs.field(default=None, validator=fields.names)
-    only: Any = attrs.field(default=None, validator=fields.names)
+    selected: Any = attrs.field(
+        default=None,
+        validator=fields.names,
+        metadata={"description": "a system name or a list of them (else: all)"},
+    )
+    only: Any = attrs.field(
+        default=None,
+        validator=fields.names,
+        metadata={"description": "the same as selected, which wins"},
+    )
     source: str | None = attrs.field(default=None, validator=attrs.validators.optional(fields.name))
 
     @property
@@ -229,7 +237,9 @@ class AssessmentIn:
         validator=attrs.validators.optional(pattern(fields.WORD, "a status word")),
     )
     timing: dict[str, Any] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(dict))
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(dict)),
+        metadata={"description": "the run's timings, passed on as the old agent did"},
     )
 
     @property
