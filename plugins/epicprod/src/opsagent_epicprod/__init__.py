@@ -30,7 +30,13 @@ from opsagent import (
 from opsagent_epicprod import fields
 from opsagent_epicprod.config import EpicprodConfig
 
-__all__ = ["PROGRAMS", "EpicprodConfig", "capabilities", "register_capabilities"]
+__all__ = [
+    "PROGRAMS",
+    "EpicprodConfig",
+    "capabilities",
+    "quiet_capture",
+    "register_capabilities",
+]
 __version__ = "0.1.0"
 
 PY = "{python}"
@@ -169,6 +175,15 @@ def _snap_event(inp: SnapIn, result: Any, outcome: Outcome) -> Outcome | dict[st
         reason = "; ".join(f"{r.get('scope')}: {r.get('error') or 'failed'}" for r in failed)
         return Outcome.error(reason, results=results, captured=captured)
     return {"captured": captured}
+
+
+def quiet_capture(inp: SnapIn, outcome: Outcome) -> bool:
+    """The old snapper's rule (LEGACY.md, handler 6): a capture's event and action record
+    are sent only when it was manual, failed, or captured something.  True for the one
+    that stays quiet: a periodic (``manual: false``) capture that ended ``ok`` having
+    captured nothing.  The hook for the periodic schedule (issue 18, part 4): every job
+    still ends with its event here until the host honours it."""
+    return not inp.manual and outcome.status == "ok" and not outcome.data.get("captured")
 
 
 # -- the others --------------------------------------------------------------------------------
