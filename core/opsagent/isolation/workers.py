@@ -282,7 +282,7 @@ class Workers:
                 spec,
                 env=env,
                 workdir=self.results_dir,
-                timeout=cap.time_limit,
+                timeout=cap.time_limit + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 cancel=ticket.cancel,
@@ -293,7 +293,7 @@ class Workers:
                 [sys.executable, "-m", "opsagent.isolation.child"],
                 env=env,
                 cwd=str(self.state_dir),
-                timeout=cap.time_limit,
+                timeout=cap.time_limit + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 stdin_data=json.dumps(spec).encode(),
@@ -311,7 +311,7 @@ class Workers:
                 cap.isolation == "thread"
                 and ticket.started_at is not None
                 and not ticket.ended
-                and now - ticket.started_at > cap.time_limit
+                and now - ticket.started_at > cap.time_limit + cap.backstop
             ):
                 self.lanes[cap.msg_type].retire_current_of(ticket)
                 self._finish(
