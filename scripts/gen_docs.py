@@ -83,7 +83,7 @@ NOTES: dict[str, str] = {
 }
 
 #: Set by the loader, not written in a file.
-NOT_KEYS = {"source"}
+NOT_KEYS = {"source", "tables"}
 
 #: What each ``code`` of a ``request_rejected`` means to the caller, in the order a request
 #: meets the checks.  tests/system/test_docs.py fails when the host sends a code that is

@@ -12,6 +12,7 @@ from opsagent.private import PrivateDir
 from opsagent.retries import doubling, retried
 from opsagent.rucio_login import rucio_client
 from opsagent.schema import Digits, FieldError, pattern, secret, shown
+from opsagent.setting import from_env
 
 __all__ = [
     "Capability",
@@ -27,6 +28,7 @@ __all__ = [
     "PrivateDir",
     "check_credential",
     "doubling",
+    "from_env",
     "hookimpl",
     "pattern",
     "retried",

@@ -144,6 +144,12 @@ class Capability:
     doer: Callable[..., Outcome | None] = attrs.field(validator=attrs.validators.is_callable())
     events: Mapping[str, str] = attrs.field(converter=_freeze_events, validator=_check_events)
     time_limit: float = attrs.field(default=60.0, validator=_positive)
+    #: An environment variable that sets the time limit, in seconds, when the host's
+    #: ``[capability.<msg_type>]`` table does not (the old agent's
+    #: ``EPICPROD_FETCH_TIMEOUT``...); empty: none.
+    time_limit_env: str = attrs.field(
+        default="", validator=attrs.validators.matches_re(r"([A-Z_][A-Z0-9_]*)?")
+    )
     credentials: tuple[str, ...] = attrs.field(
         default=(), converter=_tuple_of_str, validator=_check_credentials
     )

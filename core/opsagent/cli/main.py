@@ -70,7 +70,10 @@ def _redactor(args: argparse.Namespace) -> Any:
     except configuration.ConfigError:
         cfg = configuration.Config()
     redactor = Redactor(creds.secrets_of(cfg.credentials))
-    redactor.learn(cfg.broker.password, os.environ.get("SWF_API_TOKEN"))
+    redactor.learn(
+        cfg.broker.password,
+        *(os.environ.get(v) for v in ("SWF_API_TOKEN", "SWFMON_TOKEN", "SWF_MONITOR_TOKEN")),
+    )
     redactor.install()
     return redactor
 
@@ -85,7 +88,7 @@ def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:
     """MiB of address space of ``cap``'s jobs on this host (0: none; None: not a process job)."""
     if cap.control or cap.isolation != "process":
         return None
-    declared = configuration.overrides(cfg, cap.msg_type).get("memory_limit", cap.memory_limit)
+    declared = configuration.overrides(cfg, cap).get("memory_limit", cap.memory_limit)
     return int(cfg.host.job_memory_limit_mb if declared is None else declared)
 
 
