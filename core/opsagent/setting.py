@@ -28,6 +28,7 @@ def from_env(
     default: Any = _MISSING,
     factory: Callable[[], Any] | None = None,
     parse: Callable[[str], Any] | None = None,
+    combine: Callable[[Mapping[str, str]], Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """A config field whose default is the first of the variables ``names`` that is set.
@@ -35,9 +36,10 @@ def from_env(
     Use it instead of ``attrs.field`` (``rucio_url: str = from_env("RUCIO_URL",
     default="")``).  ``parse`` turns the variable's text into the field's value (it may
     raise ``ValueError`` with a message naming the variable); without one the text is
-    the value.  With none of the variables set the default is ``default``, or what
-    ``factory()`` returns.  The rest goes to ``attrs.field`` (``validator=``,
-    ``converter=``, ``metadata=``...).
+    the value; ``combine`` instead makes the value from all of them at once (given the
+    environment: ``ACTIVEMQ_HOST`` and ``ACTIVEMQ_PORT`` make one ``host:port``).  With
+    none of the variables set the default is ``default``, or what ``factory()`` returns.
+    The rest goes to ``attrs.field`` (``validator=``, ``converter=``, ``metadata=``...).
     """
     if not names:
         raise ValueError("from_env: name at least one environment variable")
@@ -45,14 +47,43 @@ def from_env(
         raise ValueError("from_env: give exactly one of default and factory")
 
     def make() -> Any:
-        for name in names:
-            raw = os.environ.get(name)
-            if raw:
-                return parse(raw) if parse is not None else raw
+        found, value = _value(tuple(names), parse, combine, os.environ)
+        if found:
+            return value
         return factory() if factory is not None else default
 
-    kwargs["metadata"] = {**kwargs.get("metadata", {}), ENV: tuple(names)}
+    kwargs["metadata"] = {
+        **kwargs.get("metadata", {}),
+        ENV: tuple(names),
+        _READ: (parse, combine),
+    }
     return attrs.field(factory=make, **kwargs)
+
+
+_READ = "opsagent.setting.read"
+
+
+def _value(
+    names: tuple[str, ...],
+    parse: Callable[[str], Any] | None,
+    combine: Callable[[Mapping[str, str]], Any] | None,
+    environ: Mapping[str, str],
+) -> tuple[bool, Any]:
+    for name in names:
+        raw = environ.get(name)
+        if raw:
+            if combine is not None:
+                return True, combine(environ)
+            return True, parse(raw) if parse is not None else raw
+    return False, None
+
+
+def value_in(field: attrs.Attribute, environ: Mapping[str, str]) -> tuple[bool, Any]:
+    """``(True, value)`` when ``environ`` (an old environment file, say) sets the
+    :func:`from_env` field ``field``, as the host would read it; else ``(False, None)``."""
+    names = field.metadata.get(ENV, ())
+    parse, combine = field.metadata.get(_READ, (None, None))
+    return _value(tuple(names), parse, combine, environ)
 
 
 def env_source(field: attrs.Attribute) -> str | None:

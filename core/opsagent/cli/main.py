@@ -495,6 +495,20 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 1 if selftest.failed(findings) else 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from opsagent.cli import fromenv
+
+    path = Path(args.from_env)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"opsagent config: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    registry = _registry(args)
+    print(fromenv.convert(text, registry.capabilities, str(path)), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opsagent", description=__doc__)
     p.add_argument(
@@ -544,6 +558,16 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("msg_type")
     d.add_argument("--json", default="{}", help="the input as a JSON object")
     d.set_defaults(func=cmd_do)
+    cf = sub.add_parser(
+        "config", help="the TOML equivalent of the old agent's environment file"
+    )
+    cf.add_argument(
+        "--from-env",
+        metavar="FILE",
+        required=True,
+        help="a KEY=VALUE file (production.env); read, never executed",
+    )
+    cf.set_defaults(func=cmd_config)
     st = sub.add_parser(
         "selftest",
         help="check plugins, declarations, samples, credentials, programs and directories; "

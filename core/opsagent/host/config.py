@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,17 @@ class ConfigError(ValueError):
     """A configuration problem, naming the file and the key."""
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
 def _truthy(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _hosts_of(environ: Mapping[str, str]) -> list[str]:
+    host = environ.get("ACTIVEMQ_HOST") or "127.0.0.1"
+    return [f"{host}:{environ.get('ACTIVEMQ_PORT') or '61613'}"]
+
+
 def _default_hosts() -> list[str]:
-    return [f"{_env('ACTIVEMQ_HOST', '127.0.0.1')}:{_env('ACTIVEMQ_PORT', '61613')}"]
+    return _hosts_of(os.environ)
 
 
 def _default_state_dir() -> str:
@@ -59,7 +61,7 @@ class BrokerConfig:
     """``[broker]``: where the requests come from and the events go."""
 
     hosts: list[str] = from_env(
-        "ACTIVEMQ_HOST", "ACTIVEMQ_PORT", factory=_default_hosts, parse=lambda _: _default_hosts()
+        "ACTIVEMQ_HOST", "ACTIVEMQ_PORT", factory=_default_hosts, combine=_hosts_of
     )
     user: str | None = from_env("ACTIVEMQ_USER", default=None)
     password: str | None = from_env("ACTIVEMQ_PASSWORD", default=None, repr=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -55,8 +56,8 @@ PANDA_SITE_ENV = (
 )
 
 
-def _site_env(_raw: str) -> dict[str, str]:
-    return {name: os.environ[name] for name in PANDA_SITE_ENV if os.environ.get(name)}
+def _site_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: environ[name] for name in PANDA_SITE_ENV if environ.get(name)}
 
 
 def _url(_inst: object, attr: attrs.Attribute, value: str) -> None:
@@ -107,7 +108,7 @@ class SubmitConfig:
     panda_sys: str = from_env("PANDA_SYS", factory=lambda: sys.prefix)
     #: Default: the site variables of :data:`PANDA_SITE_ENV` set in the host's environment.
     panda_env: dict[str, str] = from_env(
-        *PANDA_SITE_ENV, factory=dict, parse=_site_env, validator=_panda_env
+        *PANDA_SITE_ENV, factory=dict, combine=_site_env, validator=_panda_env
     )
     #: Limit of each catalogue request, in seconds.
     pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
