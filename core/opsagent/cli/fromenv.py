@@ -138,6 +138,9 @@ def convert(
     conv = Conversion()
     for name in configuration.SECTIONS:
         _fields(conv, name, _cls(name), env)
+    # One consumer active at a time: what lets the new host and the old agent (or two new
+    # hosts) share the queue during a cut-over, and hand over at once (docs/cutover.md).
+    conv.put("broker", "exclusive", True, "one active consumer at a time (docs/cutover.md)")
     for msg_type in sorted(capabilities):
         cap = capabilities[msg_type]
         table = f"capability.{msg_type}"
