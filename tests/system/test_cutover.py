@@ -75,6 +75,7 @@ def test_the_cutover_guide_runs_as_shown(broker: dict[str, str], tmp_path: Path)
     with FakeServer() as monitor:
         monitor.route("POST", "/api/systemagents/heartbeat/", heartbeat)
         monitor.route("POST", "/api/logs/", Response.json({"ok": True}))
+        monitor.route("POST", "/api/subscribers/", Response.json({"ok": True}, 201))
         old_env = tmp_path / "production.env"
         old_env.write_text(old_environment_file(broker, queue, tmp_path, monitor.url))
         # The operator's shell: no venv active, the secrets of the environment file.
@@ -104,6 +105,9 @@ def test_the_cutover_guide_runs_as_shown(broker: dict[str, str], tmp_path: Path)
     assert os.getpid() not in pids and len(pids) == 1
     assert {h["authorization"] for h in heartbeats} == {"Token cutover-monitor-token-51e7"}
     assert heartbeats[-1]["status"] == "EXITED"
+    # The monitor's subscriber list shows who consumes the queue, as for the old agent.
+    (subscriber,) = [r.json() for r in monitor.requests_to("POST", "/api/subscribers/")]
+    assert subscriber["subscriber_name"] == f"{heartbeats[0]['instance_name']}-{queue}"
     written = config.read_text()
     assert "cutover-database-password" not in written and "51e7" not in written
     assert json.loads(json.dumps(heartbeats))  # plain JSON, as posted

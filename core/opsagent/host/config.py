@@ -186,6 +186,13 @@ class MonitorConfig:
     #: ``SWF_MONITOR_TOKEN`` or ``SWF_API_TOKEN`` (the first set).
     token_credential: str = "swf_api_token"  # noqa: S105 - a credential name
     agent_type: str = "PRODOPS"
+    #: At start, register ``<instance>-<queue>`` at ``<url>/api/subscribers/``, as the old
+    #: agent did (the monitor's subscriber list shows who consumes the queue).
+    register_subscriber: bool = True
+    #: Report as ``<agent_type>-agent-<user>-<N>`` (``prodops-agent-wenauseic-42``), ``N``
+    #: from ``<url>/api/state/next-agent-id/``, as the old agent named itself; off: as
+    #: ``[host] instance``.
+    numbered_instance: bool = False
     #: ``app_name`` and ``instance_name`` of action-log records, as the old agent sent them.
     log_app_name: str = "epicprod"
     log_instance_name: str = "ops-agent"

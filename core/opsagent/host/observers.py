@@ -72,6 +72,7 @@ def configured(
                 token=monitor_token,
                 snapshot=snapshot,
                 scrub=scrub,
+                destination=cfg.broker.queue,
             )
         )
     return out
