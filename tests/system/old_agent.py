@@ -12,7 +12,7 @@ from typing import Any
 
 import stomp
 
-AGENT = "epicprod-ops-agent-legacy"
+AGENT = "prodops-agent-wenauseic-7"  # BaseAgent: <agent_type>-agent-<user>-<N>
 
 
 class OldAgent:
