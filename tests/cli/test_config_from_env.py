@@ -67,7 +67,11 @@ def test_the_toml_makes_the_host_what_the_environment_file_made_it(tmp_path, mon
     for section in ("host", "monitor"):
         assert getattr(from_file, section) == getattr(from_env, section), section
     # The broker password is a secret: it stays in the environment file.
-    assert attrs.evolve(from_file.broker, password=from_env.broker.password) == from_env.broker
+    # ... and the file adds exclusive = true, for the cut-over (docs/cutover.md).
+    assert from_file.broker.exclusive is True
+    assert attrs.evolve(
+        from_file.broker, password=from_env.broker.password, exclusive=False
+    ) == from_env.broker
     registry = plugins.load()
     for msg_type in ("fetch_payload_log", "rucio_snapshot_update"):
         cap = registry.capabilities[msg_type]
