@@ -52,6 +52,7 @@ def test_a_job_running_across_a_renewal_sees_whole_tokens_and_the_next_job_the_n
     assert event["outcome"] == "ok", event
     assert event["torn"] == 0 and event["reads"] > 100
     assert len(event["tokens"]) == 2, "the job saw the old token, then the renewed one"
+    assert event["own"] == event["tokens"][0], "the job's own copy stayed the one it began with"
     host.wait_log("credential testtoken renewed (refresh_token)")
     renewed = TokenFile.parse(path.read_bytes())
     assert renewed.expires_at > first.expires_at

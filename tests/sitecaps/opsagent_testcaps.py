@@ -109,11 +109,13 @@ class TokenReadInput:
 
 
 def read_token(inp: TokenReadInput, job: Job) -> Outcome:
-    """Read the token file over and over for ``seconds``: what a job sees across a renewal."""
+    """Read the live token file over and over for ``seconds``: what a reader sees across a
+    renewal; ``own``: the job's own copy of it at the end (it never changes)."""
     import json
 
-    path = job.credential("testtoken").path
-    assert path is not None
+    cred = job.credential("testtoken")
+    path = cred.origin or cred.path
+    assert path is not None and cred.path is not None
     seen: list[str] = []
     reads = torn = 0
     end = time.monotonic() + inp.seconds
@@ -128,7 +130,10 @@ def read_token(inp: TokenReadInput, job: Job) -> Outcome:
         if not seen or seen[-1] != digest:
             seen.append(digest)
         time.sleep(0.002)
-    return Outcome.ok(reads=reads, torn=torn, tokens=seen)
+    own = json.loads(cred.path.read_bytes())["id_token"]
+    return Outcome.ok(
+        reads=reads, torn=torn, tokens=seen, own=hashlib.sha256(own.encode()).hexdigest()[:16]
+    )
 
 
 @attrs.frozen

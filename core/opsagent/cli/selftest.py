@@ -2,6 +2,10 @@
 
 Checked, each reported as ``ok``, ``warn`` or ``fail``:
 
+- every host setting and capability setting not left at its built-in default, with
+  where it came from: the config file or an environment variable (the old agent's
+  ``SWF_MONITOR_URL``, ``RUCIO_URL``, ``EPICPROD_*_TIMEOUT``...); each capability's time
+  limit with its origin; each credential with where it was found;
 - the configuration, and the cache and state directories creatable and writable by the
   running user (the old agent broke in production on exactly this);
 - each plugin loaded on its own, then all of them together (two claiming one msg_type);
@@ -44,6 +48,7 @@ from opsagent.host import plugins
 from opsagent.host.access import Access, AccessError
 from opsagent.isolation.jobs import JobFactory, effective
 from opsagent.job import Job
+from opsagent.setting import origins
 
 #: A credential closer than this to its expiry is a warning.
 EXPIRY_WARNING = 86400.0
@@ -107,6 +112,28 @@ def writable(path: Path | str, name: str = "directory") -> Check:
 # -- one capability -----------------------------------------------------------------------
 
 
+def _settings(cfg: configuration.Config) -> list[Check]:
+    """Each effective host setting and where it came from; what was left at its built-in
+    default is not listed (``opsagent selftest --json`` lists everything)."""
+    return [
+        Check.ok(o.key, f"{o.value} ({o.origin})")
+        for o in configuration.setting_origins(cfg)
+        if o.origin != "default"
+    ]
+
+
+def _capability_settings(cap: Capability, cfg: configuration.Config, section: Any) -> list[Check]:
+    """Where the capability's configuration came from, key by key (defaults left out)."""
+    if section is None:
+        return []
+    table = configuration.section_table(cfg, cap.msg_type)
+    return [
+        Check.ok(f"setting {o.key}", f"{o.value} ({o.origin})")
+        for o in origins(section, table, cfg.source)
+        if o.origin != "default"
+    ]
+
+
 def _declaration(cap: Capability, cfg: configuration.Config) -> tuple[Check, Any]:
     try:
         section = (
@@ -122,7 +149,8 @@ def _declaration(cap: Capability, cfg: configuration.Config) -> tuple[Check, Any
     events = ", ".join(f"{k}: {v}" for k, v in sorted(cap.events.items()))
     where = f"{cap.distribution} {cap.version}".strip()
     detail = (
-        f"{where}; time limit {cap.time_limit:g} s, "
+        f"{where}; time limit {cap.time_limit:g} s "
+        f"({configuration.time_limit_origin(cfg, cap)}), "
         f"{'inline' if cap.control else cap.isolation}, concurrency {cap.concurrency}; "
         f"events {events}"
     )
@@ -240,7 +268,7 @@ def check_capability(
     except DeclarationError as exc:
         return [Check.fail("declaration", f"{cfg.source}: [capability.*] override: {exc}")]
     declaration, section = _declaration(cap, cfg)
-    out = [declaration, *_samples(cap)]
+    out = [declaration, *_capability_settings(cap, cfg, section), *_samples(cap)]
     if cap.control:
         return out
     found, usable = _credentials(cap, cfg, now)
@@ -441,6 +469,7 @@ def run(
         found.extend(Finding(subject, c) for c in checks)
 
     add("host", [Check.ok("configuration", cfg.source)])
+    add("setting", _settings(cfg))
     add(
         "host",
         [writable(cfg.cache_dir, "cache directory"), writable(cfg.state_dir, "state directory")],

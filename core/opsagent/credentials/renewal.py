@@ -180,6 +180,12 @@ class Renewer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         source = sources.get(name)
+        if source is None or not (source.file or source.env):
+            # Where the old agent's variables say ($PANDA_CONFIG_ROOT/.token...).
+            from opsagent.credentials import store
+
+            legacy = store.legacy_source(name)
+            source = legacy[0] if legacy is not None else source
         if source is None or not source.file:
             raise ValueError(
                 f"renewal.{name}: the credential must be a file the host may rewrite "

@@ -33,15 +33,19 @@ class Observer(Protocol):
 
 
 def monitor_token(cfg: configuration.Config) -> str | None:
-    """The monitor's API token: its credential when there is one, else ``$SWF_API_TOKEN``."""
+    """The monitor's API token: its credential when there is one, else the old agent's
+    ``$SWFMON_TOKEN``/``$SWF_MONITOR_TOKEN`` (or ``$SWF_API_TOKEN``)."""
     name = cfg.monitor.token_credential
-    if name in cfg.credentials or os.environ.get("CREDENTIALS_DIRECTORY"):
-        try:
-            return creds.resolve(name, cfg.credentials).read()
-        except (creds.CredentialError, OSError) as exc:
-            if name in cfg.credentials:
-                logger.warning("monitor token: {}", exc)
-    return os.environ.get("SWF_API_TOKEN") or None
+    try:
+        return creds.resolve(name, cfg.credentials).read()
+    except creds.CredentialMissing:
+        pass
+    except (creds.CredentialError, OSError) as exc:
+        logger.warning("monitor token: {}", exc)
+    for variable in ("SWFMON_TOKEN", "SWF_MONITOR_TOKEN", "SWF_API_TOKEN"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    return None
 
 
 def configured(
@@ -68,6 +72,7 @@ def configured(
                 token=monitor_token,
                 snapshot=snapshot,
                 scrub=scrub,
+                destination=cfg.broker.queue,
             )
         )
     return out
