@@ -349,22 +349,22 @@ class Notifications:
         counts: dict[str, int] = {}
         for summary, _ in jobs:
             counts[summary] = counts.get(summary, 0) + 1
-        told = ", ".join(f"{s} ×{n}" for s, n in sorted(counts.items(), key=lambda i: -i[1]))
         key = f"{rule.name}/digest/{first:.6f}"
         job_ids = [k.split("/", 1)[1] for _, k in jobs]
+        markdown = rule.kind == "mattermost"
+        esc = markdown_text if markdown else (lambda text: text)
+        ranked = sorted(counts.items(), key=lambda item: -item[1])
+        told = ", ".join(f"{esc(s)} ×{n}" for s, n in ranked)
         text = (
-            f"{len(jobs)} more job(s) ended on {self.instance} between {_iso(first)} and "
+            f"{len(jobs)} more jobs ended on {esc(self.instance)} between {_iso(first)} and "
             f"{_iso(last)} than rule {rule.name} tells one by one ({rule.rate_limit} per "
             f"{rule.rate_window_seconds:g} s): {told}"
         )
-        if rule.kind == "mattermost":
-            shown_ids = ", ".join(markdown_text(j) for j in job_ids[:10])
+        if markdown:
+            shown_ids = ", ".join(esc(cut(j, 100)) for j in job_ids[:10])
             more = f" and {len(job_ids) - 10} more" if len(job_ids) > 10 else ""
             body = self._mattermost(
-                rule,
-                f":information_source: {markdown_text(text)}\njobs: {shown_ids}{more}",
-                key,
-                None,
+                rule, f":information_source: {text}\njobs: {shown_ids}{more}", key, None
             )
         else:
             body = {
@@ -384,12 +384,13 @@ class Notifications:
         """``(key, body)`` of a test message (``opsagent selftest --live --notify-test``)."""
         now = time.time()
         key = f"{rule.name}/test/{now:.6f}"
+        instance = markdown_text(self.instance) if rule.kind == "mattermost" else self.instance
         text = (
             f"opsagent selftest: a test notification of rule {rule.name} from "
-            f"{self.instance} at {_iso(now)}"
+            f"{instance} at {_iso(now)}"
         )
         if rule.kind == "mattermost":
-            body = self._mattermost(rule, f":wave: {markdown_text(text)}", key, None)
+            body = self._mattermost(rule, f":wave: {text}", key, None)
         else:
             body = {"id": key, "rule": rule.name, "type": "test", "text": text}
         return key, self._dump(body)

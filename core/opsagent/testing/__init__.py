@@ -79,7 +79,7 @@ class Harness:
         entry_points: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
-        raw: dict[str, dict[str, Any]] = {
+        raw: dict[str, Any] = {
             "host": {
                 "instance": "harness",
                 "cache_dir": str(tmp / "cache"),
@@ -90,7 +90,10 @@ class Harness:
             "broker": {"user": self.HOST_USER},
         }
         for section, values in (config or {}).items():
-            raw.setdefault(section, {}).update(values)
+            if isinstance(values, list):
+                raw[section] = values  # an array of tables ([[notify]])
+            else:
+                raw.setdefault(section, {}).update(values)
         tmp.mkdir(parents=True, exist_ok=True)
         cfg_path = tmp / "opsagent.toml"
         cfg_path.write_text(toml_text(raw))
@@ -210,12 +213,14 @@ class Harness:
 
 
 def toml_text(raw: dict[str, Any]) -> str:
-    """A TOML file of flat tables (``{section: {key: value}}``), for test configurations."""
+    """A TOML file of flat tables (``{section: {key: value}}``), for test configurations;
+    a list of tables (``{"notify": [{...}, {...}]}``) is an array of tables."""
     lines = []
     for section, values in raw.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+            for key, value in table.items():
+                lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n"
 
 
