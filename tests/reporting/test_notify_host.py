@@ -1,0 +1,90 @@
+"""Notifications through a real host on the real broker: a job's end reaches Mattermost;
+a host SIGKILLed while its webhook is down posts what was pending after its restart,
+once each; a rule whose URL credential is missing stops the host at start-up."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from opsagent.testing.mattermost import FakeMattermost
+
+
+def wait_until(pred, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.05)
+
+
+def credential(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mattermost_ops"
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
+
+
+def notify_config(cred: Path, **rule) -> dict:
+    return {
+        "credentials.mattermost_ops": {"file": str(cred)},
+        "notify": [{"name": "ops", "url_credential": "mattermost_ops",
+                    "msg_types": ["test_*"], "max_backoff_seconds": 1, **rule}],
+    }
+
+
+def pending(state: Path) -> int:
+    db = sqlite3.connect(f"file:{state / 'notifications.sqlite3'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM messages WHERE state = 'pending'").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.broker
+def test_pending_notifications_survive_a_sigkill_and_are_posted_once_each(
+        host_factory, caller_for, tmp_path):
+    with FakeMattermost() as mm:
+        url = mm.hook("ops")
+        mm.set("ops", "down")
+        host = host_factory(name="notify", extra=notify_config(credential(tmp_path, url)))
+        host.start()
+        caller = caller_for(host)
+        ids = [caller.send("test_echo", {"text": f"n{i}"}) for i in range(5)]
+        for rid in ids:
+            assert caller.wait_event(rid)["outcome"] == "ok"
+        wait_until(lambda: mm.requests)  # asked, and refused
+        state = host.tmp / "state"
+        wait_until(lambda: pending(state) == 5)
+        host.kill9()
+
+        mm.set("ops", "ok")
+        host.start()
+        wait_until(lambda: len(mm.posts("ops")) >= 5)
+        wait_until(lambda: pending(state) == 0)
+        assert host.stop() == 0
+        told = [p["props"]["opsagent_id"] for p in mm.posts("ops")]
+        assert sorted(told) == sorted(f"ops/{rid}" for rid in ids), "each once, none lost"
+        assert "5 message(s) left by the last run will be posted" in host.text()
+        assert url.rsplit("/", 1)[1] not in host.text(), "the hook's key was logged"
+        first = mm.posts("ops")[0]
+        assert first["text"].startswith(":white_check_mark: test\\_echo **ok** in ")
+        assert "on notify (job " in first["text"]
+        print("posted:", first)
+
+
+@pytest.mark.broker
+def test_a_rule_whose_url_credential_is_missing_stops_the_host(host_factory, tmp_path):
+    host = host_factory(name="nourl", extra=notify_config(tmp_path / "absent"))
+    host.start(wait=False)
+    assert host.wait(30) == 78
+    assert "[[notify]] ops: credential 'mattermost_ops'" in host.text()
+
+
+@pytest.mark.broker
+def test_a_credential_that_is_not_a_url_stops_the_host(host_factory, tmp_path):
+    host = host_factory(name="noturl", extra=notify_config(credential(tmp_path, "hunter2-x")))
+    host.start(wait=False)
+    assert host.wait(30) == 78
+    assert "does not hold one http(s) URL" in host.text() and "hunter2-x" not in host.text()
