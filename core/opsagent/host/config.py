@@ -304,7 +304,7 @@ class NotifyRule:
     Off the message path: the message is written to an outbox in the state directory
     and posted from a background thread, retried with back-off, so a slow or dead
     webhook never delays or fails a job and nothing waiting is lost when the host
-    restarts (see notifications).
+    restarts (docs/notifications.md).
     """
 
     #: The rule's name in logs, the outbox and ``selftest``; unique among the rules.
@@ -319,7 +319,7 @@ class NotifyRule:
     msg_types: list[str] = attrs.Factory(lambda: ["*"])
     #: Outcomes told about (globs too); default: every outcome.
     outcomes: list[str] = attrs.Factory(lambda: ["*"])
-    #: The message, ``{field}`` replaced by the job's fields (see notifications); no
+    #: The message, ``{field}`` replaced by the job's fields (docs/notifications.md); no
     #: attribute, index, conversion or format spec.
     template: str = (
         "{icon} {msg_type} **{outcome}** in {duration} s on {instance} "
@@ -334,6 +334,7 @@ class NotifyRule:
     #: At most this many messages per ``rate_window_seconds``; the jobs beyond it are
     #: told in one digest message when the window ends.
     rate_limit: int = 20
+    #: The rate limit's window (fixed windows, aligned on the epoch).
     rate_window_seconds: float = 60.0
     #: Connect and read timeout of each post.
     timeout_seconds: float = 5.0

@@ -49,10 +49,23 @@ from opsagent.reporting.template import cut, markdown_text, no_mentions, render
 
 #: Pending messages posted per pass of the sender (then digests and stop are looked at).
 BATCH = 50
-#: Attachment colours by outcome (Mattermost): success, a success with a remark, failure.
-COLOURS = {"ok": "#2e7d32", "skipped": "#1565c0", "warning": "#f9a825"}
+#: Attachment colours and icons by outcome (Mattermost); any other outcome is a failure.
+COLOURS = {
+    "ok": "#2e7d32",
+    "skipped": "#1565c0",
+    "warning": "#f9a825",
+    "unrecorded": "#ef6c00",
+    "unverified": "#ef6c00",
+}
 FAILURE_COLOUR = "#c62828"
-ICONS = {"ok": ":white_check_mark:", "skipped": ":fast_forward:", "warning": ":warning:"}
+ICONS = {
+    "ok": ":white_check_mark:",
+    "skipped": ":fast_forward:",
+    "warning": ":warning:",
+    # The work happened; its bookkeeping or its check did not.
+    "unrecorded": ":warning:",
+    "unverified": ":warning:",
+}
 FAILURE_ICON = ":x:"
 #: A Mattermost error id (``web.incoming_webhook.text.app_error``) is safe to log; the
 #: rest of an error body is not (it may echo what was sent).
