@@ -208,7 +208,8 @@ class Notifications:
                 "; ".join(f"[[notify]] {n}: {p}" for n, p in sorted(self.problems.items()))
             )
         self.outbox = Outbox(self.outbox_path)
-        waiting = self.outbox.counts().get("pending", 0)
+        # What waits is tried at once: a restart is a good moment (back-off starts again).
+        waiting = self.outbox.due_now()
         if waiting:
             logger.info("notifications: {} message(s) left by the last run will be posted", waiting)
         self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
@@ -218,11 +219,13 @@ class Notifications:
         """Keep the message of each rule that matches; a local write, no network."""
         if self.outbox is None:
             return
+        clean: health.JobEnd | None = None
         for rule in self.rules.values():
             if not matches(rule, end.msg_type, end.status):
                 continue
             try:
-                self._keep(rule, end)
+                clean = clean or self.scrubbed(end)
+                self._keep(rule, clean)
             except Exception:  # noqa: BLE001 - a notification never fails a job
                 self.lost += 1
                 logger.opt(exception=True).error(
@@ -330,10 +333,40 @@ class Notifications:
         body["props"] = {"opsagent_id": key}
         return body
 
+    def _tree(self, value: Any) -> Any:
+        """``value`` with every string in it scrubbed (before it is JSON: a secret is
+        matched as it is, not as JSON escapes it)."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self._tree(str(k)): self._tree(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._tree(v) for v in value]
+        return value
+
     def _dump(self, body: dict[str, Any]) -> str:
-        return self.scrub(json.dumps(body, ensure_ascii=False, default=str))
+        return json.dumps(self._tree(body), ensure_ascii=False, default=str)
+
+    def _rescrub(self, text: str) -> str:
+        """A kept body scrubbed again before it is posted (secrets learned since)."""
+        try:
+            return self._dump(json.loads(text))
+        except ValueError:
+            return self.scrub(text)
+
+    def scrubbed(self, end: health.JobEnd) -> health.JobEnd:
+        """``end`` with every string scrubbed, before any of it is escaped or encoded
+        (an escaped secret no longer matches)."""
+        return attrs.evolve(
+            end,
+            job_id=self.scrub(end.job_id),
+            reason=self.scrub(end.reason) if end.reason else end.reason,
+            echo=self._tree(dict(end.echo)),
+            data=self._tree(dict(end.data)),
+        )
 
     def _keep(self, rule: NotifyRule, end: health.JobEnd) -> None:
+        """Keep ``rule``'s message of ``end`` (scrubbed), or count it for a digest."""
         assert self.outbox is not None
         key = f"{rule.name}/{end.job_id}"
         now = time.time()
@@ -370,7 +403,7 @@ class Notifications:
         told = ", ".join(f"{esc(s)} ×{n}" for s, n in ranked)
         text = (
             f"{len(jobs)} more jobs ended on {esc(self.instance)} between {_iso(first)} and "
-            f"{_iso(last)} than rule {rule.name} tells one by one ({rule.rate_limit} per "
+            f"{_iso(last)} than rule {esc(rule.name)} tells one by one ({rule.rate_limit} per "
             f"{rule.rate_window_seconds:g} s): {told}"
         )
         if markdown:
@@ -478,7 +511,7 @@ class Notifications:
             )
             return True
         url = self.urls[rule.name]
-        result = post(session, url, self.scrub(message.body), message.key, rule.timeout_seconds)
+        result = post(session, url, self._rescrub(message.body), message.key, rule.timeout_seconds)
         if result.ok:
             self.outbox.sent(message.id)
             self.sent += 1
@@ -539,4 +572,4 @@ class Notifications:
         rule = self.rules[name]
         key, body = self.test_message(rule)
         with requests.Session() as session:
-            return post(session, self.urls[name], self.scrub(body), key, rule.timeout_seconds)
+            return post(session, self.urls[name], body, key, rule.timeout_seconds)

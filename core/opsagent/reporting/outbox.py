@@ -120,6 +120,14 @@ class Outbox:
             ).fetchall()
         return [Message(*row) for row in rows]
 
+    def due_now(self) -> int:
+        """Make every pending message due now; return how many there are."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE messages SET next_at = ? WHERE state = 'pending'", (time.time(),)
+            )
+        return cur.rowcount
+
     def next_due(self) -> float | None:
         with self._lock:
             row = self._db.execute(
