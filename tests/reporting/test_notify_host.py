@@ -5,6 +5,7 @@ once each; a rule whose URL credential is missing stops the host at start-up."""
 from __future__ import annotations
 
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 
@@ -88,3 +89,37 @@ def test_a_credential_that_is_not_a_url_stops_the_host(host_factory, tmp_path):
     host.start(wait=False)
     assert host.wait(30) == 78
     assert "does not hold one http(s) URL" in host.text() and "hunter2-x" not in host.text()
+
+
+def latencies(caller, n: int) -> tuple[list[float], list[float]]:
+    """(ping round trips, job round trips), each job's end a notification to post."""
+    pings, jobs = [], []
+    for i in range(n):
+        started = time.perf_counter()
+        caller.wait_event(caller.send("test_echo", {"text": f"job {i}"}))
+        jobs.append(time.perf_counter() - started)
+        time.sleep(0.06)  # past the caller's delayed ACK of the event (see test_monitor)
+        started = time.perf_counter()
+        rid = caller.send("health_ping", {})
+        caller.wait_reply(lambda r, rid=rid: r.get("request_id") == rid, timeout=10)
+        pings.append(time.perf_counter() - started)
+    return pings, jobs
+
+
+@pytest.mark.broker
+def test_a_hung_webhook_never_slows_a_ping_or_a_job(host_factory, caller_for, tmp_path):
+    with FakeMattermost() as mm:
+        url = mm.hook("ops")
+        mm.set("ops", "hang")
+        plain = host_factory(name="plain").start()
+        hung = host_factory(name="hung", extra=notify_config(
+            credential(tmp_path, url), timeout_seconds=2, rate_limit=1000)).start()
+        base, _ = latencies(caller_for(plain), 25)
+        slow, jobs = latencies(caller_for(hung), 25)
+        assert mm.requests, "the webhook was asked, and never answered"
+    p50_base, p50_slow = statistics.median(base), statistics.median(slow)
+    print(f"ping p50 {p50_base * 1000:.2f} ms without notifications, {p50_slow * 1000:.2f} ms "
+          f"with a hung webhook (max {max(slow) * 1000:.2f} ms); job max {max(jobs) * 1000:.1f} ms")
+    assert p50_slow <= max(3 * p50_base, p50_base + 0.005)
+    assert max(slow) < 0.5, "a ping waited behind a post (timeout 2 s)"
+    assert max(jobs) < 1.0, f"a job took {max(jobs):.3f} s with the webhook hung"
