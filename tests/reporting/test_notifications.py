@@ -16,7 +16,7 @@ from opsagent.host.config import NotifyRule
 from opsagent.reporting.health import JobEnd
 from opsagent.reporting.notifications import Notifications, matches, retry_after, url_secrets
 from opsagent.reporting.template import TemplateError, check_template, render
-from opsagent.testing.mattermost import FakeMattermost
+from opsagent.testing import FakeMattermost
 
 
 def wait_until(pred, timeout: float = 10.0) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsagent.testing.mattermost import FakeMattermost
+from opsagent.testing import FakeMattermost
 
 
 def wait_until(pred, timeout: float = 20.0) -> None:

@@ -15,7 +15,8 @@ host's; :func:`structure`, :func:`config_from_table` and :func:`host_overrides` 
 input and configuration as the host reads them; :func:`start_job_process` to run a job
 in a process of its own as the host does (its notes in a real journal,
 :func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
-loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``), and
+loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``; :class:`FakeMattermost`,
+Mattermost's incoming webhooks), and
 :func:`processes_with_env` to check that a killed job left no process behind.
 
 With ``opsagent`` itself, this is all a capability's tests need: the host's other
@@ -57,6 +58,7 @@ from opsagent.testing.jobs import (
     make_job,
     start_job_process,
 )
+from opsagent.testing.mattermost import FakeMattermost
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -305,6 +307,7 @@ __all__ = [
     "Certificate",
     "ConfigError",
     "FakeCredentials",
+    "FakeMattermost",
     "FakeServer",
     "Harness",
     "InputError",
