@@ -282,3 +282,24 @@ def test_notify_rules_are_checked_when_the_configuration_is_read():
         rule(url_credential="")
     with pytest.raises(ValueError, match="rate_limit"):
         rule(rate_limit=0)
+
+
+def test_a_message_not_posted_in_time_is_given_up_and_said(mm, notifier):
+    mm.hook("ops")
+    mm.set("ops", "down")
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING")
+    try:
+        n = notifier([rule(max_backoff_seconds=1.0, expire_seconds=0.5)], {"ops": mm.hook("ops")})
+        n.job_ended(end("j1"))
+        wait_until(lambda: n.outbox.counts() == {"expired": 1})
+    finally:
+        logger.remove(sink)
+    assert any("message ops/j1 given up: not posted within 0.5 s" in x for x in lines)
+    assert mm.posts("ops") == []
+
+
+def test_an_outcome_that_does_not_exist_is_refused():
+    with pytest.raises(ValueError, match=r"outcomes \['eror'\] match no outcome; known: error"):
+        rule(outcomes=["eror"])
+    assert rule(outcomes=["un*", "error"]).outcomes == ["un*", "error"]

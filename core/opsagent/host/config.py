@@ -12,6 +12,7 @@ table, :data:`LEGACY_TIME_LIMITS`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import tomllib
@@ -356,6 +357,12 @@ class NotifyRule:
             raise ValueError(f"{label}: url_credential: name the credential holding the URL")
         if not self.msg_types or not self.outcomes:
             raise ValueError(f"{label}: msg_types and outcomes must not be empty")
+        from opsagent.outcome import STATUSES
+
+        unknown = [g for g in self.outcomes if not fnmatch.filter(sorted(STATUSES), g)]
+        if unknown:
+            known = ", ".join(sorted(STATUSES))
+            raise ValueError(f"{label}: outcomes {unknown} match no outcome; known: {known}")
         try:
             check_template(self.template)
         except TemplateError as exc:

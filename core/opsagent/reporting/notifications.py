@@ -70,6 +70,8 @@ FAILURE_ICON = ":x:"
 #: A Mattermost error id (``web.incoming_webhook.text.app_error``) is safe to log; the
 #: rest of an error body is not (it may echo what was sent).
 _ERROR_ID = re.compile(r"[a-z0-9_.]{1,100}")
+#: Seconds between two prunings of the outbox's settled messages (and at each start).
+PRUNE_EVERY = 3600.0
 #: Statuses that refuse this message for good.
 PERMANENT = (400, 413, 422)
 
@@ -191,6 +193,7 @@ class Notifications:
         self._windows: dict[str, tuple[float, int]] = {}
         self._failing: dict[str, bool] = {}
         self._backoff: dict[str, int] = {}
+        self._next_prune = time.time() + PRUNE_EVERY
         #: rule -> until when nothing of it is posted (its webhook is failing).
         self._held: dict[str, float] = {}
         self.sent = 0
@@ -463,6 +466,9 @@ class Notifications:
         """Digest what is due, post what is due; the seconds until the next thing to do."""
         assert self.outbox is not None
         now = time.time()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            self.outbox.prune()
         wait = 5.0
         for name, oldest in self.outbox.suppressed().items():
             rule = self.rules.get(name)
