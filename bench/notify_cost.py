@@ -66,8 +66,9 @@ def one_round(where: Path, mm: FakeMattermost, calls: int) -> dict[str, list[flo
     for case, mode, rule in (
         ("notify, no rule matches", "ok", NotifyRule(name="b", url_credential="x",
                                                     msg_types=["fetch_*"])),
-        ("notify, webhook ok", "ok", NotifyRule(name="b", url_credential="x", rate_limit=10**9)),
-        ("notify, webhook hung", "hang", NotifyRule(name="b", url_credential="x",
+        ("notify, webhook ok", "ok", NotifyRule(name="b", url_credential="x", msg_types=["*"],
+                                                     rate_limit=10**9)),
+        ("notify, webhook hung", "hang", NotifyRule(name="b", url_credential="x", msg_types=["*"],
                                                    rate_limit=10**9, timeout_seconds=30)),
     ):
         mm.set("bench", mode)

@@ -158,7 +158,8 @@ def test_live_notify_test_posts_through_each_rule(host_factory, tmp_path):
         cred.write_text(url)
         host = host_factory(extra={
             "credentials.mattermost_ops": {"file": str(cred)},
-            "notify": [{"name": "ops", "url_credential": "mattermost_ops"}]}).start()
+            "notify": [{"name": "ops", "url_credential": "mattermost_ops",
+                        "msg_types": ["submit_*"]}]}).start()
         done = selftest(host.config, "--live", "--notify-test", "--json", paths=(SITECAPS,))
         checks = by_check(json.loads(done.stdout))
         assert checks[("notify", "ops")][0] == "ok"

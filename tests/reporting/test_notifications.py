@@ -56,6 +56,7 @@ def notifier(tmp_path: Path):
 def rule(**kw) -> NotifyRule:
     kw.setdefault("name", "ops")
     kw.setdefault("url_credential", "mattermost_ops")
+    kw.setdefault("msg_types", ["*"])
     return NotifyRule(**kw)
 
 

@@ -314,10 +314,11 @@ class NotifyRule:
     #: it can post).  Resolved like any credential (``[credentials.<name>]``,
     #: ``$CREDENTIALS_DIRECTORY``); never written in the configuration.
     url_credential: str
+    #: msg_types whose jobs are told about, as shell globs (``submit_*``; ``*``: every
+    #: job, scheduled ones such as ``prune_cache`` too).
+    msg_types: list[str]
     #: ``mattermost`` (an incoming webhook) or ``webhook`` (a JSON body of the event).
     kind: str = "mattermost"
-    #: msg_types whose jobs are told about, as shell globs (``submit_*``).
-    msg_types: list[str] = attrs.Factory(lambda: ["*"])
     #: Outcomes told about (globs too); default: every outcome.
     outcomes: list[str] = attrs.Factory(lambda: ["*"])
     #: The message, ``{field}`` replaced by the job's fields (docs/notifications.md); no
