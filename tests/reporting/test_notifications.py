@@ -304,3 +304,31 @@ def test_an_outcome_that_does_not_exist_is_refused():
     with pytest.raises(ValueError, match=r"outcomes \['eror'\] match no outcome; known: error"):
         rule(outcomes=["eror"])
     assert rule(outcomes=["un*", "error"]).outcomes == ["un*", "error"]
+
+
+def test_the_host_tells_each_rule_the_jobs_it_asks_for(opsagent_harness, opsagent_credentials,
+                                                        mm):
+    import opscaps
+
+    got: list = []
+    mm.route("POST", "/generic", lambda req: got.append(req.json()) or "ok")
+    opsagent_credentials.add("mattermost_ops", mm.hook("fetches"))
+    opsagent_credentials.add("ops_webhook", f"{mm.url}/generic")
+    h = opsagent_harness(modules=[opscaps], config={
+        **opsagent_credentials.config(),
+        "notify": [
+            {"name": "fetches", "url_credential": "mattermost_ops",
+             "msg_types": ["fetch_*"], "template": "{event} for PanDA job {pandaid} ({outcome})"},
+            {"name": "failed-work", "kind": "webhook", "url_credential": "ops_webhook",
+             "msg_types": ["ops_*"], "outcomes": ["error"], "template": "{event}: {reason}"},
+        ]})
+    h.send("fetch_payload_log", {"pandaid": 4242, "jeditaskid": "1001"})
+    h.send("ops_work", {})
+    h.send("ops_work", {"fail": True})
+    wait_until(lambda: mm.posts("fetches") and got)
+    time.sleep(0.3)
+    [fetched] = mm.posts("fetches")
+    assert fetched["text"] == "payload\\_log\\_ready for PanDA job 4242 (ok)"
+    [failed] = got
+    assert failed["text"] == "ops_work_failed: asked to fail"
+    assert failed["event"]["outcome"] == "error" and failed["event"]["msg_type"] == "ops_work"

@@ -123,3 +123,30 @@ def test_a_hung_webhook_never_slows_a_ping_or_a_job(host_factory, caller_for, tm
     assert p50_slow <= max(3 * p50_base, p50_base + 0.005)
     assert max(slow) < 0.5, "a ping waited behind a post (timeout 2 s)"
     assert max(jobs) < 1.0, f"a job took {max(jobs):.3f} s with the webhook hung"
+
+
+@pytest.mark.broker
+def test_a_host_killed_after_a_post_and_before_its_mark_posts_it_again_with_its_key(
+        host_factory, caller_for, tmp_path):
+    """The one duplicate at-least-once allows, and what lets a receiver drop it."""
+    with FakeMattermost() as mm:
+        url = mm.hook("ops")
+        host = host_factory(name="dup", extra=notify_config(credential(tmp_path, url)))
+        host.start()
+        killed: list[int] = []
+
+        def kill_the_poster(_name, _body):
+            if not killed:  # the post is made; the host dies before it hears "ok"
+                killed.append(host.proc.pid)
+                host.proc.kill()
+
+        mm.on_post = kill_the_poster
+        rid = caller_for(host).send("test_echo", {"text": "once"})
+        wait_until(lambda: killed)
+        host.wait()
+        host.start()
+        wait_until(lambda: len(mm.posts("ops")) == 2)
+        wait_until(lambda: pending(host.tmp / "state") == 0)
+        assert host.stop() == 0
+        first, again = mm.posts("ops")
+        assert first == again and first["props"]["opsagent_id"] == f"ops/{rid}"

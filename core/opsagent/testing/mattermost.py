@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -63,6 +64,9 @@ class FakeMattermost(FakeServer):
         self._retry_after: dict[str, int] = {}
         self._posts: dict[str, list[dict[str, Any]]] = {}
         self._state = threading.Lock()
+        #: Called with the hook's name and the body of each post made, before ``ok`` is
+        #: answered: a test can act at that moment (kill the poster, say).
+        self.on_post: Callable[[str, dict[str, Any]], None] | None = None
         self.route("POST", "/hooks/<key>", self._incoming)
 
     def hook(self, name: str) -> str:
@@ -137,6 +141,8 @@ class FakeMattermost(FakeServer):
             return app_error("web.incoming_webhook.parse.app_error", "Unable to parse.", 400)
         with self._state:
             self._posts[name].append(payload)
+        if self.on_post is not None:
+            self.on_post(name, payload)
         return Response.text("ok")
 
     @staticmethod
