@@ -332,3 +332,28 @@ def test_the_host_tells_each_rule_the_jobs_it_asks_for(opsagent_harness, opsagen
     [failed] = got
     assert failed["text"] == "ops_work_failed: asked to fail"
     assert failed["event"]["outcome"] == "error" and failed["event"]["msg_type"] == "ops_work"
+
+
+def test_a_full_disk_loses_messages_and_says_so_once_but_never_fails_a_job(mm, tmp_path):
+    from support import fill, tmpfs
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO")
+    with tmpfs(tmp_path / "state", "1m") as state:
+        n = Notifications([rule(rate_limit=1000)], outbox=state / "notifications.sqlite3",
+                          urls={"ops": mm.hook("ops")}, instance="a", namespace="prodops")
+        n.start()
+        try:
+            filler = fill(state)
+            for i in range(200):  # a page or two of WAL may still fit; then nothing does
+                n.job_ended(end(f"full{i}", reason="x" * 900))
+            assert n.lost > 0
+            filler.unlink()
+            n.job_ended(end("after"))
+            wait_until(lambda: any(p["props"]["opsagent_id"] == "ops/after"
+                                   for p in mm.posts("ops")))
+        finally:
+            n.stop()
+            logger.remove(sink)
+    assert sum("could not be kept" in x for x in lines) == 1
+    assert any("the outbox can be written again" in x for x in lines)

@@ -29,6 +29,7 @@ import fnmatch
 import json
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -200,6 +201,7 @@ class Notifications:
         self.failed_posts = 0
         #: Jobs whose message could not be written to the outbox (a full disk).
         self.lost = 0
+        self._losing = False
 
     # -- the observer --------------------------------------------------------------
 
@@ -210,7 +212,12 @@ class Notifications:
             raise ObserverError(
                 "; ".join(f"[[notify]] {n}: {p}" for n, p in sorted(self.problems.items()))
             )
-        self.outbox = Outbox(self.outbox_path)
+        try:
+            self.outbox = Outbox(self.outbox_path)
+        except (sqlite3.Error, OSError) as exc:
+            raise ObserverError(
+                f"[[notify]]: cannot open the outbox {self.outbox_path}: {exc}"
+            ) from exc
         # What waits is tried at once: a restart is a good moment (back-off starts again).
         waiting = self.outbox.due_now()
         if waiting:
@@ -231,11 +238,19 @@ class Notifications:
                 self._keep(rule, clean)
             except Exception:  # noqa: BLE001 - a notification never fails a job
                 self.lost += 1
-                logger.opt(exception=True).error(
-                    "notifications: the message of job {} for rule {} could not be kept",
-                    end.job_id,
-                    rule.name,
-                )
+                if not self._losing:
+                    self._losing = True
+                    logger.opt(exception=True).error(
+                        "notifications: the message of job {} for rule {} could not be kept "
+                        "(nor will others be, until the outbox {} can be written)",
+                        end.job_id,
+                        rule.name,
+                        self.outbox_path,
+                    )
+                continue
+            if self._losing:
+                self._losing = False
+                logger.info("notifications: the outbox can be written again")
         self._wake.set()
 
     def stop(self) -> None:
@@ -243,8 +258,13 @@ class Notifications:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
+            # A post in progress: its connect and its read timeout.
             longest = max((r.timeout_seconds for r in self.rules.values()), default=1.0)
-            self._thread.join(longest + 2)
+            self._thread.join(2 * longest + 1)
+            if self._thread.is_alive():
+                # Still posting: the outbox stays open under it; the host exits anyway.
+                logger.warning("notifications: a post outlived the stop; left to the exit")
+                return
             self._thread = None
         if self.outbox is not None:
             self.outbox.close()
