@@ -357,3 +357,19 @@ def test_a_full_disk_loses_messages_and_says_so_once_but_never_fails_a_job(mm, t
             logger.remove(sink)
     assert sum("could not be kept" in x for x in lines) == 1
     assert any("the outbox can be written again" in x for x in lines)
+
+
+def test_the_documented_configuration_is_read_as_shown(tmp_path):
+    import re
+
+    from opsagent.host import config as configuration
+    from support import ROOT
+
+    page = (ROOT / "docs" / "notifications.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", page, re.S).group(1)
+    (tmp_path / "opsagent.toml").write_text(example)
+    cfg = configuration.load(tmp_path / "opsagent.toml")
+    assert [(r.name, r.kind, r.msg_types, r.outcomes) for r in cfg.notify] == [
+        ("submits", "mattermost", ["submit_*"], ["*"]),
+        ("failed-fetches", "webhook", ["fetch_payload_log"], ["error", "timeout"])]
+    assert cfg.credentials["mattermost_prodops"].file.endswith("mattermost_prodops")
