@@ -373,3 +373,23 @@ def test_the_documented_configuration_is_read_as_shown(tmp_path):
         ("submits", "mattermost", ["submit_*"], ["*"]),
         ("failed-fetches", "webhook", ["fetch_payload_log"], ["error", "timeout"])]
     assert cfg.credentials["mattermost_prodops"].file.endswith("mattermost_prodops")
+
+
+def test_the_messages_of_a_rule_no_longer_configured_are_settled(mm, tmp_path):
+    path = tmp_path / "notifications.sqlite3"
+    mm.hook("old")
+    mm.set("old", "down")
+    first = Notifications([rule(name="old", rate_limit=1)], outbox=path,
+                          urls={"old": mm.hook("old")}, instance="a", namespace="prodops")
+    first.start()
+    first.job_ended(end("j1"))
+    first.job_ended(end("j2"))  # over the limit: waits for a digest
+    first.stop()
+    second = Notifications([rule(name="new")], outbox=path, urls={"new": mm.hook("new")},
+                           instance="a", namespace="prodops")
+    second.start()
+    try:
+        wait_until(lambda: second.outbox.counts() == {"expired": 2})
+    finally:
+        second.stop()
+    assert mm.posts("old") == [] and mm.posts("new") == []

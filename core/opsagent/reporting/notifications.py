@@ -493,6 +493,7 @@ class Notifications:
         for name, oldest in self.outbox.suppressed().items():
             rule = self.rules.get(name)
             if rule is None:
+                self.outbox.expire_suppressed(name, "its rule is no longer configured")
                 continue
             window = now - now % rule.rate_window_seconds
             if oldest < window:

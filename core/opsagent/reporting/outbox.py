@@ -217,6 +217,17 @@ class Outbox:
                 raise
         return len(rows)
 
+    def expire_suppressed(self, rule: str, error: str) -> int:
+        """Settle ``rule``'s messages waiting for a digest as ``expired`` (a rule removed
+        from the configuration)."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE messages SET state = 'expired', done_at = ?, last_error = ?"
+                " WHERE rule = ? AND state = 'suppressed'",
+                (time.time(), error, rule),
+            )
+        return cur.rowcount
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(
