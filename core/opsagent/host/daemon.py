@@ -219,10 +219,11 @@ class Host:
         self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
         redactor.learn(self.monitor_token)
         self.notify_urls = observers.notify_urls(cfg)
-        from opsagent.reporting.notifications import url_secrets
+        if cfg.notify:
+            from opsagent.reporting.notifications import url_secrets
 
-        for url in self.notify_urls[0].values():
-            redactor.learn(*url_secrets(url))
+            for url in self.notify_urls[0].values():
+                redactor.learn(*url_secrets(url))
         redactor.install()
         return redactor
 
