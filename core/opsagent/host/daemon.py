@@ -193,7 +193,8 @@ class Host:
         self.workers = self._workers()
         self.dispatcher = self._dispatcher()
         self.scheduler = self._scheduler(caps, self.journal.path)
-        #: Told of each job's end after its outcome is published (metrics, the monitor).
+        #: Told of each job's end after its outcome is published (metrics, the monitor,
+        #: notifications).
         self.observers = observers.configured(
             cfg,
             snapshot=self.snapshot,
