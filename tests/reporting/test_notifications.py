@@ -5,6 +5,7 @@ job path nothing, the messages nothing); what survives a restart; what never sho
 from __future__ import annotations
 
 import json
+import math
 import stat
 import time
 from pathlib import Path
@@ -393,3 +394,20 @@ def test_the_messages_of_a_rule_no_longer_configured_are_settled(mm, tmp_path):
     finally:
         second.stop()
     assert mm.posts("old") == [] and mm.posts("new") == []
+
+
+def test_a_rule_whose_webhook_is_down_holds_up_no_other_rule(mm, notifier):
+    mm.hook("down")
+    mm.set("down", "down")
+    n = notifier([rule(name="down", rate_limit=1000, max_backoff_seconds=60.0),
+                  rule(name="up", rate_limit=1000)], {"down": mm.hook("down"), "up": mm.hook("up")})
+    n.job_ended(end("first"))  # both rules: "down" fails and is held for a while
+    wait_until(lambda: mm.posts("up"))
+    for i in range(120):  # more than a batch of the held rule's messages, due at once
+        n.job_ended(end(f"d{i}", msg_type="submit_task"))
+    started = time.monotonic()
+    wait_until(lambda: len(mm.posts("up")) == 121)
+    took = time.monotonic() - started
+    # The held rule is asked once per back-off (1 s, 2 s, 4 s...), not once per message.
+    down = len(mm.requests) - 121
+    assert 1 <= down <= 2 + math.log2(1 + took), f"{down} posts to a dead hook in {took:.1f} s"

@@ -504,17 +504,24 @@ class Notifications:
                 )
             else:
                 wait = min(wait, window + rule.rate_window_seconds - now + 0.01)
-        for message in self.outbox.due(now, BATCH):
+        # A held rule's messages are left in the outbox: they must not crowd out the
+        # other rules' from a batch.
+        held = {rule for rule, until in self._held.items() if until > now}
+        batch = self.outbox.due(now, BATCH, held)
+        for message in batch:
             if self._stopping.is_set():
                 return 0.0
-            if self._held.get(message.rule, 0.0) > time.time():
-                continue
-            self._deliver(session, message)
+            if message.rule in held:
+                continue  # held while this pass went on
+            if not self._deliver(session, message):
+                held.add(message.rule)
+        if len(batch) == BATCH:
+            return 0.0  # more may be due
         upcoming = self.outbox.next_due()
         if upcoming is not None:
             now = time.time()
             if upcoming <= now:
-                # Due, but of a held rule (or more than a batch): until a hold ends.
+                # Due, but of a held rule: until a hold ends.
                 ends = [t for t in self._held.values() if t > now]
                 upcoming = min(ends) if ends else now
             wait = min(wait, max(0.01, upcoming - now))

@@ -22,10 +22,12 @@ posted in time).  Settled messages are forgotten after a week.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +112,14 @@ class Outbox:
             )
         return cur.rowcount == 1
 
-    def due(self, now: float, limit: int = 100) -> list[Message]:
-        """Pending messages whose time has come, oldest first."""
+    def due(self, now: float, limit: int = 100, held: Collection[str] = ()) -> list[Message]:
+        """Pending messages whose time has come, oldest first, none of a ``held`` rule."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, key, rule, kind, body, created, next_at, attempts FROM messages"
-                " WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
-                (now, limit),
+                " WHERE state = 'pending' AND next_at <= ?"
+                " AND rule NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+                (now, json.dumps(sorted(held)), limit),
             ).fetchall()
         return [Message(*row) for row in rows]
 
