@@ -411,3 +411,22 @@ def test_a_rule_whose_webhook_is_down_holds_up_no_other_rule(mm, notifier):
     # The held rule is asked once per back-off (1 s, 2 s, 4 s...), not once per message.
     down = len(mm.requests) - 121
     assert 1 <= down <= 2 + math.log2(1 + took), f"{down} posts to a dead hook in {took:.1f} s"
+
+
+def test_the_documented_message_is_what_is_posted(mm, notifier):
+    import re
+
+    from support import ROOT
+
+    page = (ROOT / "docs" / "notifications.md").read_text()
+    shown = json.loads(re.findall(r"```json\n(.*?)```", page, re.S)[0])
+    n = notifier([rule(name="submits", msg_types=["submit_*"], channel="prodops-alerts")],
+                 {"submits": mm.hook("ops")})
+    n.instance = "opsagent-pandaserver02"
+    n.job_ended(JobEnd(job_id="7f3c2a9e51d04b7c", msg_type="submit_task", status="unrecorded",
+                       duration=41.207,
+                       reason="task 123456 submitted; recording it in PCS failed: HTTP 503",
+                       echo={"task_name": "epic.26.06.0.pythia8.DIS_NC_18x275"},
+                       event="submit_task_unrecorded", data={"panda_task_id": 123456}))
+    wait_until(lambda: mm.posts("ops"))
+    assert mm.posts("ops") == [shown]
