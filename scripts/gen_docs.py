@@ -180,7 +180,7 @@ def _summary(obj: Any) -> str:
     """The first paragraph of a docstring, without the ``[section]:`` it may start with."""
     doc = inspect.getdoc(obj) or ""
     text = _rst_to_md(" ".join(doc.split("\n\n")[0].split()))
-    text = re.sub(r"^`\[[^\]]+\]`[:;.]?\s*", "", text)
+    text = re.sub(r"^`\[\[?[^\]]+\]\]?`[:;.]?\s*", "", text)
     return text[:1].upper() + text[1:]
 
 

@@ -185,3 +185,35 @@ def test_it_says_where_each_setting_came_from_and_the_file_wins(tmp_path):
     status, detail = f[("fetch_payload_log", "credential x509_proxy")]
     assert status == "fail" and "longproxy-for-rucio" in detail
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_live_notify_test_posts_through_each_rule(host_factory, tmp_path):
+    from opsagent.testing.mattermost import FakeMattermost
+
+    with FakeMattermost() as mm:
+        url = mm.hook("ops")
+        cred = tmp_path / "mattermost_ops"
+        cred.touch(mode=0o600)
+        cred.write_text(url)
+        host = host_factory(extra={
+            "credentials.mattermost_ops": {"file": str(cred)},
+            "notify": [{"name": "ops", "url_credential": "mattermost_ops",
+                        "msg_types": ["submit_*"]}]}).start()
+        done = selftest(host.config, "--live", "--notify-test", "--json", paths=(SITECAPS,))
+        checks = by_check(json.loads(done.stdout))
+        assert checks[("notify", "ops")][0] == "ok"
+        assert checks[("notify", "test ops")] == ("ok", "posted to 127.0.0.1 (HTTP 200)")
+        [posted] = mm.posts("ops")
+        assert posted["text"].startswith(":wave: opsagent selftest: a test notification of "
+                                         "rule ops from host at ")
+        assert posted["props"]["opsagent_id"].startswith("ops/test/")
+        assert url.rsplit("/", 1)[1] not in done.stdout + done.stderr
+
+        mm.set("ops", "disabled")
+        done = selftest(host.config, "--live", "--notify-test", "--json",
+                        "--capability", "health_ping", paths=(SITECAPS,))
+        assert done.returncode == 1
+        status, detail = by_check(json.loads(done.stdout))[("notify", "test ops")]
+        assert status == "fail"
+        assert detail == "127.0.0.1 refused it: HTTP 403 web.incoming_webhook.disabled.app_error"
+        assert selftest(host.config, "--notify-test", paths=(SITECAPS,)).returncode == 2

@@ -490,6 +490,9 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     from opsagent.cli import selftest
 
+    if args.notify_test and not args.live:
+        print("opsagent selftest: --notify-test posts through the webhooks: add --live")
+        return 2
     try:
         cfg = _config(args)
     except configuration.ConfigError as exc:
@@ -497,7 +500,11 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     else:
         _redactor(args)
         findings = selftest.run(
-            cfg, capability=args.capability, live=args.live, live_timeout=args.timeout
+            cfg,
+            capability=args.capability,
+            live=args.live,
+            live_timeout=args.timeout,
+            notify_test=args.notify_test,
         )
     if args.json:
         print(json.dumps(selftest.to_json(findings), indent=2))
@@ -587,6 +594,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--capability", metavar="MSG_TYPE", help="check only this capability")
     st.add_argument(
         "--live", action="store_true", help="also a health_ping round trip through the broker"
+    )
+    st.add_argument(
+        "--notify-test",
+        action="store_true",
+        help="with --live: also post a test message through each [[notify]] rule",
     )
     st.add_argument("--timeout", type=float, default=10.0, help="for --live (seconds)")
     st.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")

@@ -16,9 +16,12 @@ Checked, each reported as ``ok``, ``warn`` or ``fail``:
 - who may call each capability (``allow_users``): every capability open to any broker
   user is listed as a warning, so an operator sees what anyone who can write to the
   queue may ask for;
+- each ``[[notify]]`` rule: its webhook URL credential present and holding a URL (never
+  shown);
 - with ``live``: a ``health_ping`` round trip through the broker to the running host,
   and whether the broker stamps the sender's user on a message (a probe to a queue of
-  the selftest's own): without it every capability with ``allow_users`` refuses all.
+  the selftest's own): without it every capability with ``allow_users`` refuses all;
+  with ``notify_test`` too, a test message posted through each ``[[notify]]`` rule.
 
 Every detail goes through redaction, in case a plugin's check echoes a secret.
 """
@@ -453,12 +456,56 @@ def _renewal(cfg: configuration.Config, name: str, *, live: bool, now: float) ->
     return out
 
 
+def _notify(
+    cfg: configuration.Config, urls: dict[str, str], problems: dict[str, str]
+) -> list[Check]:
+    from opsagent.reporting.notifications import shown
+
+    out = []
+    for rule in cfg.notify:
+        if rule.name in problems:
+            out.append(Check.fail(rule.name, problems[rule.name]))
+        else:
+            out.append(
+                Check.ok(
+                    rule.name,
+                    f"{rule.kind} webhook at {shown(urls[rule.name])} (credential "
+                    f"{rule.url_credential}); msg_types {', '.join(rule.msg_types)}; outcomes "
+                    f"{', '.join(rule.outcomes)}",
+                )
+            )
+    return out
+
+
+def _notify_test(cfg: configuration.Config, urls: dict[str, str]) -> list[Check]:
+    """Post a test message through each rule whose URL is known, now."""
+    from opsagent.reporting.notifications import Notifications, shown
+
+    sender = Notifications(
+        [r for r in cfg.notify if r.name in urls],
+        outbox=cfg.state_dir / "notifications.sqlite3",  # not opened: posted directly
+        urls=urls,
+        instance=cfg.host.instance,
+        namespace=cfg.host.namespace,
+    )
+    out = []
+    for name in sender.rules:
+        posted = sender.post_test(name)
+        where = shown(urls[name])
+        if posted.ok:
+            out.append(Check.ok(f"test {name}", f"posted to {where} (HTTP {posted.status})"))
+        else:
+            out.append(Check.fail(f"test {name}", f"{where} refused it: {posted.problem}"))
+    return out
+
+
 def run(
     cfg: configuration.Config,
     *,
     capability: str | None = None,
     live: bool = False,
     live_timeout: float = 10.0,
+    notify_test: bool = False,
     entry_points_: Iterable[EntryPoint] | None = None,
 ) -> list[Finding]:
     """Every finding, in the order a person reads them."""
@@ -488,6 +535,12 @@ def run(
     for msg_type, cap in registry.capabilities.items():
         table = configuration.section_table(cfg, msg_type, cap.config_section)
         redactor.learn(*declared_secrets(cap.config, table))
+    from opsagent.host.observers import notify_urls
+    from opsagent.reporting.notifications import url_secrets
+
+    urls, url_problems = notify_urls(cfg)
+    for url in urls.values():
+        redactor.learn(*url_secrets(url))
     redactor.install()
     alone = _each_plugin(eps)
     wanted = registry.capabilities.get(capability) if capability else None
@@ -522,8 +575,12 @@ def run(
     add("access", _access(cfg, registry, capability))
     for name in sorted(cfg.renewal) if not capability else ():
         add(f"renewal {name}", _renewal(cfg, name, live=live, now=now))
+    if cfg.notify and not capability:
+        add("notify", _notify(cfg, urls, url_problems))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
+        if notify_test:
+            add("notify", _notify_test(cfg, urls))
     return [
         attrs.evolve(f, check=attrs.evolve(f.check, detail=redactor.scrub(f.check.detail)))
         for f in found

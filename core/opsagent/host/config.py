@@ -14,6 +14,7 @@ the environment is declared with :func:`opsagent.setting.from_env`, so
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import tomllib
@@ -310,6 +311,95 @@ class SchedulingConfig:
             raise ValueError(f"scheduling.probe_seconds: expected > 0, got {self.probe_seconds}")
 
 
+#: Kinds of ``[[notify]]`` target: a Mattermost incoming webhook, or any JSON webhook.
+NOTIFY_KINDS = ("mattermost", "webhook")
+
+
+@attrs.frozen
+class NotifyRule:
+    """``[[notify]]``: post a message when a job whose msg_type and outcome match ends.
+
+    Off the message path: the message is written to an outbox in the state directory
+    and posted from a background thread, retried with back-off, so a slow or dead
+    webhook never delays or fails a job and nothing waiting is lost when the host
+    restarts (docs/notifications.md).
+    """
+
+    #: The rule's name in logs, the outbox and ``selftest``; unique among the rules.
+    name: str
+    #: The credential holding the webhook's URL (the URL is a secret: anyone who has
+    #: it can post).  Resolved like any credential (``[credentials.<name>]``,
+    #: ``$CREDENTIALS_DIRECTORY``); never written in the configuration.
+    url_credential: str
+    #: msg_types whose jobs are told about, as shell globs (``submit_*``; ``*``: every
+    #: job, scheduled ones such as ``prune_cache`` too).
+    msg_types: list[str]
+    #: ``mattermost`` (an incoming webhook) or ``webhook`` (a JSON body of the event).
+    kind: str = "mattermost"
+    #: Outcomes told about (globs too); default: every outcome.
+    outcomes: list[str] = attrs.Factory(lambda: ["*"])
+    #: The message, ``{field}`` replaced by the job's fields (docs/notifications.md); no
+    #: attribute, index, conversion or format spec.
+    template: str = (
+        "{icon} {msg_type} **{outcome}** in {duration} s on {instance} "
+        "(job {job_id}{ids}){reason_line}"
+    )
+    #: Mattermost: the channel to post in instead of the hook's own (``town-square``).
+    channel: str = ""
+    #: Mattermost: the name to post as instead of the hook's own.
+    username: str = "opsagent"
+    #: Mattermost: the picture to post with.
+    icon_url: str = ""
+    #: At most this many messages per ``rate_window_seconds``; the jobs beyond it are
+    #: told in one digest message when the window ends.
+    rate_limit: int = 20
+    #: The rate limit's window (fixed windows, aligned on the epoch).
+    rate_window_seconds: float = 60.0
+    #: Connect and read timeout of each post.
+    timeout_seconds: float = 5.0
+    #: Longest wait between two tries of one message (the first waits 1 s, then doubling;
+    #: a ``Retry-After`` is honoured up to ``expire_seconds``).
+    max_backoff_seconds: float = 60.0
+    #: A message not posted within this many seconds of its job's end is given up (logged).
+    expire_seconds: float = 86400.0
+
+    def __attrs_post_init__(self) -> None:
+        from opsagent.reporting.template import TemplateError, check_template
+
+        label = f"notify {self.name!r}"
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"notify.name {self.name!r}: expected letters, digits, - and _")
+        if self.kind not in NOTIFY_KINDS:
+            raise ValueError(f"{label}: kind {self.kind!r}: expected one of {NOTIFY_KINDS}")
+        if not self.url_credential:
+            raise ValueError(f"{label}: url_credential: name the credential holding the URL")
+        if not self.msg_types or not self.outcomes:
+            raise ValueError(f"{label}: msg_types and outcomes must not be empty")
+        from opsagent.outcome import STATUSES
+
+        unknown = [g for g in self.outcomes if not fnmatch.filter(sorted(STATUSES), g)]
+        if unknown:
+            known = ", ".join(sorted(STATUSES))
+            raise ValueError(f"{label}: outcomes {unknown} match no outcome; known: {known}")
+        try:
+            check_template(self.template)
+        except TemplateError as exc:
+            raise ValueError(f"{label}: template: {exc}") from None
+        if self.rate_limit < 1 or self.rate_window_seconds <= 0:
+            raise ValueError(f"{label}: rate_limit >= 1 and rate_window_seconds > 0 expected")
+        if not 0 < self.timeout_seconds <= 60:
+            raise ValueError(f"{label}: timeout_seconds: expected 0 < t <= 60")
+        if self.max_backoff_seconds < 1 or self.expire_seconds <= 0:
+            raise ValueError(f"{label}: max_backoff_seconds >= 1 and expire_seconds > 0 expected")
+
+
+def _unique_rules(_self: Any, _attr: Any, rules: list[NotifyRule]) -> None:
+    names = [r.name for r in rules]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"notify: rule name(s) used twice: {', '.join(twice)}")
+
+
 @attrs.frozen
 class Config:
     host: HostConfig = attrs.Factory(HostConfig)
@@ -319,6 +409,7 @@ class Config:
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
+    notify: list[NotifyRule] = attrs.field(factory=list, validator=_unique_rules)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: ``[renewal.<credential>]``: OIDC token files the host renews before they expire.
     renewal: dict[str, RenewalConfig] = attrs.Factory(dict)

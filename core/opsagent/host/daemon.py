@@ -193,9 +193,14 @@ class Host:
         self.workers = self._workers()
         self.dispatcher = self._dispatcher()
         self.scheduler = self._scheduler(caps, self.journal.path)
-        #: Told of each job's end after its outcome is published (metrics, the monitor).
+        #: Told of each job's end after its outcome is published (metrics, the monitor,
+        #: notifications).
         self.observers = observers.configured(
-            cfg, snapshot=self.snapshot, monitor_token=self.monitor_token, scrub=self.redactor.scrub
+            cfg,
+            snapshot=self.snapshot,
+            monitor_token=self.monitor_token,
+            scrub=self.redactor.scrub,
+            notify_urls=self.notify_urls,
         )
         self._delivering = 0
         self.ready = threading.Event()
@@ -229,6 +234,12 @@ class Host:
         redactor.learn(cfg.broker.password)
         self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
         redactor.learn(self.monitor_token)
+        self.notify_urls = observers.notify_urls(cfg)
+        if cfg.notify:
+            from opsagent.reporting.notifications import url_secrets
+
+            for url in self.notify_urls[0].values():
+                redactor.learn(*url_secrets(url))
         redactor.install()
         return redactor
 
@@ -483,6 +494,8 @@ class Host:
             reason=outcome.reason,
             echo=ticket.echo,
             module=ticket.cap.entry_point,
+            data=outcome.data,
+            event=ticket.cap.event_for(outcome.status),
         )
         for observer in self.observers:
             try:

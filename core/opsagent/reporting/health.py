@@ -93,7 +93,8 @@ class Snapshot:
 
 @attrs.frozen
 class JobEnd:
-    """One job that ended, as observers (metrics, the monitor's action log) see it."""
+    """One job that ended, as observers (metrics, the monitor's action log,
+    notifications) see it; its reason and data already scrubbed."""
 
     job_id: str
     msg_type: str
@@ -102,3 +103,7 @@ class JobEnd:
     reason: str | None = None
     echo: Mapping[str, Any] = attrs.Factory(dict)
     module: str = ""
+    #: The doer's data fields (those of the terminal event).
+    data: Mapping[str, Any] = attrs.Factory(dict)
+    #: The terminal event's name (``msg_type`` of the event).
+    event: str = ""
