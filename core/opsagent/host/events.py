@@ -44,6 +44,34 @@ def job_event(
     return body
 
 
+def job_events(
+    cap: Capability,
+    outcome: Outcome,
+    echo: dict[str, Any],
+    inp: Any,
+    *,
+    job_id: str,
+    sender: str,
+    namespace: str,
+) -> list[dict[str, Any]]:
+    """The terminal events of a job: one (:func:`job_event`), or one per item of a batch
+    input (``Capability.items``), each with the item's fields and its own outcome."""
+    items = cap.items_of(inp) if inp is not None else None
+    if items is None:
+        return [job_event(cap, outcome, echo, job_id=job_id, sender=sender, namespace=namespace)]
+    return [
+        job_event(
+            cap,
+            outcome.item(i),
+            {**echo, **item},
+            job_id=job_id,
+            sender=sender,
+            namespace=namespace,
+        )
+        for i, item in enumerate(items)
+    ]
+
+
 def rejection(
     request: str | None,
     reason: str,

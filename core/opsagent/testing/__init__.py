@@ -16,7 +16,9 @@ input and configuration as the host reads them; :func:`start_job_process` to run
 in a process of its own as the host does (its notes in a real journal,
 :func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
 loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``), and
-:func:`processes_with_env` to check that a killed job left no process behind.
+:func:`processes_with_env` to check that a killed job left no process behind; faithful
+fakes of the PanDA server (:class:`FakePanda`) and of the monitor with its catalogue
+(:class:`FakeMonitor`, alias :class:`FakeCatalogue`).
 
 With ``opsagent`` itself, this is all a capability's tests need: the host's other
 modules are internal and may change.
@@ -45,7 +47,7 @@ from opsagent.job import MemoryNotes, Notes
 from opsagent.schema import InputError, json_schema, structure
 from opsagent.testing.certs import Certificate, self_signed
 from opsagent.testing.credentials import FakeCredentials
-from opsagent.testing.http import FakeServer, Request, Response, hang
+from opsagent.testing.http import FakeServer, Request, Response, drop, hang
 from opsagent.testing.jobs import (
     JobProcess,
     call_doer,
@@ -57,6 +59,8 @@ from opsagent.testing.jobs import (
     make_job,
     start_job_process,
 )
+from opsagent.testing.monitor import FakeCatalogue, FakeMonitor
+from opsagent.testing.panda import FakePanda
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -299,7 +303,10 @@ def processes_with_env(text: str) -> list[int]:
 __all__ = [
     "Certificate",
     "ConfigError",
+    "FakeCatalogue",
     "FakeCredentials",
+    "FakeMonitor",
+    "FakePanda",
     "FakeServer",
     "Harness",
     "InputError",
@@ -311,6 +318,7 @@ __all__ = [
     "call_doer",
     "config_from_table",
     "declared",
+    "drop",
     "hang",
     "host_overrides",
     "installed",
