@@ -193,14 +193,22 @@ def _programs(cap: Capability, env: dict[str, str]) -> list[Check]:
     return out
 
 
-def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[Check]:
+def _own_checks(
+    cap: Capability, registry: plugins.Registry, job: Job, live: bool = False
+) -> list[Check]:
     plugin = registry.plugin_of(cap)
     if registry.pm is None or plugin is None:
         return []
     out: list[Check] = []
     try:
         plugins.call_one(
-            registry.pm, "capability_checks", plugin, capability=cap, job=job, register=out.append
+            registry.pm,
+            "capability_checks",
+            plugin,
+            capability=cap,
+            job=job,
+            register=out.append,
+            live=live,
         )
     except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
         out.append(
@@ -213,7 +221,11 @@ def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[C
 
 
 def check_capability(
-    cap: Capability, cfg: configuration.Config, registry: plugins.Registry, now: float
+    cap: Capability,
+    cfg: configuration.Config,
+    registry: plugins.Registry,
+    now: float,
+    live: bool = False,
 ) -> list[Check]:
     """Every check of one capability (with this host's overrides applied)."""
     try:
@@ -239,7 +251,7 @@ def check_capability(
     out += _programs(cap, dict(job.env))
     if declaration.status == "fail":
         return out
-    return out + _own_checks(cap, registry, job)
+    return out + _own_checks(cap, registry, job, live)
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -408,7 +420,9 @@ def run(
     for msg_type in sorted(registry.capabilities):
         if capability and msg_type != capability:
             continue
-        add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
+        add(
+            msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now, live)
+        )
     add("access", _access(cfg, registry, capability))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
