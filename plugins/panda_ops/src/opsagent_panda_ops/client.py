@@ -8,16 +8,20 @@ started, and whatever it does to its token copy stays private.  It reads its req
 JSON on standard input -- task ids as integers, ``new_parameters`` as a JSON object,
 nothing on a command line -- and writes one line per event (:data:`MARK` then JSON):
 
+- ``{"kind": "sending", "key"}`` before each command (a job killed after it cannot
+  know whether PanDA received the command, and never sends it again);
 - ``{"kind": "sent", "key", "status", "output"}`` after each command, where ``status``
   and ``output`` are panda-client's return pair (0 and the server's answer, or a
   transport status and its text);
 - ``{"kind": "read", "key", "status", "output"}`` for each status read-back
   (``Client.getTaskStatus``) of a pause or resume, until the wanted status shows or
-  ``verify_seconds`` pass;
+  ``verify_seconds`` pass (with ``commands`` false, only these: a job cut short asks
+  PanDA what its commands did);
 - ``{"kind": "end"}``.
 
 Commands are paced: one starts no sooner than ``interval`` seconds after the previous
-one started (PanDA rate-limits task commands).  :func:`judge_sent` and
+one was answered, so PanDA never sees two closer than that (it rate-limits task
+commands).  :func:`judge_sent` and
 :func:`judge_status` read the answers, which come from the server and are treated as
 hostile: anything of an unexpected shape is a failure with the shape named.
 """
@@ -68,19 +72,20 @@ def call(item):
     raise ValueError("unknown operation")
 
 
-started = None
-sent = []
-for item in req["items"]:
-    if started is not None:
-        time.sleep(max(0.0, started + req["interval"] - time.monotonic()))
-    started = time.monotonic()
+answered = None
+sent = [] if req["commands"] else list(req["items"])
+for item in req["items"] if req["commands"] else []:
+    if answered is not None:
+        time.sleep(max(0.0, answered + req["interval"] - time.monotonic()))
+    say(kind="sending", key=item["key"])
     try:
         status, output = call(item)
     except Exception as exc:
-        say(kind="sent", key=item["key"], status=-1, output=type(exc).__name__ + ": " + str(exc))
-        continue
+        status, output = -1, type(exc).__name__ + ": " + str(exc)
+    answered = time.monotonic()
     say(kind="sent", key=item["key"], status=status, output=output)
-    sent.append(item)
+    if status != -1:
+        sent.append(item)
 
 if op in ("pause", "resume") and sent:
     deadline = time.monotonic() + req["verify_seconds"]

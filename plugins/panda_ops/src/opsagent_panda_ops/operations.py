@@ -152,10 +152,23 @@ class _Seen:
     sent: client.Sent | None = None
     observed: str | None = None
     read_diagnostic: str = ""
+    #: The command went out (it may have reached PanDA even without an answer).
+    sending: bool = False
+
+    @property
+    def reached(self) -> bool:
+        return self.sending or self.sent is not None
 
     def to_json(self) -> str:
         sent = None if self.sent is None else attrs.asdict(self.sent)
-        return json.dumps({"sent": sent, "observed": self.observed, "read": self.read_diagnostic})
+        return json.dumps(
+            {
+                "sending": self.sending,
+                "sent": sent,
+                "observed": self.observed,
+                "read": self.read_diagnostic,
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: str) -> _Seen:
@@ -165,6 +178,7 @@ class _Seen:
             None if sent is None else client.Sent(bool(sent["accepted"]), str(sent["diagnostic"])),
             doc.get("observed"),
             str(doc.get("read") or ""),
+            bool(doc.get("sending")),
         )
 
 
@@ -175,12 +189,16 @@ def send(
     cfg: PandaConfig,
     token: tokens.PandaToken,
     deadline: float,
+    earlier: dict[str, _Seen] | None = None,
 ) -> tuple[dict[str, _Seen], str]:
     """Send the commands and read back their effect, until done or ``deadline``.
 
-    Returns what was seen of each item (noted as it came) and how the runner ended.
+    With ``earlier`` (what a job cut short noted) nothing is sent: only the effect is
+    read back.  Returns what was seen of each item (noted as it came) and how the runner
+    ended.
     """
     seen: dict[str, _Seen] = {item.key: _Seen() for item in items}
+    seen.update(earlier or {})
     by_key = {item.key: item for item in items}
 
     def on_line(line: str) -> None:
@@ -188,7 +206,9 @@ def send(
         if answer is None or answer.get("key") not in by_key:
             return
         state = seen[answer["key"]]
-        if answer["kind"] == "sent" and state.sent is None:
+        if answer["kind"] == "sending":
+            state.sending = True
+        elif answer["kind"] == "sent" and state.sent is None:
             judged = client.judge_sent(operation, answer.get("status"), answer.get("output"))
             state.sent = client.Sent(judged.accepted, _redact(judged.diagnostic, token))
         elif answer["kind"] == "read":
@@ -211,6 +231,7 @@ def send(
             }
             for item in items
         ],
+        "commands": earlier is None,
         "interval": cfg.send_interval,
         "verify_seconds": cfg.verify_seconds,
         "verify_every": cfg.verify_every,
@@ -252,8 +273,30 @@ def _redact(text: str, token: tokens.PandaToken) -> str:
 
 def result_of(operation: str, state: _Seen | None, how: str, budget: float) -> Result:
     """The end of one item from what was seen of it."""
+    timed_out = how == "timed out" or how.startswith("the operation's budget")
+    if state is not None and state.sent is None and state.sending and timed_out:
+        # PanDA did not answer within the budget (LEGACY: the same timeout).
+        return Result("timeout", f"operation timed out after {budget:g}s")
+    if state is not None and state.sent is None and state.sending:
+        # Out, but its answer never seen (the job was cut short): PanDA may have it;
+        # never sent again.
+        sent = client.Sent(True, "sent; PanDA's answer was not seen")
+        if operation not in client.STATE_CHANGES or state.observed not in client.WANTED[operation]:
+            why = (
+                f"the read-back shows {state.observed}"
+                if state.observed is not None
+                else "its effect is unknown"
+            )
+            return Result(
+                "unverified",
+                f"the {operation} was sent but PanDA's answer was not seen ({how}); {why}: "
+                f"check the task before sending it again",
+                state.observed,
+                state.read_diagnostic,
+            )
+        state = attrs.evolve(state, sent=sent)
     if state is None or state.sent is None:
-        if how == "timed out" or how.startswith("the operation's budget"):
+        if timed_out:
             return Result("timeout", f"operation timed out after {budget:g}s")
         return Result("failed", f"no answer from PanDA for this task: {how}")
     if not state.sent.accepted:
@@ -294,6 +337,31 @@ def recalled(job: Job, items: Sequence[Item]) -> dict[str, _Seen]:
             except (ValueError, KeyError, TypeError):
                 out[item.key] = _Seen(client.Sent(False, "the job's note of this task is unreadable"))
     return out
+
+
+def look_again(
+    operation: str, items: Sequence[Item], noted: dict[str, _Seen], job: Job, cfg: PandaConfig
+) -> tuple[dict[str, _Seen], str]:
+    """For a job cut short: read back the status of each item whose command went out
+    (a pause or resume), nothing sent; returns what was noted, updated, and how it went."""
+    reached = [i for i in items if i.key in noted and noted[i.key].reached]
+    if operation not in client.STATE_CHANGES or not reached:
+        return noted, "interrupted"
+    budget = cfg.budget(job.time_limit)
+    try:
+        token = load_token(job, budget)
+    except JobFailed as exc:
+        return noted, f"interrupted; the status could not be read back: {exc.reason}"
+    seen, how = send(
+        operation,
+        reached,
+        job,
+        cfg,
+        token,
+        time.monotonic() + budget,
+        earlier={i.key: noted[i.key] for i in reached},
+    )
+    return {**noted, **seen}, f"interrupted, read back: {how}"
 
 
 def outcome_of(result: Result, **data: Any) -> Outcome:

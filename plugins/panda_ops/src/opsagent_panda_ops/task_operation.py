@@ -77,17 +77,19 @@ def operate(inp: Any, job: Job) -> Outcome:
 
 
 def reconcile(inp: Any, job: Job) -> Outcome | None:
-    """An interrupted operation: what its notes say PanDA answered, never sent again;
-    ``None`` (run it) when it noted nothing."""
+    """An interrupted operation whose command went out is never sent again: its noted
+    answer, and for a pause or resume the task's status read back from PanDA.  ``None``
+    (run it) when the command had not gone out."""
     item = _item(inp)
-    noted = ops.recalled(job, [item]).get(item.key)
-    if noted is None or noted.sent is None:
+    noted = ops.recalled(job, [item])
+    if item.key not in noted or not noted[item.key].reached:
         return None
     cfg = ops.settings(job)
-    result = ops.result_of(inp.operation, noted, "interrupted", cfg.budget(job.time_limit))
+    noted, how = ops.look_again(inp.operation, [item], noted, job, cfg)
+    result = ops.result_of(inp.operation, noted[item.key], how, cfg.budget(job.time_limit))
     job.log.warning(
         "an earlier attempt of this job sent {} for task {} and was cut short; reporting "
-        "PanDA's noted answer instead of sending it again",
+        "what PanDA answered instead of sending it again",
         inp.operation,
         inp.jedi_task_id,
     )

@@ -97,19 +97,21 @@ def operate(inp: Any, job: Job) -> Outcome:
 
 
 def reconcile(inp: Any, job: Job) -> Outcome | None:
-    """A batch cut short (the host stopped or died mid-batch): the items it noted keep
-    PanDA's answer, the others end ``timeout``; nothing is sent again.  ``None`` (run
-    the batch) when it noted nothing: no command had been answered."""
+    """A batch cut short (the host stopped or died mid-batch): no command is sent again.
+    The items whose command went out keep PanDA's noted answer, their status read back
+    from PanDA; the others end ``timeout``.  ``None`` (run the batch) when no command
+    had gone out."""
     items = items_of(inp)
     noted = ops.recalled(job, items)
-    if not any(s.sent is not None for s in noted.values()):
+    if not any(s.reached for s in noted.values()):
         return None
     cfg = ops.settings(job)
     budget = cfg.budget(job.time_limit)
+    noted, how = ops.look_again(inp.operation, items, noted, job, cfg)
     results = []
     for item in items:
         state = noted.get(item.key)
-        if state is None or state.sent is None:
+        if state is None or not state.reached:
             results.append(
                 ops.Result(
                     "timeout",
@@ -118,12 +120,12 @@ def reconcile(inp: Any, job: Job) -> Outcome | None:
                 )
             )
         else:
-            results.append(ops.result_of(inp.operation, state, "interrupted", budget))
+            results.append(ops.result_of(inp.operation, state, how, budget))
     job.log.warning(
         "an earlier attempt of batch {} was cut short after {} of {} commands; reporting "
         "what PanDA answered and ending the rest timeout",
         inp.batch_id,
-        sum(1 for s in noted.values() if s.sent is not None),
+        sum(1 for s in noted.values() if s.reached),
         len(items),
     )
     return _finish(inp, job, ops.monitor_of(job, cfg), items, results)
