@@ -17,6 +17,10 @@ STATUSES = frozenset({"ok", "error", "timeout", "unrecorded", "skipped", "warnin
 SUCCESSES = frozenset({"ok", "skipped", "warning"})
 
 
+def _items(value: Any) -> tuple[Outcome, ...]:
+    return tuple(value)
+
+
 class JobFailed(Exception):
     """Raised by a doer to end its job with outcome ``error`` and a reason a person can act on.
 
@@ -39,7 +43,7 @@ class Outcome:
     data: dict[str, Any] = attrs.field(factory=dict)
     #: One outcome per item of a batch input, in the order of ``Capability.items``
     #: (see there); an item past the end gets this outcome.
-    items: tuple[Outcome, ...] = attrs.field(default=(), converter=tuple)
+    items: tuple[Outcome, ...] = attrs.field(default=(), converter=_items)
 
     @classmethod
     def ok(cls, **data: Any) -> Outcome:

@@ -420,9 +420,7 @@ def run(
     for msg_type in sorted(registry.capabilities):
         if capability and msg_type != capability:
             continue
-        add(
-            msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now, live)
-        )
+        add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now, live))
     add("access", _access(cfg, registry, capability))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])

@@ -114,7 +114,7 @@ class Ledger:
         *,
         msg_type: str | None = None,
         digest: str | None = None,
-    ) -> tuple[Ticket | None, bytes | None]:
+    ) -> tuple[Ticket | None, tuple[bytes, ...] | None]:
         """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
         request sent again, answered at ``reply_to``) joins its ticket, whose end
         acknowledges every message that asked for it and replies to every destination.

@@ -333,4 +333,5 @@ __all__ = [
     "start_job_process",
     "self_signed",
     "structure",
+    "toml_text",
 ]

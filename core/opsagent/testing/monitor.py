@@ -117,7 +117,7 @@ class FakeMonitor:
     def command_requests(self) -> list[Request]:
         return self.requests("GET", "/pcs/api/prod-tasks/command/")
 
-    def states(self, operation_id: str) -> list[str]:
+    def states(self, operation_id: str) -> list[Any]:
         """The statuses posted for one operation, in order."""
         with self._lock:
             return [c.body.get("status") for c in self.calls if c.operation_id == operation_id]

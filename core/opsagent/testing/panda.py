@@ -196,7 +196,7 @@ class FakePanda:
 
     def _task_id(self, req: Request) -> int | None:
         try:
-            raw = req.json()["task_id"] if req.method == "POST" else req.arg("task_id")
+            raw: Any = req.json()["task_id"] if req.method == "POST" else req.arg("task_id")
             return int(raw)
         except (KeyError, TypeError, ValueError):
             return None
@@ -305,7 +305,9 @@ class FakePanda:
 
     # -- task commands ------------------------------------------------------------------
 
-    def _command(self, endpoint: str, req: Request) -> tuple[dict[str, Any] | None, Response | None]:
+    def _command(
+        self, endpoint: str, req: Request
+    ) -> tuple[dict[str, Any] | None, Response | None]:
         """The task a command names, or the response that ends it first."""
         if self._user(req) is None:
             return None, self._denied()
@@ -326,8 +328,10 @@ class FakePanda:
 
     def _state_command(self, name: str) -> Callable[[Request], Response]:
         wanted = {"pause": "paused", "resume": "running"}[name]
-        allowed = {"pause": {"running", "ready", "scouting", "registered", "pending"},
-                   "resume": {"paused"}}[name]
+        allowed = {
+            "pause": {"running", "ready", "scouting", "registered", "pending"},
+            "resume": {"paused"},
+        }[name]
 
         def handle(req: Request) -> Response:
             task, answer = self._command(f"task/{name}", req)
@@ -355,8 +359,12 @@ class FakePanda:
         with self._lock:
             if task["status"] not in ("finished", "failed", "exhausted", "aborted", "broken"):
                 return Response.json(
-                    envelope(False, f"jediTaskID={task['jediTaskID']} status={task['status']} "
-                             "is irrelevant for retry", 4)
+                    envelope(
+                        False,
+                        f"jediTaskID={task['jediTaskID']} status={task['status']} "
+                        "is irrelevant for retry",
+                        4,
+                    )
                 )
             task["retries"].append(body.get("new_parameters"))
             task["status"] = "ready"

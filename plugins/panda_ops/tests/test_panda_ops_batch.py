@@ -44,8 +44,9 @@ def test_a_batch_is_paced_one_command_a_second_and_each_item_verified(
     gaps = [b.received - a.received for a, b in zip(sent, sent[1:], strict=False)]
     assert all(g >= 1.0 for g in gaps), gaps
     # The monitor: every item running, the bulk notice, each final state, the summary.
-    seq = [(c.kind, c.operation_id or c.body["dedup_key"], c.body.get("status"))
-           for c in monitor.calls]
+    seq = [
+        (c.kind, c.operation_id or c.body["dedup_key"], c.body.get("status")) for c in monitor.calls
+    ]
     assert seq == [
         ("state", "op-0", "running"),
         ("state", "op-1", "running"),

@@ -31,12 +31,15 @@ BATCH_ID = "9b8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
 def activemq() -> dict[str, str]:
     env = service_env("activemq")
     if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail("ActiveMQ is not accepting connections: run `scripts/services.sh start activemq`")
+        pytest.fail(
+            "ActiveMQ is not accepting connections: run `scripts/services.sh start activemq`"
+        )
     return env
 
 
-def host_config(tmp_path: Path, token: Path, monitor: FakeMonitor, panda: FakePanda,
-                **over: Any) -> dict[str, dict[str, Any]]:
+def host_config(
+    tmp_path: Path, token: Path, monitor: FakeMonitor, panda: FakePanda, **over: Any
+) -> dict[str, dict[str, Any]]:
     secret = tmp_path / "monitor_token"
     secret.write_text(MONITOR_TOKEN + "\n")
     secret.chmod(0o600)
@@ -60,20 +63,33 @@ def host_config(tmp_path: Path, token: Path, monitor: FakeMonitor, panda: FakePa
 
 
 def test_the_web_tiers_pause_becomes_the_legacy_event_and_the_monitor_calls(
-    activemq: dict[str, str], tmp_path: Path, operator_token: Any, monitor: FakeMonitor,
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
     panda: FakePanda,
 ) -> None:
-    host = HostProcess(tmp_path / "run", activemq,
-                       extra=host_config(tmp_path, operator_token.path, monitor, panda),
-                       paths=()).start()
+    host = HostProcess(
+        tmp_path / "run",
+        activemq,
+        extra=host_config(tmp_path, operator_token.path, monitor, panda),
+        paths=(),
+    ).start()
     caller = Caller(activemq, host.queue, host.topic)
     try:
         # The fields the task-operation page publishes (LEGACY.md, handler catalogue).
-        rid = caller.send("panda_task_operation", {
-            "operation": "pause", "task_name": TASK, "jedi_task_id": 41000,
-            "operation_id": OP_ID, "increase": 1, "new_parameters": {},
-            "created_by": "alice",
-        })
+        rid = caller.send(
+            "panda_task_operation",
+            {
+                "operation": "pause",
+                "task_name": TASK,
+                "jedi_task_id": 41000,
+                "operation_id": OP_ID,
+                "increase": 1,
+                "new_parameters": {},
+                "created_by": "alice",
+            },
+        )
         event = caller.wait_event(rid, timeout=30)
         time.sleep(0.5)
         assert caller.events_for(rid) == [event]
@@ -104,20 +120,29 @@ def test_the_web_tiers_pause_becomes_the_legacy_event_and_the_monitor_calls(
 
 
 def test_a_bulk_pause_gives_one_event_per_item_with_the_batch_id(
-    activemq: dict[str, str], tmp_path: Path, operator_token: Any, monitor: FakeMonitor,
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
     panda: FakePanda,
 ) -> None:
     panda.task(41001)["status"] = "finished"  # refused: its event says failed
-    host = HostProcess(tmp_path / "run", activemq,
-                       extra=host_config(tmp_path, operator_token.path, monitor, panda),
-                       paths=()).start()
+    host = HostProcess(
+        tmp_path / "run",
+        activemq,
+        extra=host_config(tmp_path, operator_token.path, monitor, panda),
+        paths=(),
+    ).start()
     caller = Caller(activemq, host.queue, host.topic)
-    items = [{"operation_id": f"op-{i}", "jedi_task_id": str(41000 + i),
-              "task_name": f"t.{41000 + i}"} for i in range(3)]
+    items = [
+        {"operation_id": f"op-{i}", "jedi_task_id": str(41000 + i), "task_name": f"t.{41000 + i}"}
+        for i in range(3)
+    ]
     try:
-        rid = caller.send("panda_task_operations", {
-            "batch_id": BATCH_ID, "operation": "pause", "items": items,
-            "created_by": "alice"})
+        rid = caller.send(
+            "panda_task_operations",
+            {"batch_id": BATCH_ID, "operation": "pause", "items": items, "created_by": "alice"},
+        )
         wait_until("three events", lambda: len(caller.events_for(rid)) >= 3, timeout=40)
         time.sleep(0.5)
         events = caller.events_for(rid)
@@ -132,15 +157,23 @@ def test_a_bulk_pause_gives_one_event_per_item_with_the_batch_id(
         assert e["batch_id"] == BATCH_ID and e["operation"] == "pause"
         assert e["jedi_task_id"] == item["jedi_task_id"] and e["task_name"] == item["task_name"]
     assert [(e["status"], e["ok"], e["accepted"]) for e in events] == [
-        ("verified", True, True), ("failed", False, False), ("verified", True, True)]
+        ("verified", True, True),
+        ("failed", False, False),
+        ("verified", True, True),
+    ]
     assert "irrelevant" in events[1]["error"]
     notices = [n["dedup_key"] for n in monitor.notices]
-    assert notices == [f"panda-task-bulk:{BATCH_ID}:requested",
-                       f"panda-task-bulk:{BATCH_ID}:completed"]
+    assert notices == [
+        f"panda-task-bulk:{BATCH_ID}:requested",
+        f"panda-task-bulk:{BATCH_ID}:completed",
+    ]
 
 
 def test_a_host_stopped_mid_batch_leaves_every_item_exactly_one_event(
-    activemq: dict[str, str], tmp_path: Path, operator_token: Any, monitor: FakeMonitor,
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
     panda: FakePanda,
 ) -> None:
     n = 10  # paced one a second: longer than the host's 5 s drain
@@ -153,9 +186,11 @@ def test_a_host_stopped_mid_batch_leaves_every_item_exactly_one_event(
     items = [{"operation_id": f"op-{i}", "jedi_task_id": 41000 + i} for i in range(n)]
     second = None
     try:
-        rid = caller.send("panda_task_operations",
-                          {"batch_id": BATCH_ID, "operation": "pause", "items": items},
-                          reply=False)
+        rid = caller.send(
+            "panda_task_operations",
+            {"batch_id": BATCH_ID, "operation": "pause", "items": items},
+            reply=False,
+        )
         wait_until("the first command", lambda: panda.requests_to("task/pause"), timeout=30)
         first.signal(signal.SIGTERM)  # drains 5 s, then kills the job and hands it back
         first.wait(30)
@@ -163,8 +198,15 @@ def test_a_host_stopped_mid_batch_leaves_every_item_exactly_one_event(
         assert 0 < sent_by_first < n
         assert caller.events_for(rid) == []
         assert processes_with_env(f"{MARK}={panda.url}") == []
-        second = HostProcess(run, activemq, name="second", queue=first.queue,
-                             topic=first.topic, extra=extra, paths=()).start()
+        second = HostProcess(
+            run,
+            activemq,
+            name="second",
+            queue=first.queue,
+            topic=first.topic,
+            extra=extra,
+            paths=(),
+        ).start()
         wait_until("an event per item", lambda: len(caller.events_for(rid)) >= n, timeout=40)
         time.sleep(1.0)  # a second event for any item would have arrived by now
         events = caller.events_for(rid)
@@ -185,7 +227,10 @@ def test_a_host_stopped_mid_batch_leaves_every_item_exactly_one_event(
 
 
 def test_the_same_operation_twice_at_once_is_refused_as_a_duplicate(
-    activemq: dict[str, str], tmp_path: Path, operator_token: Any, monitor: FakeMonitor,
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
     panda: FakePanda,
 ) -> None:
     panda.failures["task/pause"] = "hang"
@@ -193,8 +238,7 @@ def test_the_same_operation_twice_at_once_is_refused_as_a_duplicate(
     extra["capability.panda_task_operation"]["time_limit"] = 6
     host = HostProcess(tmp_path / "run", activemq, extra=extra, paths=()).start()
     caller = Caller(activemq, host.queue, host.topic)
-    body = {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000,
-            "operation_id": OP_ID}
+    body = {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000, "operation_id": OP_ID}
     try:
         first = caller.send("panda_task_operation", body)
         wait_until("PanDA called", lambda: panda.requests_to("task/pause"), timeout=20)
@@ -213,7 +257,10 @@ def test_the_same_operation_twice_at_once_is_refused_as_a_duplicate(
 
 
 def test_without_the_token_the_request_is_refused_before_anything(
-    activemq: dict[str, str], tmp_path: Path, operator_token: Any, monitor: FakeMonitor,
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
     panda: FakePanda,
 ) -> None:
     extra = host_config(tmp_path, operator_token.path, monitor, panda)
@@ -221,9 +268,10 @@ def test_without_the_token_the_request_is_refused_before_anything(
     host = HostProcess(tmp_path / "run", activemq, extra=extra, paths=()).start()
     caller = Caller(activemq, host.queue, host.topic)
     try:
-        rid = caller.send("panda_task_operation", {
-            "operation": "pause", "task_name": TASK, "jedi_task_id": 41000,
-            "operation_id": OP_ID})
+        rid = caller.send(
+            "panda_task_operation",
+            {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000, "operation_id": OP_ID},
+        )
         refused = caller.wait_reply(lambda r: r.get("request_id") == rid, timeout=10)
     finally:
         caller.close()

@@ -19,7 +19,9 @@ def test_the_installed_entry_point_declares_both_as_legacy_says() -> None:
             "ok": "panda_task_operation_done",
             "error": "panda_task_operation_done",
         }
-        assert cap.event_for("unverified") == cap.event_for("timeout") == "panda_task_operation_done"
+        assert (
+            cap.event_for("unverified") == cap.event_for("timeout") == "panda_task_operation_done"
+        )
         assert cap.action == "panda_task_operation"
         assert cap.time_limit == 150  # 120 for the operation, 30 backstop
         assert cap.credentials == ("panda_oidc_token", "monitor_token")
@@ -34,24 +36,43 @@ def test_dedup_keys_are_legacys() -> None:
     )
     assert OPERATION.key_of(inp) == "panda_op:pause:41000"
     assert OPERATION.echo_of(inp) == {
-        "operation_id": None, "task_name": TASK, "jedi_task_id": "41000", "operation": "pause"}
+        "operation_id": None,
+        "task_name": TASK,
+        "jedi_task_id": "41000",
+        "operation": "pause",
+    }
     same = testing.structure(
         {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000}, OPERATION.input
     )
     assert OPERATION.key_of(same) == OPERATION.key_of(inp)  # int or str: one key
     batch = testing.structure(
-        {"batch_id": "b1", "operation": "resume",
-         "items": [{"operation_id": "o1", "jedi_task_id": 1}]}, BATCH.input)
+        {
+            "batch_id": "b1",
+            "operation": "resume",
+            "items": [{"operation_id": "o1", "jedi_task_id": 1}],
+        },
+        BATCH.input,
+    )
     assert BATCH.key_of(batch) == "panda_bulk:b1"
     assert BATCH.items_of(batch) == [{"operation_id": "o1", "task_name": None, "jedi_task_id": "1"}]
 
 
 def test_the_web_tiers_extra_fields_are_accepted() -> None:
     inp = testing.structure(
-        {"msg_type": "panda_task_operation", "namespace": "prodops", "operation": "retry_failures",
-         "task_name": TASK, "jedi_task_id": 41000, "operation_id": "a-1", "increase": 1,
-         "new_parameters": {"ramCount": 2000}, "created_by": "alice", "sender": "web"},
-        OPERATION.input)
+        {
+            "msg_type": "panda_task_operation",
+            "namespace": "prodops",
+            "operation": "retry_failures",
+            "task_name": TASK,
+            "jedi_task_id": 41000,
+            "operation_id": "a-1",
+            "increase": 1,
+            "new_parameters": {"ramCount": 2000},
+            "created_by": "alice",
+            "sender": "web",
+        },
+        OPERATION.input,
+    )
     assert inp.new_parameters == {"ramCount": 2000}
 
 
@@ -118,6 +139,12 @@ def test_a_hostile_batch_is_refused(items: Any) -> None:
 
 
 def test_a_bulk_retry_is_refused() -> None:
-    why = refused({"batch_id": "b1", "operation": "retry_failures",
-                   "items": [{"operation_id": "o", "jedi_task_id": 1}]}, BATCH.input)
+    why = refused(
+        {
+            "batch_id": "b1",
+            "operation": "retry_failures",
+            "items": [{"operation_id": "o", "jedi_task_id": 1}],
+        },
+        BATCH.input,
+    )
     assert "operation" in why

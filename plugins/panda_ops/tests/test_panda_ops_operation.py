@@ -9,8 +9,15 @@ from typing import Any
 
 from opsagent import testing
 from opsagent.testing import FakeMonitor, FakePanda, Response, processes_with_env
-from opsagent.testing.panda import envelope
-from panda_ops_support import MARK, MONITOR_TOKEN, OPERATION, TASK, make_job, table, token_file_bytes
+from panda_ops_support import (
+    MARK,
+    MONITOR_TOKEN,
+    OPERATION,
+    TASK,
+    make_job,
+    table,
+    token_file_bytes,
+)
 
 OP_ID = "3f1c2a9e-0d4b-4c1e-9a57-6b1f0c2d7e11"
 
@@ -27,8 +34,14 @@ def body(**over: Any) -> dict[str, Any]:
     }
 
 
-def run_op(tmp_path: Path, token: Path | None, monitor: FakeMonitor, panda: FakePanda,
-           time_limit: float = 40.0, **over: Any) -> Any:
+def run_op(
+    tmp_path: Path,
+    token: Path | None,
+    monitor: FakeMonitor,
+    panda: FakePanda,
+    time_limit: float = 40.0,
+    **over: Any,
+) -> Any:
     inp = testing.structure(body(**over), OPERATION.input)
     job = make_job(OPERATION, tmp_path, token, table(monitor, panda), time_limit=time_limit)
     return testing.call_doer(OPERATION, inp, job)
@@ -85,19 +98,30 @@ def test_resume_of_a_paused_task_is_verified(
     panda.task(41000)["status"] = "paused"
     out = run_op(tmp_path, operator_token.path, monitor, panda, operation="resume")
     assert (out.status, out.data["status"], out.data["observed_status"]) == (
-        "ok", "verified", "running")
+        "ok",
+        "verified",
+        "running",
+    )
 
 
 def test_retry_failures_sends_new_parameters_as_json_and_ends_done(
     tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
 ) -> None:
     panda.task(41000)["status"] = "finished"
-    out = run_op(tmp_path, operator_token.path, monitor, panda, operation="retry_failures",
-                 new_parameters={"ramCount": 4000, "site": "BNL_PanDA_1"})
+    out = run_op(
+        tmp_path,
+        operator_token.path,
+        monitor,
+        panda,
+        operation="retry_failures",
+        new_parameters={"ramCount": 4000, "site": "BNL_PanDA_1"},
+    )
     assert out.status == "ok" and out.data["status"] == "done", out
     (retry,) = panda.requests_to("task/retry")
     assert retry.json() == {
-        "task_id": 41000, "new_parameters": {"ramCount": 4000, "site": "BNL_PanDA_1"}}
+        "task_id": 41000,
+        "new_parameters": {"ramCount": 4000, "site": "BNL_PanDA_1"},
+    }
     assert panda.requests_to("task/get_status", "GET") == []  # only pause/resume are read back
     assert monitor.states(OP_ID) == ["running", "accepted"]
 
@@ -105,10 +129,20 @@ def test_retry_failures_sends_new_parameters_as_json_and_ends_done(
 def test_increase_attempts_sends_the_increase(
     tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
 ) -> None:
-    out = run_op(tmp_path, operator_token.path, monitor, panda, operation="increase_attempts",
-                 increase=3, jedi_task_id="41000")
+    out = run_op(
+        tmp_path,
+        operator_token.path,
+        monitor,
+        panda,
+        operation="increase_attempts",
+        increase=3,
+        jedi_task_id="41000",
+    )
     assert out.status == "ok" and out.data["status"] == "done"
-    assert panda.requests_to("task/increase_attempts")[0].json() == {"task_id": 41000, "increase": 3}
+    assert panda.requests_to("task/increase_attempts")[0].json() == {
+        "task_id": 41000,
+        "increase": 3,
+    }
     assert panda.task(41000)["attempts"] == 3
 
 
@@ -181,7 +215,7 @@ def test_a_hostile_status_answer_is_not_taken_as_a_status(
     tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
 ) -> None:
     # The pause is accepted; the read-back answers a "status" that is no status.
-    hostile = envelope(True, "", "paused\n\x1b[2J" + "x" * 500)
+    hostile = {"success": True, "message": "", "data": "paused\n\x1b[2J" + "x" * 500}
     panda.server.route("GET", "/api/v1/task/get_status", Response.json(hostile))
     out = run_op(tmp_path, operator_token.path, monitor, panda)
     assert out.data["status"] == "unverified"

@@ -14,38 +14,64 @@ from opsagent.testing import FakeMonitor, FakePanda, toml_text
 from panda_ops_support import MONITOR_TOKEN, token_file_bytes
 
 
-def selftest(tmp_path: Path, token: Path, monitor_url: str, panda: FakePanda,
-             *args: str) -> dict[tuple[str, str], tuple[str, str]]:
+def selftest(
+    tmp_path: Path, token: Path, monitor_url: str, panda: FakePanda, *args: str
+) -> dict[tuple[str, str], tuple[str, str]]:
     secret = tmp_path / "monitor_token"
     secret.write_text(MONITOR_TOKEN)
     secret.chmod(0o600)
     cfg = tmp_path / "opsagent.toml"
-    cfg.write_text(toml_text({
-        "host": {"cache_dir": str(tmp_path / "cache"), "state_dir": str(tmp_path / "state")},
-        "capabilities": {"allow": ["panda_task_operation"]},
-        "credentials.panda_oidc_token": {"file": str(token)},
-        "credentials.monitor_token": {"file": str(secret)},
-        "capability.panda_task_operation": {"monitor_url": monitor_url,
-                                            "panda_sys": sys.prefix, "monitor_timeout": 2},
-        "capability.panda_task_operation.panda_env": panda.env(),
-    }))
+    cfg.write_text(
+        toml_text(
+            {
+                "host": {
+                    "cache_dir": str(tmp_path / "cache"),
+                    "state_dir": str(tmp_path / "state"),
+                },
+                "capabilities": {"allow": ["panda_task_operation"]},
+                "credentials.panda_oidc_token": {"file": str(token)},
+                "credentials.monitor_token": {"file": str(secret)},
+                "capability.panda_task_operation": {
+                    "monitor_url": monitor_url,
+                    "panda_sys": sys.prefix,
+                    "monitor_timeout": 2,
+                },
+                "capability.panda_task_operation.panda_env": panda.env(),
+            }
+        )
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "opsagent.cli.main", "--config", str(cfg), "selftest",
-         "--capability", "panda_task_operation", "--json", *args],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "opsagent.cli.main",
+            "--config",
+            str(cfg),
+            "selftest",
+            "--capability",
+            "panda_task_operation",
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
     )
     doc = json.loads(done.stdout)
     assert MONITOR_TOKEN not in done.stdout + done.stderr
-    return {(c["subject"], c["check"]): (c["status"], c["detail"]) for c in doc["checks"]
-            if c["subject"] == "panda_task_operation"}
+    return {
+        (c["subject"], c["check"]): (c["status"], c["detail"])
+        for c in doc["checks"]
+        if c["subject"] == "panda_task_operation"
+    }
 
 
 def test_selftest_checks_the_budget_the_token_and_the_monitor_without_calling_panda(
     tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
 ) -> None:
     found = selftest(tmp_path, operator_token.path, monitor.url, panda)
-    assert found[("panda_task_operation", "budget")] == (
-        "ok", "120 s for PanDA within 150 s")
+    assert found[("panda_task_operation", "budget")] == ("ok", "120 s for PanDA within 150 s")
     status, detail = found[("panda_task_operation", "panda token")]
     assert status == "ok" and "PandaToken(" in detail and "expires=" in detail
     assert found[("panda_task_operation", "monitor")][0] == "ok"

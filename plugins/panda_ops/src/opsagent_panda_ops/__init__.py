@@ -18,7 +18,12 @@ import attrs
 from opsagent import Capability, Check, Digits, Job, hookimpl, pattern
 
 from opsagent_panda_ops import checks, task_operation, task_operations
-from opsagent_panda_ops.config import BACKSTOP_SECONDS, OPERATION_SECONDS, PandaConfig, paced_seconds
+from opsagent_panda_ops.config import (
+    BACKSTOP_SECONDS,
+    OPERATION_SECONDS,
+    PandaConfig,
+    paced_seconds,
+)
 
 __all__ = ["OperationInput", "BatchInput", "BatchItem", "PandaConfig", "register_capabilities"]
 __version__ = "0.1.0"
@@ -136,9 +141,7 @@ class BatchInput:
         validator=_items,
         metadata={"description": "the tasks: operation_id, jedi_task_id, task_name each"},
     )
-    created_by: str | None = attrs.field(
-        default=None, validator=pattern(OWNER, "a user name")
-    )
+    created_by: str | None = attrs.field(default=None, validator=pattern(OWNER, "a user name"))
 
 
 EVENTS = {"ok": "panda_task_operation_done", "error": "panda_task_operation_done"}

@@ -18,7 +18,9 @@ MARK = "OPSAGENT-PANDA-CHECK "
 PROBE = f"""
 import json
 from pandaclient import Client
-status, data = Client.get_tasks_detailed_info_since(since=None, filters={{"jediTaskID": "0"}}, n_tasks=1)
+status, data = Client.get_tasks_detailed_info_since(
+    since=None, filters={{"jediTaskID": "0"}}, n_tasks=1
+)
 print({MARK!r} + json.dumps({{"status": status, "ok": isinstance(data, list)}}), flush=True)
 """
 

@@ -118,7 +118,9 @@ def runner_env(job: Job, cfg: PandaConfig, home: Path, config_root: Path) -> dic
     env.update(cfg.panda_env)
     env.update(
         {
-            "PATH": os.path.join(cfg.panda_sys, "bin") + os.pathsep + (job.env.get("PATH") or "/usr/bin:/bin"),
+            "PATH": os.path.join(cfg.panda_sys, "bin")
+            + os.pathsep
+            + (job.env.get("PATH") or "/usr/bin:/bin"),
             "HOME": str(home),
             "PANDA_SYS": cfg.panda_sys,
             "PANDA_AUTH": "oidc",
@@ -335,7 +337,9 @@ def recalled(job: Job, items: Sequence[Item]) -> dict[str, _Seen]:
             try:
                 out[item.key] = _Seen.from_json(raw)
             except (ValueError, KeyError, TypeError):
-                out[item.key] = _Seen(client.Sent(False, "the job's note of this task is unreadable"))
+                out[item.key] = _Seen(
+                    client.Sent(False, "the job's note of this task is unreadable")
+                )
     return out
 
 
