@@ -393,6 +393,7 @@ def section(config: Config, msg_type: str, cls: type | None) -> Any:
 LEGACY_TIME_LIMITS = {
     "fetch_payload_log": "EPICPROD_FETCH_TIMEOUT",
     "submit_task": "EPICPROD_SUBMIT_TIMEOUT",
+    "submit_evgen_task": "EPICPROD_SUBMIT_EVGEN_TIMEOUT",
 }
 
 

@@ -131,6 +131,7 @@ class FakePanda:
         }
         with self._lock:
             self.tasks.append(task)
+            self.next_id = max(self.next_id, task_id + 1)
         return task
 
     def task(self, task_id: int) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 from opsagent import Capability, Check, Digits, Job, hookimpl, pattern
 
-from opsagent_panda_ops import checks, task_operation, task_operations
+from opsagent_panda_ops import checks, evgen, task_operation, task_operations
 from opsagent_panda_ops.config import (
     BACKSTOP_SECONDS,
     OPERATION_SECONDS,
@@ -25,7 +25,14 @@ from opsagent_panda_ops.config import (
     paced_seconds,
 )
 
-__all__ = ["OperationInput", "BatchInput", "BatchItem", "PandaConfig", "register_capabilities"]
+__all__ = [
+    "BatchInput",
+    "BatchItem",
+    "EvgenInput",
+    "OperationInput",
+    "PandaConfig",
+    "register_capabilities",
+]
 __version__ = "0.1.0"
 
 OPERATIONS = ("increase_attempts", "retry_failures", "pause", "resume")
@@ -144,6 +151,26 @@ class BatchInput:
     created_by: str | None = attrs.field(default=None, validator=pattern(OWNER, "a user name"))
 
 
+#: A catalogue task name (as ``submit_task``'s): no ``/``, no blank, no leading dot or dash.
+CATALOGUE_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}"
+
+
+@attrs.frozen
+class EvgenInput:
+    task_name: str = attrs.field(
+        validator=pattern(CATALOGUE_NAME, "a catalogue task name"),
+        metadata={"description": "ProdTask name in the catalogue (PCS)"},
+    )
+    panda_tasks_id: Digits | None = attrs.field(
+        default=None, metadata={"description": "the catalogue's PandaTasks association id"}
+    )
+    owner: str | None = attrs.field(
+        default=None,
+        validator=pattern(OWNER, "a user name"),
+        metadata={"description": "user the submission is recorded for (X-Remote-User)"},
+    )
+
+
 EVENTS = {"ok": "panda_task_operation_done", "error": "panda_task_operation_done"}
 TIME_LIMIT = OPERATION_SECONDS + BACKSTOP_SECONDS
 
@@ -221,6 +248,43 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             ),
         )
     )
+    _register_evgen(register)
+
+
+def _register_evgen(register: Callable[[Capability], None]) -> None:
+    register(
+        Capability(
+            msg_type="submit_evgen_task",
+            input=EvgenInput,
+            doer=evgen.submit,
+            reconcile=evgen.reconcile,
+            events={
+                "ok": "prodtask_submitted",
+                "unrecorded": "prodtask_submit_unrecorded",
+                "error": "prodtask_submit_failed",
+                "timeout": "prodtask_submit_failed",
+            },
+            time_limit=evgen.DEFAULT_TIME_LIMIT,
+            credentials=("panda_oidc_token", "evgen_x509_proxy", "pcs_token"),
+            optional_credentials=("pcs_token",),
+            dedup_key=lambda inp: inp.task_name,
+            # One key space with submit_task: the two never run at once for a task.
+            dedup_space="submit",
+            action="evgen_task_submit",
+            echo=lambda inp: {"task_name": inp.task_name},
+            config=evgen.EvgenConfig,
+            description="Submit a catalogue task's EVGEN spec to PanDA through panda-client "
+            "with the operator's token and the JLab proxy in the sandbox; record its id.",
+            samples=(
+                {
+                    "task_name": "group.EIC.26.06.0.epic_craterlake.p3001.e1.s1.r1",
+                    "panda_tasks_id": 17,
+                    "owner": "wenauseic",
+                    "panda_task_name": "ignored",
+                },
+            ),
+        )
+    )
 
 
 @hookimpl
@@ -231,3 +295,5 @@ def capability_checks(
     ``--live``) the PanDA server."""
     if capability.msg_type in ("panda_task_operation", "panda_task_operations"):
         checks.run_checks(job, register, live)
+    elif capability.msg_type == "submit_evgen_task":
+        checks.run_evgen_checks(job, register, live)

@@ -5,6 +5,7 @@ through panda-client exactly as the jobs make theirs."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import requests
@@ -81,3 +82,47 @@ def _panda(job: Job, cfg: PandaConfig, token: object) -> Check:
             )
     why = "no answer in time" if done.timed_out else f"panda-client exit {done.returncode}"
     return Check.fail("panda (live)", f"{where}: {why}")
+
+
+def run_evgen_checks(job: Job, register: Callable[[Check], None], live: bool) -> None:
+    from opsagent_panda_ops.evgen import EvgenConfig
+
+    cfg: EvgenConfig = job.config if job.config is not None else EvgenConfig()
+    try:
+        cfg.check_time_limit(job.time_limit)
+        register(Check.ok("budget", f"inner budgets within {job.time_limit:g} s"))
+    except ValueError as exc:
+        register(Check.fail("budget", str(exc)))
+    try:
+        token = ops.load_token(job, cfg.submit_timeout + cfg.kill_grace)
+        register(Check.ok("panda token", repr(token)))
+    except JobFailed as exc:
+        register(Check.fail("panda token", exc.reason))
+        token = None
+    if cfg.dispatcher and os.path.isfile(cfg.dispatcher):
+        register(Check.ok("dispatcher", cfg.dispatcher))
+    else:
+        register(Check.fail("dispatcher", f"not configured or missing: {cfg.dispatcher!r}"))
+    register(_pcs(cfg.monitor_url, cfg.pcs_timeout, cfg.ca_bundle))
+    if live and token is not None:
+        pcfg = PandaConfig(
+            monitor_url=cfg.monitor_url,
+            vo=cfg.vo,
+            panda_sys=cfg.panda_sys,
+            panda_env=cfg.panda_env,
+            monitor_timeout=cfg.pcs_timeout,
+        )
+        register(_panda(job, pcfg, token))
+
+
+def _pcs(url: str, timeout: float, ca_bundle: str | None) -> Check:
+    if not url:
+        return Check.fail("catalogue", "monitor_url is not set (nor SWF_MONITOR_HTTP_URL)")
+    probe = url + "/pcs/api/prod-tasks/command/"
+    try:
+        resp = requests.get(probe, timeout=timeout, verify=ca_bundle or True)
+    except requests.RequestException as exc:
+        return Check.fail("catalogue", f"{probe} cannot be reached: {type(exc).__name__}")
+    if resp.status_code >= 500:
+        return Check.fail("catalogue", f"{probe} answered HTTP {resp.status_code}")
+    return Check.ok("catalogue", f"{url} answers (HTTP {resp.status_code})")
