@@ -234,8 +234,10 @@ def test_the_same_operation_twice_at_once_is_refused_as_a_duplicate(
     panda: FakePanda,
 ) -> None:
     panda.failures["task/pause"] = "hang"
-    extra = host_config(tmp_path, operator_token.path, monitor, panda, backstop=2.0)
-    extra["capability.panda_task_operation"]["time_limit"] = 6
+    # A budget of 4 s and a backstop of 4 s: room for the job process to start under load
+    # and to tell the monitor after the budget.
+    extra = host_config(tmp_path, operator_token.path, monitor, panda, backstop=4.0, kill_grace=0.5)
+    extra["capability.panda_task_operation"]["time_limit"] = 8
     host = HostProcess(tmp_path / "run", activemq, extra=extra, paths=()).start()
     caller = Caller(activemq, host.queue, host.topic)
     body = {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000, "operation_id": OP_ID}
@@ -250,7 +252,7 @@ def test_the_same_operation_twice_at_once_is_refused_as_a_duplicate(
         caller.close()
         host.stop()
     assert refused["msg_type"] == "request_rejected" and refused["code"] == "duplicate"
-    # The hung PanDA call ends at the operation's budget (6 - 2 s), panda-client with it.
+    # The hung PanDA call ends at the operation's budget (8 - 4 s), panda-client with it.
     assert event["status"] == "timeout" and event["error"] == "operation timed out after 4s"
     assert gone == []
     assert len(panda.requests_to("task/pause")) == 1

@@ -221,3 +221,16 @@ def test_a_hostile_status_answer_is_not_taken_as_a_status(
     assert out.data["status"] == "unverified"
     assert "observed_status" not in out.data
     assert "\x1b" not in out.reason and len(out.reason) < 1000
+
+
+def test_a_monitor_that_is_down_does_not_change_what_panda_did(
+    tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
+) -> None:
+    monitor.server.route(
+        "POST", "/api/panda/task-operations/<operation_id>/state/", Response.unavailable()
+    )
+    monitor.server.route("POST", "/api/capcom/notices/ingest/", Response.unavailable())
+    out = run_op(tmp_path, operator_token.path, monitor, panda)
+    assert out.status == "ok" and out.data["status"] == "verified"
+    assert len(monitor.server.requests) == 4  # each tried once, none resent
+    assert panda.task(41000)["status"] == "paused"

@@ -104,3 +104,68 @@ def test_selftest_live_asks_panda_with_the_token_and_names_what_fails(
     found = selftest(tmp_path, operator_token.path, monitor.url, panda, "--live")
     status, detail = found[("panda_task_operation", "panda (live)")]
     assert status == "fail" and "refused or failed" in detail
+
+
+def test_selftest_of_submit_evgen_task_checks_its_dispatcher_and_the_catalogue(
+    tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
+) -> None:
+    proxy = tmp_path / "x509up"
+    proxy.write_bytes(b"proxy")
+    proxy.chmod(0o600)
+    cfg = tmp_path / "evgen.toml"
+
+    def run(dispatcher: str, *args: str) -> dict[tuple[str, str], tuple[str, str]]:
+        cfg.write_text(
+            toml_text(
+                {
+                    "host": {
+                        "cache_dir": str(tmp_path / "cache"),
+                        "state_dir": str(tmp_path / "state"),
+                    },
+                    "capabilities": {"allow": ["submit_evgen_task"]},
+                    "credentials.panda_oidc_token": {"file": str(operator_token.path)},
+                    "credentials.evgen_x509_proxy": {"file": str(proxy)},
+                    "capability.submit_evgen_task": {
+                        "monitor_url": monitor.url,
+                        "panda_sys": sys.prefix,
+                        "dispatcher": dispatcher,
+                    },
+                    "capability.submit_evgen_task.panda_env": panda.env(),
+                }
+            )
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "opsagent.cli.main",
+                "--config",
+                str(cfg),
+                "selftest",
+                "--capability",
+                "submit_evgen_task",
+                "--json",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ),
+        )
+        doc = json.loads(done.stdout)
+        return {
+            (c["subject"], c["check"]): (c["status"], c["detail"])
+            for c in doc["checks"]
+            if c["subject"] == "submit_evgen_task"
+        }
+
+    found = run(str(tmp_path / "missing.py"))
+    assert found[("submit_evgen_task", "dispatcher")][0] == "fail"
+    assert found[("submit_evgen_task", "credential evgen_x509_proxy")][0] == "ok"
+    assert found[("submit_evgen_task", "budget")][0] == "ok"
+    assert found[("submit_evgen_task", "catalogue")][0] == "ok"  # it answers (400: no name)
+    dispatcher = tmp_path / "evgen_job_dispatcher.py"
+    dispatcher.write_text("print()\n")
+    found = run(str(dispatcher), "--live")
+    assert found[("submit_evgen_task", "dispatcher")] == ("ok", str(dispatcher))
+    assert found[("submit_evgen_task", "panda (live)")][0] == "ok"
