@@ -169,6 +169,12 @@ class Capability:
     #: ``payload_log_fetch``...); empty: the msg_type.
     action: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
     echo: Callable[[Any], dict[str, Any]] | None = None
+    #: Fields an event of an outcome carries unless the doer's data sets them: a
+    #: ``timeout`` or ``error`` the host itself ended (a killed job, a crash) then still
+    #: has the fields its readers expect, e.g. ``{"timeout": {"status": "timeout"}}``.
+    event_defaults: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, converter=lambda v: {k: dict(x) for k, x in dict(v).items()}
+    )
     items: Callable[[Any], list[dict[str, Any]]] | None = attrs.field(
         default=None, validator=_optional_function
     )

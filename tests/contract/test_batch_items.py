@@ -47,6 +47,7 @@ def declaration(isolation: str = "process") -> Capability:
         input=Batch,
         doer=work,
         events={"ok": "batch_item_done", "error": "batch_item_failed"},
+        event_defaults={"timeout": {"status": "timeout"}, "ok": {"status": "done"}},
         time_limit=1.0,
         extra_time=lambda inp: 0.5 * len(inp.items),
         items=lambda inp: [{"item": it.name} for it in inp.items],
@@ -104,6 +105,7 @@ def test_one_event_per_item_each_with_its_own_outcome(tmp_path: Path) -> None:
         ("batch_item_done", "c", "b1", True),
     ]
     assert events[0]["done"] == "a" and events[1]["error"] == "bad item"
+    assert events[0]["status"] == "done" and "status" not in events[1]
 
 
 def test_a_job_killed_at_its_grown_time_limit_gives_every_item_a_timeout_event(
@@ -120,5 +122,7 @@ def test_a_job_killed_at_its_grown_time_limit_gives_every_item_a_timeout_event(
         h.stop()
     assert [e["item"] for e in events] == ["a", "b", "c", "d"]
     assert {e["outcome"] for e in events} == {"timeout"}
+    # The host ended it: the declared defaults give its events the readers' fields.
+    assert {e["status"] for e in events} == {"timeout"}
     assert "time limit of 3 s" in events[0]["reason"], events[0]  # 1 s + 0.5 s x 4 items
     assert took >= 3.0

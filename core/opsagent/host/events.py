@@ -29,7 +29,12 @@ def job_event(
     ``ok`` and ``error`` (the name ``rucio_snapshot_ready`` readers use) too when the job
     did not succeed (``skipped`` and ``warning`` succeed: ``ok: true``, a ``reason``).
     """
-    body: dict[str, Any] = {"msg_type": cap.event_for(outcome.status), **echo, **outcome.data}
+    body: dict[str, Any] = {
+        "msg_type": cap.event_for(outcome.status),
+        **echo,
+        **cap.event_defaults.get(outcome.status, {}),
+        **outcome.data,
+    }
     body["ok"] = outcome.succeeded
     body["outcome"] = outcome.status
     if outcome.status != "ok":

@@ -282,3 +282,33 @@ def test_without_the_token_the_request_is_refused_before_anything(
     assert "panda_oidc_token" in refused["reason"]
     assert panda.server.requests == [] and monitor.calls == []
     _ = os
+
+
+def test_a_job_the_host_kills_at_its_time_limit_still_says_status_timeout(
+    activemq: dict[str, str],
+    tmp_path: Path,
+    operator_token: Any,
+    monitor: FakeMonitor,
+    panda: FakePanda,
+) -> None:
+    from opsagent.testing import hang
+
+    # The monitor hangs every state POST (2 s each): the job outlives its 4 s limit and the
+    # host kills it -- the event is the host's, with LEGACY's fields all the same.
+    monitor.server.route("POST", "/api/panda/task-operations/<operation_id>/state/", hang)
+    extra = host_config(tmp_path, operator_token.path, monitor, panda, backstop=1.0, kill_grace=0.5)
+    extra["capability.panda_task_operation"]["time_limit"] = 4
+    host = HostProcess(tmp_path / "run", activemq, extra=extra, paths=()).start()
+    caller = Caller(activemq, host.queue, host.topic)
+    try:
+        rid = caller.send(
+            "panda_task_operation",
+            {"operation": "pause", "task_name": TASK, "jedi_task_id": 41000, "operation_id": OP_ID},
+        )
+        event = caller.wait_event(rid, timeout=30)
+    finally:
+        caller.close()
+        host.stop()
+    assert event["outcome"] == "timeout" and "time limit of 4 s" in event["reason"]
+    assert (event["status"], event["accepted"], event["ok"]) == ("timeout", False, False)
+    assert event["operation_id"] == OP_ID and event["jedi_task_id"] == "41000"

@@ -172,6 +172,12 @@ class EvgenInput:
 
 
 EVENTS = {"ok": "panda_task_operation_done", "error": "panda_task_operation_done"}
+#: What an outcome the host made itself (the job killed at its time limit, a crash) says
+#: in LEGACY's fields.
+EVENT_DEFAULTS = {
+    "timeout": {"status": "timeout", "accepted": False},
+    "error": {"status": "failed", "accepted": False},
+}
 TIME_LIMIT = OPERATION_SECONDS + BACKSTOP_SECONDS
 
 
@@ -185,6 +191,7 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             # A command PanDA answered before the job was cut short is not sent again.
             reconcile=task_operation.reconcile,
             events=EVENTS,
+            event_defaults=EVENT_DEFAULTS,
             time_limit=TIME_LIMIT,
             credentials=("panda_oidc_token", "monitor_token"),
             dedup_key=lambda inp: f"{inp.operation}:{inp.jedi_task_id}",
@@ -217,6 +224,7 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             doer=task_operations.operate,
             reconcile=task_operations.reconcile,
             events=EVENTS,
+            event_defaults=EVENT_DEFAULTS,
             time_limit=TIME_LIMIT,
             # One second per item after the first: the pacing PanDA's rate limit needs.
             extra_time=lambda inp: paced_seconds(len(inp.items)),
