@@ -28,7 +28,7 @@ from opsagent_submit_task import token as tokens
 from opsagent_submit_task.catalogue import Catalogue, CatalogueError, record_with_retries
 
 from opsagent_panda_ops import evgen_spec
-from opsagent_panda_ops.config import RESERVED_ENV, _panda_env, _positive, _strip, _url
+from opsagent_panda_ops.config import _panda_env, _positive, _strip, _url
 
 NOTE_ID = "jedi_task_id"
 NOTE_PANDA_NAME = "panda_task_name"
@@ -92,8 +92,6 @@ class EvgenConfig:
     panda_env: dict[str, str] = attrs.field(factory=dict, validator=_panda_env)
     #: The in-job dispatcher shipped in the sandbox (``evgen_job_dispatcher.py``).
     dispatcher: str = ""
-    #: The payload directory shipped as ``payload/`` (optional).
-    payload_dir: str = ""
     pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
     #: Upload and submission together; then panda-client and all it started are killed.
     submit_timeout: float = attrs.field(default=180.0, validator=_positive)
@@ -127,9 +125,6 @@ class EvgenConfig:
     @property
     def python(self) -> str:
         return os.path.join(self.panda_sys, "bin", "python")
-
-
-_ = RESERVED_ENV
 
 
 def _settings(job: Job) -> EvgenConfig:
