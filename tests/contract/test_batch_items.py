@@ -126,3 +126,39 @@ def test_a_job_killed_at_its_grown_time_limit_gives_every_item_a_timeout_event(
     assert {e["status"] for e in events} == {"timeout"}
     assert "time limit of 3 s" in events[0]["reason"], events[0]  # 1 s + 0.5 s x 4 items
     assert took >= 3.0
+
+
+def test_a_batch_sent_again_after_its_end_is_answered_with_every_items_event(
+    tmp_path: Path,
+) -> None:
+    import json
+    import threading
+
+    h = Harness(tmp=tmp_path, modules=[plugin_module("thread")])
+    replies: list[dict[str, Any]] = []
+    got = threading.Condition()
+
+    def on_reply(raw: bytes) -> None:
+        with got:
+            replies.append(json.loads(raw))
+            got.notify_all()
+
+    dest = "/queue/harness.batch.reply"
+    h.broker.subscribe_queue_callback(dest, on_reply)
+    try:
+        rid = h.publish("batch_work", body(["a", "b"]), reply_to=dest)
+        h.join()
+        with got:
+            assert got.wait_for(lambda: len(replies) == 2, 10)
+        # The caller lost the answers and sends the same request again: the journal
+        # answers, one frame per item again, and nothing runs twice.
+        h.publish("batch_work", body(["a", "b"]), reply_to=dest, request_id=rid)
+        h.join()
+        with got:
+            assert got.wait_for(lambda: len(replies) == 4, 10)
+        on_topic = [e for e in h.events if e.get("job_id") == rid]
+    finally:
+        h.stop()
+    assert [r["item"] for r in replies] == ["a", "b", "a", "b"]
+    assert replies[2:] == replies[:2]
+    assert len(on_topic) == 2
