@@ -234,3 +234,33 @@ def test_a_monitor_that_is_down_does_not_change_what_panda_did(
     assert out.status == "ok" and out.data["status"] == "verified"
     assert len(monitor.server.requests) == 4  # each tried once, none resent
     assert panda.task(41000)["status"] == "paused"
+
+
+def test_panda_client_dies_with_a_job_that_is_sigkilled(
+    tmp_path: Path, operator_token: Any, monitor: FakeMonitor, panda: FakePanda
+) -> None:
+    # panda-client runs in a session of its own (its own limit kills all it started), so
+    # a SIGKILL of the job's group misses it: it must die with the job all the same, or
+    # it would go on sending commands nobody notes.
+    from opsagent import Credential
+    from panda_ops_support import wait_until
+
+    panda.failures["task/pause"] = "hang"
+    job = testing.start_job_process(
+        OPERATION,
+        body(),
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+        config=table(monitor, panda),
+        credentials={
+            "panda_oidc_token": Credential("panda_oidc_token", path=operator_token.path),
+            "monitor_token": Credential("monitor_token", value=MONITOR_TOKEN),
+        },
+        time_limit=60,
+    )
+    wait_until("the pause sent", lambda: panda.requests_to("task/pause"), timeout=30)
+    assert processes_with_env(f"{MARK}={panda.url}") != []
+    job.kill9()
+    wait_until(
+        "panda-client gone", lambda: processes_with_env(f"{MARK}={panda.url}") == [], timeout=5
+    )

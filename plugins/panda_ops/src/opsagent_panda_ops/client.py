@@ -46,7 +46,23 @@ CALLS = {
 #: Operations whose effect is read back.
 STATE_CHANGES = frozenset({"pause", "resume"})
 
-RUNNER = f"""
+#: First lines of every program this package runs with panda-client: it dies with the
+#: job that started it (``PR_SET_PDEATHSIG``), even when the job is SIGKILLed -- it runs
+#: in a session of its own, which a kill of the job's process group does not reach.
+#: ``sys.argv[1]`` is the job's pid (the program ends at once if it is already gone).
+PRELUDE = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+"""
+
+RUNNER = (
+    PRELUDE
+    + f"""
 import json, sys, time
 from pandaclient import Client
 
@@ -104,6 +120,7 @@ if op in ("pause", "resume") and sent:
         time.sleep(req["verify_every"])
 say(kind="end")
 """
+)
 
 #: The statuses that confirm a command took effect.
 WANTED = {"pause": ["paused"], "resume": ["running", "ready", "scouting", "pending", "registered"]}

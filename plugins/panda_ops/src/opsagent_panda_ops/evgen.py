@@ -28,6 +28,7 @@ from opsagent_submit_task import token as tokens
 from opsagent_submit_task.catalogue import Catalogue, CatalogueError, record_with_retries
 
 from opsagent_panda_ops import evgen_spec
+from opsagent_panda_ops.client import PRELUDE
 from opsagent_panda_ops.config import _panda_env, _positive, _strip, _url
 
 NOTE_ID = "jedi_task_id"
@@ -37,7 +38,9 @@ DEFAULT_TIME_LIMIT = 300.0
 SETUP_SECONDS = 5.0
 _TASK_ID = re.compile(r"jediTaskID=(\d+)")
 
-RUNNER = f"""
+RUNNER = (
+    PRELUDE
+    + f"""
 import json, os, re, sys, tarfile, uuid
 from pandaclient import Client
 
@@ -73,6 +76,7 @@ say(kind="submitting", task_name=params["taskName"])
 status, out = Client.insertTaskParams(params)
 say(kind="submitted", status=status, output=out)
 """
+)
 
 
 @attrs.frozen
@@ -327,7 +331,7 @@ def submit(inp: Any, job: Job) -> Outcome:
         work = box.mkdir("work")
         left = cfg.submit_timeout - max(0.0, time.monotonic() - started - cfg.pcs_timeout)
         done = run(
-            [cfg.python, "-c", RUNNER],
+            [cfg.python, "-c", RUNNER, str(os.getpid())],
             env=_env(job, cfg, box.path, config_root.path),
             cwd=work.path,
             timeout=max(1.0, min(cfg.submit_timeout, left)),

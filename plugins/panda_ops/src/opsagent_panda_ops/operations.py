@@ -249,7 +249,7 @@ def send(
         )
     with sandbox(job, token) as (home, config_root):
         done = run(
-            [cfg.python, "-c", client.RUNNER],
+            [cfg.python, "-c", client.RUNNER, str(os.getpid())],
             env=runner_env(job, cfg, home, config_root),
             cwd=home,
             timeout=left,
