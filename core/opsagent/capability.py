@@ -150,6 +150,16 @@ class Capability:
     ends the job with ``error`` without running the doer.  Without ``reconcile`` an
     interrupted job simply runs again (the doer is written to be idempotent).
 
+    ``items(inp)`` is for a batch request (many subjects in one message, such as a bulk
+    pause of PanDA tasks): it lists the identifying fields of each item, and the job then
+    ends with one event per item instead of one -- the item's fields added to ``echo``,
+    its outcome taken from :attr:`Outcome.items <opsagent.outcome.Outcome.items>` in the
+    same order, and the job's own outcome for every item the doer did not reach (a time
+    limit, a crash: each item still gets exactly one terminal event).
+    ``extra_time(inp)`` adds seconds to ``time_limit`` for one input (a batch paced one
+    item a second needs longer the more items it has); the host's ``time_limit``
+    override replaces the base and keeps the addition.
+
     ``memory_limit`` caps, in MiB, the address space of each ``process`` job and of the
     programs it starts (``RLIMIT_AS``): beyond it an allocation fails, and a job that does
     not recover ends ``error`` with "ran out of memory".  ``None`` takes the host's
@@ -178,6 +188,18 @@ class Capability:
     #: ``payload_log_fetch``...); empty: the msg_type.
     action: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
     echo: Callable[[Any], dict[str, Any]] | None = None
+    #: Fields an event of an outcome carries unless the doer's data sets them: a
+    #: ``timeout`` or ``error`` the host itself ended (a killed job, a crash) then still
+    #: has the fields its readers expect, e.g. ``{"timeout": {"status": "timeout"}}``.
+    event_defaults: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, converter=lambda v: {k: dict(x) for k, x in dict(v).items()}
+    )
+    items: Callable[[Any], list[dict[str, Any]]] | None = attrs.field(
+        default=None, validator=_optional_function
+    )
+    extra_time: Callable[[Any], float] | None = attrs.field(
+        default=None, validator=_optional_function
+    )
     reconcile: Callable[..., Outcome | None] | None = attrs.field(
         default=None, validator=_optional_function
     )
@@ -254,3 +276,13 @@ class Capability:
 
     def echo_of(self, inp: Any) -> dict[str, Any]:
         return dict(self.echo(inp)) if self.echo is not None else {}
+
+    def items_of(self, inp: Any) -> list[dict[str, Any]] | None:
+        """The identifying fields of each item of a batch input, or ``None`` (one event)."""
+        return None if self.items is None else [dict(item) for item in self.items(inp)]
+
+    def time_limit_for(self, inp: Any) -> float:
+        """The time limit of the job of ``inp``: ``time_limit`` plus ``extra_time(inp)``."""
+        if self.extra_time is None or inp is None:
+            return self.time_limit
+        return self.time_limit + max(0.0, float(self.extra_time(inp)))

@@ -30,11 +30,15 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
 
 
 @hookspec
-def capability_checks(capability: Capability, job: Job, register: Callable[[Check], None]) -> None:
+def capability_checks(
+    capability: Capability, job: Job, register: Callable[[Check], None], live: bool
+) -> None:
     """Called by ``opsagent selftest`` for each capability of this plugin module only.
 
     ``job`` is what the doer would get (configuration, credentials, environment);
     call ``register(Check.ok/warn/fail(name, detail))`` for each of the capability's own
-    checks (its service reachable, say).  Nothing is returned; an exception is reported
-    as a failed check.
+    checks (its service reachable, say).  ``live`` is true under ``selftest --live``:
+    then a check may also call the production service the capability acts on (PanDA),
+    which a plain selftest leaves alone.  An implementation may leave ``live`` out of
+    its parameters.  Nothing is returned; an exception is reported as a failed check.
     """

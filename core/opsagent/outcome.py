@@ -17,6 +17,10 @@ STATUSES = frozenset({"ok", "error", "timeout", "unrecorded", "skipped", "warnin
 SUCCESSES = frozenset({"ok", "skipped", "warning"})
 
 
+def _items(value: Any) -> tuple[Outcome, ...]:
+    return tuple(value)
+
+
 class JobFailed(Exception):
     """Raised by a doer to end its job with outcome ``error`` and a reason a person can act on.
 
@@ -37,6 +41,9 @@ class Outcome:
     status: str = attrs.field(validator=attrs.validators.in_(STATUSES))
     reason: str | None = None
     data: dict[str, Any] = attrs.field(factory=dict)
+    #: One outcome per item of a batch input, in the order of ``Capability.items``
+    #: (see there); an item past the end gets this outcome.
+    items: tuple[Outcome, ...] = attrs.field(default=(), converter=_items)
 
     @classmethod
     def ok(cls, **data: Any) -> Outcome:
@@ -71,9 +78,22 @@ class Outcome:
         """``ok``, ``skipped`` or ``warning``: the event says ``ok: true``."""
         return self.status in SUCCESSES
 
+    def with_items(self, items: list[Outcome] | tuple[Outcome, ...]) -> Outcome:
+        """This outcome, for a batch whose items ended with ``items``."""
+        return attrs.evolve(self, items=tuple(items))
+
+    def item(self, index: int) -> Outcome:
+        """The outcome of item ``index`` of a batch: its own, or this one when the doer
+        did not reach it."""
+        return self.items[index] if index < len(self.items) else attrs.evolve(self, items=())
+
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "data": self.data}
+        out: dict[str, Any] = {"status": self.status, "reason": self.reason, "data": self.data}
+        if self.items:
+            out["items"] = [item.to_json() for item in self.items]
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Outcome:
-        return cls(obj["status"], obj.get("reason"), dict(obj.get("data") or {}))
+        items = tuple(cls.from_json(item) for item in obj.get("items") or ())
+        return cls(obj["status"], obj.get("reason"), dict(obj.get("data") or {}), items)

@@ -402,15 +402,17 @@ def cmd_do(args: argparse.Namespace) -> int:
     else:
         outcome = _do_in_process(factory, cap, inp, job_id, cfg, redactor.scrub)
     outcome = redactor.outcome(outcome)
-    body = events.job_event(
+    bodies = events.job_events(
         cap,
         outcome,
         cap.echo_of(inp),
+        inp,
         job_id=job_id,
         sender=cfg.host.instance,
         namespace=cfg.host.namespace,
     )
-    print(json.dumps(body, indent=2))
+    for body in bodies:
+        print(json.dumps(body, indent=2))
     return EXIT_STATUS.get(outcome.status, 1)
 
 
@@ -422,19 +424,20 @@ def _do_in_thread(factory: jobs.JobFactory, cap: Any, inp: Any, job_id: str) -> 
     from opsagent.isolation import execute, proc
     from opsagent.outcome import Outcome
 
-    job = factory.job(cap.msg_type, job_id)
+    limit = cap.time_limit_for(inp)
+    job = factory.job(cap.msg_type, job_id, time_limit=limit)
     done: list[Outcome] = []
     worker = threading.Thread(
         target=lambda: done.append(execute.call(cap, inp, job)), name="do", daemon=True
     )
     worker.start()
-    worker.join(cap.time_limit + cap.backstop)
+    worker.join(limit + cap.backstop)
     if done:
         return done[0]
     # Programs the doer started in sessions of their own go now; the thread, with the
     # process.
     proc.kill_live_groups()
-    return Outcome.timeout(jobs.timed_out(cap, thread=True))
+    return Outcome.timeout(jobs.timed_out(cap, thread=True, limit=limit))
 
 
 def _do_in_process(
@@ -461,13 +464,13 @@ def _do_in_process(
             [sys.executable, "-m", "opsagent.isolation.child"],
             env=factory.process_env(cap.msg_type, job_id),
             cwd=tmp,
-            timeout=cap.time_limit + cap.backstop,
+            timeout=cap.time_limit_for(inp) + cap.backstop,
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
             stdin_data=json.dumps(spec).encode(),
             on_line=lambda line: print(scrub(line), file=sys.stderr, flush=True),
         )
-        return process_outcome(done, cap, job_id, result)
+        return process_outcome(done, cap, job_id, result, cap.time_limit_for(inp))
 
 
 def cmd_new(args: argparse.Namespace) -> int:

@@ -243,14 +243,22 @@ def _declared_checks(cap: Capability, job: Job) -> list[Check]:
     ]
 
 
-def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[Check]:
+def _own_checks(
+    cap: Capability, registry: plugins.Registry, job: Job, live: bool = False
+) -> list[Check]:
     plugin = registry.plugin_of(cap)
     if registry.pm is None or plugin is None:
         return []
     out: list[Check] = []
     try:
         plugins.call_one(
-            registry.pm, "capability_checks", plugin, capability=cap, job=job, register=out.append
+            registry.pm,
+            "capability_checks",
+            plugin,
+            capability=cap,
+            job=job,
+            register=out.append,
+            live=live,
         )
     except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
         out.append(
@@ -263,7 +271,11 @@ def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[C
 
 
 def check_capability(
-    cap: Capability, cfg: configuration.Config, registry: plugins.Registry, now: float
+    cap: Capability,
+    cfg: configuration.Config,
+    registry: plugins.Registry,
+    now: float,
+    live: bool = False,
 ) -> list[Check]:
     """Every check of one capability (with this host's overrides applied)."""
     try:
@@ -289,7 +301,7 @@ def check_capability(
     out += _programs(cap, dict(job.env))
     if declaration.status == "fail":
         return out
-    return out + _declared_checks(cap, job) + _own_checks(cap, registry, job)
+    return out + _declared_checks(cap, job) + _own_checks(cap, registry, job, live)
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -571,7 +583,7 @@ def run(
     for msg_type in sorted(registry.capabilities):
         if capability and msg_type != capability:
             continue
-        add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
+        add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now, live))
     add("access", _access(cfg, registry, capability))
     for name in sorted(cfg.renewal) if not capability else ():
         add(f"renewal {name}", _renewal(cfg, name, live=live, now=now))

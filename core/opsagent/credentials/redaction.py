@@ -246,9 +246,14 @@ class Redactor:
         """The outcome with secrets scrubbed from its reason and data."""
         reason = self.scrub(outcome.reason) if outcome.reason else outcome.reason
         data = self.scrub_data(outcome.data)
-        if reason == outcome.reason and data is outcome.data:
+        items = tuple(self.outcome(item) for item in outcome.items)
+        if (
+            reason == outcome.reason
+            and data is outcome.data
+            and all(a is b for a, b in zip(items, outcome.items, strict=True))
+        ):
             return outcome
-        return Outcome(outcome.status, reason, data)
+        return Outcome(outcome.status, reason, data, items)
 
     def install(self) -> None:
         """Scrub every loguru record of this process from now on."""

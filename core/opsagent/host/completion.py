@@ -54,7 +54,7 @@ class Completion:
         self.namespace = namespace
         self.outcomes: dict[str, int] = {}
         self._cv = threading.Condition()
-        self._waiting: list[tuple[Ticket, Outcome, bytes]] = []
+        self._waiting: list[tuple[Ticket, Outcome, tuple[bytes, ...]]] = []
         #: Ends published (or not: the flag) whose record failed: retried every
         #: RETRY_S until the journal takes them, their messages unacknowledged meanwhile.
         self._unrecorded: list[tuple[Ticket, Outcome, bool]] = []
@@ -125,7 +125,7 @@ class Completion:
             return False
         self._unrecorded = []
         logger.info("{} job end(s) recorded after the journal refused them", len(ends))
-        self._acknowledge([(t, o, b"") for t, o, published in ends if published])
+        self._acknowledge([(t, o, ()) for t, o, published in ends if published])
         for ticket, _o, published in ends:
             if not published:
                 self.ledger.release(ticket)
@@ -137,29 +137,40 @@ class Completion:
         return events.encode(body) if outcome is None else self.encode_event(body, outcome)
 
     def send(
-        self, body: dict[str, Any], reply_to: str | None, outcome: Outcome | None = None
+        self,
+        body: dict[str, Any] | list[dict[str, Any]],
+        reply_to: str | None,
+        outcome: Outcome | None = None,
     ) -> None:
-        """Publish ``body`` on the event topic and, when given, to ``reply_to``; a job's
-        event (``outcome`` given) within the size cap (:meth:`encode_event`)."""
-        raw = self._encode(body, outcome)
-        self.transport.send(self.topic, raw)
-        if reply_to:
-            self.transport.send(reply_to, raw)
+        """Publish ``body`` (or each of a batch job's bodies) on the event topic and, when
+        given, to ``reply_to``; a job's event (``outcome`` given) within the size cap
+        (:meth:`encode_event`)."""
+        for one in body if isinstance(body, list) else [body]:
+            raw = self._encode(one, outcome)
+            self.transport.send(self.topic, raw)
+            if reply_to:
+                self.transport.send(reply_to, raw)
 
-    def reply_raw(self, raw: bytes, reply_to: str) -> None:
-        self.transport.send(reply_to, raw)
+    def reply_raw(self, raw: tuple[bytes, ...], reply_to: str) -> None:
+        for frame in raw:
+            self.transport.send(reply_to, frame)
 
     def reply(
-        self, body: dict[str, Any], reply_to: str | None, outcome: Outcome | None = None
+        self,
+        body: dict[str, Any] | list[dict[str, Any]],
+        reply_to: str | None,
+        outcome: Outcome | None = None,
     ) -> None:
         if reply_to:
-            self.transport.send(reply_to, self._encode(body, outcome))
+            for one in body if isinstance(body, list) else [body]:
+                self.transport.send(reply_to, self._encode(one, outcome))
 
-    def event_of(self, ticket: Ticket, outcome: Outcome) -> dict[str, Any]:
-        return events.job_event(
+    def events_of(self, ticket: Ticket, outcome: Outcome) -> list[dict[str, Any]]:
+        return events.job_events(
             ticket.cap,
             outcome,
             ticket.echo,
+            ticket.inp,
             job_id=ticket.job_id,
             sender=self.sender,
             namespace=self.namespace,
@@ -216,7 +227,10 @@ class Completion:
                     duration,
                     outcome.reason,
                 )
-            raw = self.encode_event(self.event_of(ticket, outcome), outcome)
+            # One frame per event: a batch job has one per item (Capability.items).
+            raw = tuple(
+                self.encode_event(body, outcome) for body in self.events_of(ticket, outcome)
+            )
             ticket.answer = raw
         except BaseException:
             self.ledger.release(ticket)
@@ -229,7 +243,7 @@ class Completion:
             return
         self._write([(ticket, outcome, raw)])
 
-    def _write(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
+    def _write(self, batch: list[tuple[Ticket, Outcome, tuple[bytes, ...]]]) -> None:
         """Publish, record, acknowledge ``batch``; its tickets leave the ledger after,
         unless the journal refuses the record: then they wait, unacknowledged, for
         :meth:`_record_again` (only on the completion thread)."""
@@ -242,8 +256,10 @@ class Completion:
                 # Before the event goes out: a caller that sends the same work again once
                 # it has the event must not find the key still held.
                 self.ledger.free_key(ticket)
-                messages.append((self.topic, raw))
-                messages.extend((dest, raw) for dest in self.ledger.destinations(ticket))
+                destinations = self.ledger.destinations(ticket)
+                for frame in raw:
+                    messages.append((self.topic, frame))
+                    messages.extend((dest, frame) for dest in destinations)
             try:
                 self.transport.send_many(messages)
                 published = True
@@ -274,7 +290,7 @@ class Completion:
                 for ticket, _o, _raw in batch:
                     self.ledger.release(ticket)
 
-    def _acknowledge(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
+    def _acknowledge(self, batch: list[tuple[Ticket, Outcome, tuple[bytes, ...]]]) -> None:
         """Take recorded ends' tickets out of the ledger, then acknowledge every message
         that asked for them: a copy arriving before the release has joined its ticket
         (:meth:`Ledger.rejoin`) and is acknowledged here; one arriving after is answered
@@ -301,7 +317,7 @@ class Completion:
     def publish_and_ack(
         self,
         job_id: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | list[dict[str, Any]],
         reply_to: str | None,
         delivery: Delivery,
         outcome: Outcome | None = None,

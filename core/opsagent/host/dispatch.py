@@ -391,6 +391,7 @@ class Dispatcher:
             return
         outcome = entry.outcome
         job = outcome  # a job's event is held to the size cap; a rejection is small
+        body: dict[str, Any] | list[dict[str, Any]]
         if outcome is not None and "rejected" in outcome.data:
             job = None
             body = events.rejection(
@@ -404,10 +405,11 @@ class Dispatcher:
                 echo=cap.echo_of(inp),
             )
         else:
-            body = events.job_event(
+            body = events.job_events(
                 cap,
                 outcome,
                 cap.echo_of(inp),
+                inp,
                 job_id=entry.id,
                 sender=self.completion.sender,
                 namespace=self.namespace,

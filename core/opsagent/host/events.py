@@ -29,7 +29,12 @@ def job_event(
     ``ok`` and ``error`` (the name ``rucio_snapshot_ready`` readers use) too when the job
     did not succeed (``skipped`` and ``warning`` succeed: ``ok: true``, a ``reason``).
     """
-    body: dict[str, Any] = {"msg_type": cap.event_for(outcome.status), **echo, **outcome.data}
+    body: dict[str, Any] = {
+        "msg_type": cap.event_for(outcome.status),
+        **echo,
+        **cap.event_defaults.get(outcome.status, {}),
+        **outcome.data,
+    }
     body["ok"] = outcome.succeeded
     body["outcome"] = outcome.status
     if outcome.status != "ok":
@@ -42,6 +47,34 @@ def job_event(
     body["sender"] = sender
     body["namespace"] = namespace
     return body
+
+
+def job_events(
+    cap: Capability,
+    outcome: Outcome,
+    echo: dict[str, Any],
+    inp: Any,
+    *,
+    job_id: str,
+    sender: str,
+    namespace: str,
+) -> list[dict[str, Any]]:
+    """The terminal events of a job: one (:func:`job_event`), or one per item of a batch
+    input (``Capability.items``), each with the item's fields and its own outcome."""
+    items = cap.items_of(inp) if inp is not None else None
+    if items is None:
+        return [job_event(cap, outcome, echo, job_id=job_id, sender=sender, namespace=namespace)]
+    return [
+        job_event(
+            cap,
+            outcome.item(i),
+            {**echo, **item},
+            job_id=job_id,
+            sender=sender,
+            namespace=namespace,
+        )
+        for i, item in enumerate(items)
+    ]
 
 
 def rejection(

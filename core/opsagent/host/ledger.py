@@ -59,7 +59,7 @@ class Ticket:
     #: from a new connection): each gets the end's reply too.
     also_reply_to: list[str] = attrs.Factory(list)
     #: The end's event as published, once the job has ended.
-    answer: bytes | None = None
+    answer: tuple[bytes, ...] | None = None
     #: The end's replies have been taken for sending (:meth:`Ledger.destinations`): a
     #: copy joining after that is answered by whoever joins it.
     replied: bool = False
@@ -114,7 +114,7 @@ class Ledger:
         *,
         msg_type: str | None = None,
         digest: str | None = None,
-    ) -> tuple[Ticket | None, bytes | None]:
+    ) -> tuple[Ticket | None, tuple[bytes, ...] | None]:
         """If ``job_id`` is here, ``delivery`` (the same message redelivered, or the same
         request sent again, answered at ``reply_to``) joins its ticket, whose end
         acknowledges every message that asked for it and replies to every destination.

@@ -68,15 +68,17 @@ def availability(caps: Mapping[str, Capability], cfg: configuration.Config) -> c
     )
 
 
-def timed_out(cap: Capability, *, thread: bool) -> str:
-    """The reason of a job that overran its time limit."""
+def timed_out(cap: Capability, *, thread: bool, limit: float | None = None) -> str:
+    """The reason of a job that overran its time limit (``limit``: the job's own, when
+    its input added to the declared one)."""
+    limit = cap.time_limit if limit is None else limit
     if thread:
         return (
-            f"{cap.msg_type} did not finish within its time limit of {cap.time_limit:g} s "
+            f"{cap.msg_type} did not finish within its time limit of {limit:g} s "
             f"(thread job; its result will be discarded)"
         )
     return (
-        f"{cap.msg_type} did not finish within its time limit of {cap.time_limit:g} s; "
+        f"{cap.msg_type} did not finish within its time limit of {limit:g} s; "
         f"its process group was killed"
     )
 
@@ -201,13 +203,15 @@ class JobFactory:
         attempt: int = 1,
         interrupted: bool = False,
         notes: Notes | None = None,
+        time_limit: float | None = None,
     ) -> Job:
-        """The job of ``msg_type`` that runs in this process."""
+        """The job of ``msg_type`` that runs in this process (``time_limit``: the job's
+        own, when its input adds to the declared one)."""
         return Job(
             id=job_id,
             msg_type=msg_type,
             cache_dir=self.cache_dir,
-            time_limit=self.time_limit(msg_type),
+            time_limit=self.time_limit(msg_type) if time_limit is None else time_limit,
             config=self.config(msg_type),
             credentials=self.credentials_of(msg_type),
             env=self.env(msg_type),
@@ -248,7 +252,7 @@ class JobFactory:
             "input": inp if isinstance(inp, Mapping) else unstructure(inp),
             "job_id": job_id,
             "cache_dir": str(self.cache_dir),
-            "time_limit": cap.time_limit,
+            "time_limit": cap.time_limit if isinstance(inp, Mapping) else cap.time_limit_for(inp),
             "config": self.tables.get(msg_type, {}),
             "journal": str(journal) if journal else None,
             "attempt": attempt,

@@ -238,6 +238,7 @@ class Workers:
             attempt=ticket.attempt,
             interrupted=ticket.interrupted,
             notes=self.journal,
+            time_limit=ticket.cap.time_limit_for(ticket.inp),
         )
         return execute.call(ticket.cap, ticket.inp, job)
 
@@ -267,7 +268,7 @@ class Workers:
         finally:
             for pid in pids:
                 self.groups.remove(pid)
-        return process_outcome(done, cap, ticket.job_id, result)
+        return process_outcome(done, cap, ticket.job_id, result, cap.time_limit_for(ticket.inp))
 
     def _spawn_job(
         self,
@@ -282,7 +283,7 @@ class Workers:
                 spec,
                 env=env,
                 workdir=self.results_dir,
-                timeout=cap.time_limit + cap.backstop,
+                timeout=cap.time_limit_for(ticket.inp) + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 cancel=ticket.cancel,
@@ -293,7 +294,7 @@ class Workers:
                 [sys.executable, "-m", "opsagent.isolation.child"],
                 env=env,
                 cwd=str(self.state_dir),
-                timeout=cap.time_limit + cap.backstop,
+                timeout=cap.time_limit_for(ticket.inp) + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 stdin_data=json.dumps(spec).encode(),
@@ -311,12 +312,14 @@ class Workers:
                 cap.isolation == "thread"
                 and ticket.started_at is not None
                 and not ticket.ended
-                and now - ticket.started_at > cap.time_limit + cap.backstop
+                and now - ticket.started_at > cap.time_limit_for(ticket.inp) + cap.backstop
             ):
                 self.lanes[cap.msg_type].retire_current_of(ticket)
                 self._finish(
                     ticket,
-                    Outcome.timeout(timed_out(cap, thread=True)),
+                    Outcome.timeout(
+                        timed_out(cap, thread=True, limit=cap.time_limit_for(ticket.inp))
+                    ),
                 )
 
     def stop(self) -> None:
@@ -325,7 +328,7 @@ class Workers:
 
 
 def process_outcome(
-    done: proc.Completed, cap: Capability, job_id: str, result: Path
+    done: proc.Completed, cap: Capability, job_id: str, result: Path, limit: float | None = None
 ) -> Outcome | None:
     """The outcome of a job process (None: cancelled, to be handed back), from the
     result file it wrote, or from how it ended; the result file is removed."""
@@ -336,7 +339,7 @@ def process_outcome(
         if done.cancelled:
             return None
         if done.timed_out:
-            return Outcome.timeout(timed_out(cap, thread=False))
+            return Outcome.timeout(timed_out(cap, thread=False, limit=limit))
         try:
             return Outcome.from_json(json.loads(result.read_text()))
         except (OSError, ValueError, KeyError):

@@ -17,7 +17,9 @@ in a process of its own as the host does (its notes in a real journal,
 :func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
 loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``; :class:`FakeMattermost`,
 Mattermost's incoming webhooks), and
-:func:`processes_with_env` to check that a killed job left no process behind.
+:func:`processes_with_env` to check that a killed job left no process behind; faithful
+fakes of the PanDA server (:class:`FakePanda`) and of the monitor with its catalogue
+(:class:`FakeMonitor`, alias :class:`FakeCatalogue`).
 
 With ``opsagent`` itself, this is all a capability's tests need: the host's other
 modules are internal and may change.
@@ -46,7 +48,7 @@ from opsagent.job import MemoryNotes, Notes
 from opsagent.schema import InputError, json_schema, structure
 from opsagent.testing.certs import Certificate, self_signed
 from opsagent.testing.credentials import FakeCredentials
-from opsagent.testing.http import FakeServer, Request, Response, hang
+from opsagent.testing.http import FakeServer, Request, Response, drop, hang
 from opsagent.testing.jobs import (
     JobProcess,
     call_doer,
@@ -59,6 +61,8 @@ from opsagent.testing.jobs import (
     start_job_process,
 )
 from opsagent.testing.mattermost import FakeMattermost
+from opsagent.testing.monitor import FakeCatalogue, FakeMonitor
+from opsagent.testing.panda import FakePanda
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -306,8 +310,11 @@ def processes_with_env(text: str) -> list[int]:
 __all__ = [
     "Certificate",
     "ConfigError",
+    "FakeCatalogue",
     "FakeCredentials",
     "FakeMattermost",
+    "FakeMonitor",
+    "FakePanda",
     "FakeServer",
     "Harness",
     "InputError",
@@ -319,6 +326,7 @@ __all__ = [
     "call_doer",
     "config_from_table",
     "declared",
+    "drop",
     "hang",
     "host_overrides",
     "installed",
@@ -333,4 +341,5 @@ __all__ = [
     "start_job_process",
     "self_signed",
     "structure",
+    "toml_text",
 ]

@@ -30,6 +30,7 @@ An unrouted request gets ``404`` with a JSON ``detail``; a handler that raises g
 ``500`` with the exception in ``detail`` (and the exception is kept in ``errors`` so a
 test can fail on it).  :func:`hang` blocks until the server closes, which is how a test
 makes a client hit its own timeout; closing the server releases every hung handler.
+:func:`drop` closes the connection without an answer (a transport error).
 """
 
 from __future__ import annotations
@@ -139,6 +140,15 @@ def hang(_request: Request) -> Response:
 
 
 class _Hang(Exception):
+    pass
+
+
+def drop(_request: Request) -> Response:
+    """A handler that closes the connection without answering: a transport error."""
+    raise _Drop
+
+
+class _Drop(Exception):
     pass
 
 
@@ -317,6 +327,9 @@ class FakeServer:
                 response = _as_response(found[0](request))
             except _Hang:
                 self._closing.wait(HANG_LIMIT)
+                h.close_connection = True
+                return
+            except _Drop:
                 h.close_connection = True
                 return
             except Exception as exc:  # noqa: BLE001 - reported to the client and kept

@@ -25,9 +25,7 @@ class TokenVerifier:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.leeway = leeway
-        config = requests.get(
-            f"{self.issuer}/.well-known/openid-configuration", timeout=10
-        ).json()
+        config = requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10).json()
         self._keys = jwt.PyJWKClient(config["jwks_uri"], cache_keys=True)
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -43,8 +41,11 @@ class TokenVerifier:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
-                options={"verify_aud": self.audience is not None, "verify_iat": False,
-                         "require": ["exp"]},
+                options={
+                    "verify_aud": self.audience is not None,
+                    "verify_iat": False,
+                    "require": ["exp"],
+                },
             )
         except jwt.ExpiredSignatureError:
             raise TokenRejected("token expired") from None

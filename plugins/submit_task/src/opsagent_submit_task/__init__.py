@@ -62,6 +62,9 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             # From the monitor's own host X-Remote-User is enough to record a submission.
             optional_credentials=("pcs_token",),
             dedup_key=lambda inp: inp.task_name,
+            # One key space with submit_evgen_task: the two never run at once for a task.
+            dedup_space="submit",
+            action="task_submit",
             echo=lambda inp: {"task_name": inp.task_name},
             config=SubmitConfig,
             programs=("prun",),

@@ -7,6 +7,9 @@
   ``text/plain``.
 - ``POST /pcs/api/prod-tasks/record-submission/?name=<name>`` with JSON
   ``{"jedi_task_id": <int>}`` -- idempotent for the same id, 409 for another one.
+- For ``submit_evgen_task``: ``GET .../command/?name=&fmt=evgen[&panda_tasks_id=]`` (the
+  EVGEN spec, JSON) and ``POST .../record-submission-failure/?name=`` with
+  ``{"panda_tasks_id", "reason"}``.
 
 Requests carry ``X-Remote-User: <owner>`` (trusted by the monitor from localhost only)
 and, when the ``pcs_token`` credential is configured, ``Authorization: Token <token>``.
@@ -15,6 +18,7 @@ Neither ever appears in a reason or a log line.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +30,8 @@ from opsagent import retried
 
 #: The longest command text accepted (a prun line is a few hundred bytes).
 MAX_COMMAND_BYTES = 64 * 1024
+#: The longest EVGEN spec accepted (its manifest has a row per job).
+MAX_SPEC_BYTES = 16 * 1024 * 1024
 _DETAIL_CHARS = 300
 
 
@@ -147,15 +153,55 @@ class Catalogue:
         except (LookupError, UnicodeDecodeError):
             raise CatalogueError(f"{what}: the text is not valid {charset}") from None
 
-    def record(self, task_name: str, jedi_task_id: int) -> None:
-        """Record the submission once; :class:`CatalogueError` says whether to retry."""
+    def evgen_spec(self, task_name: str, panda_tasks_id: str | None = None) -> Any:
+        """The task's EVGEN submission spec (``fmt=evgen``, JSON), parsed, unchecked."""
+        what = f"fetching the EVGEN spec of {task_name}"
+        params = {"name": task_name, "fmt": "evgen"}
+        if panda_tasks_id:
+            params["panda_tasks_id"] = panda_tasks_id
+        resp = self._call("GET", "/pcs/api/prod-tasks/command/", what, params=params, stream=True)
+        with resp:
+            if resp.status_code != 200:
+                raise CatalogueError(
+                    f"{what}: HTTP {resp.status_code}: {_detail(resp)}",
+                    status=resp.status_code,
+                    retry=resp.status_code >= 500,
+                )
+            body = b""
+            for chunk in resp.iter_content(65536):
+                body += chunk
+                if len(body) > MAX_SPEC_BYTES:
+                    raise CatalogueError(f"{what}: longer than {MAX_SPEC_BYTES} bytes")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise CatalogueError(f"{what}: the answer is not JSON") from None
+
+    def record_failure(self, task_name: str, panda_tasks_id: str, reason: str) -> None:
+        """Tell the catalogue a submission failed before PanDA gave an id."""
+        what = f"recording the failed submission of {task_name}"
+        resp = self._call(
+            "POST",
+            "/pcs/api/prod-tasks/record-submission-failure/",
+            what,
+            params={"name": task_name},
+            json={"panda_tasks_id": panda_tasks_id, "reason": reason[:2000]},
+        )
+        if resp.status_code not in (200, 201):
+            raise CatalogueError(f"{what}: HTTP {resp.status_code}: {_detail(resp)}")
+
+    def record(
+        self, task_name: str, jedi_task_id: int, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Record the submission once; :class:`CatalogueError` says whether to retry.
+        ``extra``: more fields of the body (``panda_tasks_id``, ``panda_task_name``...)."""
         what = f"recording jediTaskID {jedi_task_id} for {task_name}"
         resp = self._call(
             "POST",
             "/pcs/api/prod-tasks/record-submission/",
             what,
             params={"name": task_name},
-            json={"jedi_task_id": jedi_task_id},
+            json={"jedi_task_id": jedi_task_id, **(extra or {})},
         )
         if resp.status_code == 200:
             return
