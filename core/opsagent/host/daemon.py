@@ -331,7 +331,7 @@ class Host:
             namespace=host.namespace,
             require_namespace=host.require_namespace,
             max_body=host.max_body_bytes,
-            control=Control(self.instance, self.pid, self.request_shutdown),
+            control=Control(self.instance, self.pid, self.request_shutdown, status=self.job_status),
             # One mapping, kept current by the credential checks in the main loop.
             unavailable=self.availability.unavailable,
             access=self.access,
@@ -379,7 +379,40 @@ class Host:
         else:
             self.journal.commit_for(ticket.job_id)
 
-    # -- Control (health_ping, shutdown) ---------------------------------------------
+    # -- Control (health_ping, shutdown, request_status) ------------------------------
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """What the journal records of ``job_id`` (``request_status``): its state and, once
+        it finished, the terminal event the host published (rebuilt from the record)."""
+        from opsagent.host import events
+        from opsagent.schema import InputError, structure
+
+        entry = self.journal.get(job_id)
+        if entry is None:
+            return {"job_id": job_id, "state": "unknown"}
+        out: dict[str, Any] = {
+            "job_id": job_id,
+            "state": entry.state,
+            "request": entry.msg_type,
+            "attempts": entry.attempts,
+        }
+        cap = self.registry.get(entry.msg_type)
+        if entry.state != "finished" or entry.outcome is None or cap is None:
+            return out
+        try:
+            echo = cap.echo_of(structure(entry.body, cap.input))
+        except InputError:
+            echo = {}
+        out["event"] = events.recorded(
+            cap,
+            self.redactor.outcome(entry.outcome),
+            echo,
+            job_id=job_id,
+            request_id=job_id,
+            sender=self.instance,
+            namespace=self.cfg.host.namespace,
+        )
+        return out
 
     def request_shutdown(self, reason: str) -> None:
         logger.warning("shutdown requested: {}", reason)

@@ -74,3 +74,31 @@ def rejection(
     if request_id is not None:
         body["request_id"] = request_id
     return body
+
+
+def recorded(
+    cap: Capability,
+    outcome: Outcome,
+    echo: dict[str, Any],
+    *,
+    job_id: str,
+    request_id: str | None,
+    sender: str,
+    namespace: str,
+    request: str | None = None,
+) -> dict[str, Any]:
+    """What the host published at the end of a job its journal records as finished: the
+    rejection when the request was refused (its outcome carries the ``rejected`` code),
+    else the job event."""
+    if "rejected" in outcome.data:
+        return rejection(
+            request or cap.msg_type,
+            outcome.reason or "",
+            [],
+            sender=sender,
+            namespace=namespace,
+            request_id=request_id,
+            code=outcome.data["rejected"],
+            echo=echo,
+        )
+    return job_event(cap, outcome, echo, job_id=job_id, sender=sender, namespace=namespace)
