@@ -242,7 +242,7 @@ def test_a_capability_allow_users_does_not_open_to_the_mcp_user_is_refused_by_th
 def test_a_job_that_times_out_on_the_host_is_an_error_result(connect):
     async def scenario() -> Any:
         async with connect() as client:
-            return await client.call_tool("test_sleep_thread", {"seconds": 5})
+            return await client.call_tool("test_sleep_thread", {"seconds": 1.5})
 
     result = run(scenario())
     assert result.is_error

@@ -68,7 +68,7 @@ class Assistant:
         self.link = link
         self.answers = answers
         self.settings = settings
-        #: The msg_type of each request this server sent.
+        #: The msg_type of each request this server sent (the last ``answers.limit``).
         self.sent: dict[str, str] = {}
 
     def tool_list(self) -> list[types.Tool]:
@@ -153,6 +153,8 @@ class Assistant:
                 }
             )
         self.sent[request_id] = cap.msg_type
+        if len(self.sent) > self.answers.limit:
+            del self.sent[next(iter(self.sent))]
         logger.info("sent {} request {}", cap.msg_type, request_id)
         answer = await self._wait(ctx, cap, request_id)
         if answer is None:

@@ -76,7 +76,7 @@ def _redactor(args: argparse.Namespace) -> Any:
     except configuration.ConfigError:
         cfg = configuration.Config()
     redactor = Redactor(creds.secrets_of(cfg.credentials))
-    redactor.learn(cfg.broker.password, os.environ.get("SWF_API_TOKEN"))
+    redactor.learn(cfg.broker.password, cfg.mcp.broker_password, os.environ.get("SWF_API_TOKEN"))
     redactor.install()
     return redactor
 

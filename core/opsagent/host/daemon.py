@@ -211,7 +211,7 @@ class Host:
         """Before anything is logged: every secret the configuration can reach."""
         cfg = self.cfg
         redactor = Redactor(creds.secrets_of(cfg.credentials))
-        redactor.learn(cfg.broker.password)
+        redactor.learn(cfg.broker.password, cfg.mcp.broker_password)
         self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
         redactor.learn(self.monitor_token)
         redactor.install()
