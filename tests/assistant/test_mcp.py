@@ -447,3 +447,29 @@ def test_the_mcp_process_holds_no_credential_and_talks_only_to_the_broker(world)
     finally:
         server.stop()
     assert SECRET not in server.log() and web_password not in server.log()
+
+
+def test_the_documented_configuration_offers_the_bundled_capabilities(broker):
+    """contrib/mcp-dev.toml (docs/mcp.md) beside `make run`, and the page's client snippets."""
+    page = (ROOT / "docs" / "mcp.md").read_text()
+    snippets = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", page, re.S)]
+    assert [list(s["mcpServers"]) for s in snippets] == [["opsagent"], ["opsagent"]]
+    assert snippets[0]["mcpServers"]["opsagent"]["args"][-1] == "mcp"
+    config = (ROOT / "contrib" / "mcp-dev.toml").read_text()
+    shown = re.search(r"```toml\n(.*?)```", page, re.S).group(1)
+    shown_lines = {line.split("#")[0].strip() for line in shown.splitlines()}
+    lines = [line for line in config.splitlines() if line and not line.startswith("#")]
+    assert [line for line in lines if line not in shown_lines] == []
+    here = f"{broker['ACTIVEMQ_HOST']}:{broker['ACTIVEMQ_PORT']}"
+    path = Path(tempfile.mkdtemp()) / "mcp-dev.toml"
+    path.write_text(config.replace("127.0.0.1:61613", here))
+
+    async def scenario() -> list[str]:
+        params = StdioServerParameters(command=sys.executable, env={"PATH": os.environ["PATH"]},
+                                       args=["-m", "opsagent.cli.main", "--config", str(path),
+                                             "mcp"])
+        async with Client(params) as client:
+            return [t.name for t in (await client.list_tools()).tools]
+
+    assert run(scenario()) == ["fetch_payload_log", "rucio_snapshot_update", "submit_task",
+                               "opsagent_request_status"]

@@ -235,9 +235,13 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     :mod:`opsagent.assistant.environment`); it reads no credential."""
     import asyncio
 
+    from opsagent.assistant import environment
+
+    # First of all: nothing is read or imported with the environment it was started with.
+    password = environment.restart_clean(args.argv)
     import attrs
 
-    from opsagent.assistant import environment, tools
+    from opsagent.assistant import tools
 
     try:
         from opsagent.assistant import server
@@ -249,7 +253,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    password = environment.restart_clean(args.argv)
     try:
         cfg = _config(args)
     except configuration.ConfigError as exc:
