@@ -9,6 +9,7 @@ to its own user, so a ``test_noop`` call is refused by ``allow_users``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -131,27 +133,83 @@ def http_server(world: dict) -> Iterator[HttpServer]:
     server.stop()
 
 
+def stdio_params(world: dict, wait_seconds: float) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "opsagent.cli.main", "--config",
+              str(mcp_config(world, wait_seconds=wait_seconds)), "mcp"],
+        env=base_env(),
+    )
+
+
+class Held:
+    """An SDK client kept open across the module's tests, on an event loop of its own (a
+    server started once instead of once per test); its calls are made from any loop."""
+
+    def __init__(self, server: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        async def hold() -> None:
+            try:
+                async with Client(server) as client:
+                    self.client, self.stopping = client, asyncio.Event()
+                    ready.set_result(None)
+                    await self.stopping.wait()
+            except BaseException as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                raise
+
+        self.held = asyncio.run_coroutine_threadsafe(hold(), self.loop)
+        ready.result(60)
+
+    async def _on_loop(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def list_tools(self) -> Any:
+        return await self._on_loop(self.client.list_tools())
+
+    async def call_tool(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._on_loop(self.client.call_tool(*args, **kwargs))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        with contextlib.suppress(Exception):
+            self.held.result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def held_stdio(world: dict) -> Iterator[Held]:
+    held = Held(stdio_params(world, 20))
+    yield held
+    held.close()
+
+
+@pytest.fixture(scope="module")
+def held_http(http_server: HttpServer) -> Iterator[Held]:
+    held = Held(http_server.url)
+    yield held
+    held.close()
+
+
 @pytest.fixture(params=["stdio", "http"])
 def connect(request: pytest.FixtureRequest, world: dict):
-    """``connect(wait_seconds=...)``: an async context manager giving an SDK client."""
+    """``connect(wait_seconds=...)``: an async context manager giving an SDK client: the
+    module's own for the default wait, else a server started for the test."""
 
     @contextlib.asynccontextmanager
-    async def make(wait_seconds: float = 20) -> AsyncIterator[Client]:
-        if request.param == "stdio":
-            params = StdioServerParameters(
-                command=sys.executable,
-                args=["-m", "opsagent.cli.main", "--config",
-                      str(mcp_config(world, wait_seconds=wait_seconds)), "mcp"],
-                env=base_env(),
-            )
-            async with Client(params) as client:
+    async def make(wait_seconds: float = 20) -> AsyncIterator[Any]:
+        if wait_seconds == 20:
+            yield request.getfixturevalue(f"held_{request.param}")
+        elif request.param == "stdio":
+            async with Client(stdio_params(world, wait_seconds)) as client:
                 yield client
         else:
-            if wait_seconds == 20:
-                server = request.getfixturevalue("http_server")
-                async with Client(server.url) as client:
-                    yield client
-                return
             server = HttpServer(mcp_config(world, wait_seconds=wait_seconds), base_env())
             try:
                 async with Client(server.url) as client:
@@ -166,13 +224,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
-def schema_printed(msg_type: str) -> dict[str, Any]:
-    out = subprocess.run([*OPSAGENT, "schema", msg_type], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(SITECAPS)}, check=True)
-    return json.loads(out.stdout)
+@pytest.fixture(scope="module")
+def printed_schemas() -> dict[str, dict[str, Any]]:
+    """What ``opsagent schema`` prints for each exposed capability."""
+    env = {**os.environ, "PYTHONPATH": str(SITECAPS)}
+    procs = {m: subprocess.Popen([*OPSAGENT, "schema", m], stdout=subprocess.PIPE, env=env)
+             for m in EXPOSED}
+    return {m: json.loads(p.communicate(timeout=60)[0]) for m, p in procs.items()}
 
 
-def test_tools_are_the_exposed_capabilities_with_the_schemas_opsagent_schema_prints(connect):
+def test_tools_are_the_exposed_capabilities_with_the_schemas_opsagent_schema_prints(
+        connect, printed_schemas):
     async def scenario() -> list[Any]:
         async with connect() as client:
             return (await client.list_tools()).tools
@@ -180,7 +242,7 @@ def test_tools_are_the_exposed_capabilities_with_the_schemas_opsagent_schema_pri
     tools = {t.name: t for t in run(scenario())}
     assert sorted(tools) == sorted([*EXPOSED, "opsagent_request_status"])
     for name in EXPOSED:
-        assert tools[name].input_schema == schema_printed(name)
+        assert tools[name].input_schema == printed_schemas[name]
         assert tools[name].description == name  # the test capabilities declare none
         event = tools[name].output_schema["anyOf"][0]
         assert event["properties"]["request"] == {"const": name}

@@ -32,6 +32,8 @@ ENV_ALLOW = (
     "OPSAGENT_MCP_BROKER_USER",
     "ACTIVEMQ_HOST",
     "ACTIVEMQ_PORT",
+    # Not a secret: lets `opsagent mcp` refuse to log in as the host's user.
+    "ACTIVEMQ_USER",
     "ACTIVEMQ_USE_SSL",
     "ACTIVEMQ_SSL_CA_CERTS",
     "EPICPROD_OPS_QUEUE",

@@ -244,16 +244,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     from opsagent.assistant import tools
 
     try:
-        from opsagent.assistant import server
-        from opsagent.assistant.link import Answers, Link
-    except ImportError as exc:
-        print(
-            f"opsagent mcp: the MCP SDK is not installed ({exc}); install it with "
-            f"`pip install 'opsagent[mcp]'`",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    try:
         cfg = _config(args)
     except configuration.ConfigError as exc:
         print(f"opsagent mcp: configuration error: {exc}", file=sys.stderr)
@@ -279,6 +269,16 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         caps = tools.exposed(_registry(args).capabilities, mcp.expose)
     except tools.ExposeError as exc:
         print(f"opsagent mcp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        from opsagent.assistant import server
+        from opsagent.assistant.link import Answers, Link
+    except ImportError as exc:
+        print(
+            f"opsagent mcp: the MCP SDK is not installed ({exc}); install it with "
+            f"`pip install 'opsagent[mcp]'`",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     # Where the broker is, from [broker]; who this server is, from [mcp] only.
     broker = attrs.evolve(
