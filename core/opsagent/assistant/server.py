@@ -184,7 +184,7 @@ class Assistant:
             await ctx.session.report_progress(
                 waited,
                 cap.time_limit,
-                f"{cap.msg_type} request {request_id}: waiting for its end, {waited:.0f} s "
+                f"{cap.msg_type} request {request_id}: waiting for its end, {waited:.1f} s "
                 f"(time limit {cap.time_limit:g} s)",
             )
         return None
