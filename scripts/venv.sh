@@ -15,7 +15,7 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 # dev too: the tests bake the capability template and build the documentation; bench: the
-# plots `make bench` draws.
-args=(-e ".[test,dev,bench]")
+# plots `make bench` draws; mcp: `opsagent mcp` and its tests.
+args=(-e ".[test,dev,bench,mcp]")
 for p in "$@"; do args+=(-e "$p"); done
 "$venv/bin/python" -m pip install -q "${args[@]}"

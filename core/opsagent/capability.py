@@ -21,7 +21,7 @@ Isolation = Literal["process", "thread"]
 _MSG_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _NAME = r"^([a-z][a-z0-9_]{0,63})?$"
 _CREDENTIAL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-CONTROL_TYPES = frozenset({"health_ping", "shutdown"})
+CONTROL_TYPES = frozenset({"health_ping", "shutdown", "request_status"})
 
 
 class DeclarationError(ValueError):

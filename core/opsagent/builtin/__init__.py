@@ -10,7 +10,7 @@ from opsagent.builtin.prune import PruneConfig, PruneInput, prune_cache
 from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
 from opsagent.host.control import Control
-from opsagent.host.envelope import REPLY_TO_PATTERN
+from opsagent.host.envelope import REPLY_TO_PATTERN, REQUEST_ID_PATTERN
 from opsagent.job import Job
 from opsagent.outcome import Outcome
 from opsagent.schema import pattern
@@ -19,6 +19,11 @@ from opsagent.schema import pattern
 @attrs.frozen
 class PingInput:
     reply_to: str = attrs.field(validator=pattern(REPLY_TO_PATTERN, "a destination"))
+
+
+@attrs.frozen
+class StatusInput:
+    job_id: str = attrs.field(validator=pattern(REQUEST_ID_PATTERN, "a request_id"))
 
 
 @attrs.frozen
@@ -36,6 +41,10 @@ def _control(job: Job) -> Control:
 def ping(_inp: PingInput, job: Job) -> Outcome:
     control = _control(job)
     return Outcome.ok(agent=control.instance, pid=control.pid)
+
+
+def request_status(inp: StatusInput, job: Job) -> Outcome:
+    return Outcome.ok(**_control(job).status(inp.job_id))
 
 
 def shutdown(inp: ShutdownInput, job: Job) -> Outcome:
@@ -68,6 +77,20 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             time_limit=1,
             description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
             samples=({},),
+        )
+    )
+    register(
+        Capability(
+            msg_type="request_status",
+            input=StatusInput,
+            doer=request_status,
+            control=True,
+            events={"ok": "request_status", "error": "request_status"},
+            time_limit=1,
+            description="Where the job of request job_id stands, from the host's journal: "
+            "state unknown, accepted, running or finished, and once finished the terminal "
+            "event the host published (what opsagent mcp's opsagent_request_status asks).",
+            samples=({"job_id": "a1b2c3"},),
         )
     )
     register(

@@ -137,6 +137,15 @@ class Client:
             ):
                 return answer
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._conn.is_connected())
+
+    def reconnect(self, tries: int = 1) -> None:
+        """Connect again, to the same reply queue (answers sent meanwhile wait there)."""
+        self.close()
+        self._conn = self._connect(tries)
+
     def close(self) -> None:
         try:
             self._conn.disconnect()

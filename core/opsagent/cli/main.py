@@ -78,6 +78,7 @@ def _redactor(args: argparse.Namespace) -> Any:
     redactor = Redactor(creds.secrets_of(cfg.credentials))
     redactor.learn(
         cfg.broker.password,
+        cfg.mcp.broker_password,
         *(os.environ.get(v) for v in ("SWF_API_TOKEN", "SWFMON_TOKEN", "SWF_MONITOR_TOKEN")),
     )
     redactor.install()
@@ -226,7 +227,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from opsagent.schema import json_schema
+    from opsagent.assistant.tools import input_schema
 
     cap = _registry(args).get(args.msg_type)
     if cap is None:
@@ -234,11 +235,83 @@ def cmd_schema(args: argparse.Namespace) -> int:
             f"opsagent: no capability {args.msg_type!r} (see `opsagent plugins`)", file=sys.stderr
         )
         return 1
-    schema = json_schema(cap.input, title=cap.msg_type)
-    schema["properties"] = {"msg_type": {"const": cap.msg_type}, **schema["properties"]}
-    if cap.description:
-        schema["description"] = cap.description
-    print(json.dumps(schema, indent=2))
+    print(json.dumps(input_schema(cap), indent=2))
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP server: started again with a clean environment first (see
+    :mod:`opsagent.assistant.environment`); it reads no credential."""
+    import asyncio
+
+    from opsagent.assistant import environment
+
+    # First of all: nothing is read or imported with the environment it was started with.
+    password = environment.restart_clean(args.argv)
+    import attrs
+
+    from opsagent.assistant import tools
+
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError as exc:
+        print(f"opsagent mcp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    mcp = cfg.mcp
+    if not mcp.broker_user:
+        print(
+            "opsagent mcp: configuration error: no broker user of its own; set [mcp] "
+            "broker_user and broker_password (or OPSAGENT_MCP_BROKER_USER and "
+            "OPSAGENT_MCP_BROKER_PASSWORD) -- never the host's",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if mcp.broker_user == cfg.broker.user:
+        print(
+            f"opsagent mcp: configuration error: [mcp] broker_user {mcp.broker_user!r} is the "
+            f"host's own broker user; give the MCP server a user of its own, so that "
+            f"allow_users decides what an assistant may call",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        caps = tools.exposed(_registry(args).capabilities, mcp.expose)
+    except tools.ExposeError as exc:
+        print(f"opsagent mcp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        from opsagent.assistant import server
+        from opsagent.assistant.link import Answers, Link
+    except ImportError as exc:
+        print(
+            f"opsagent mcp: the MCP SDK is not installed ({exc}); install it with "
+            f"`pip install 'opsagent[mcp]'`",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    # Where the broker is, from [broker]; who this server is, from [mcp] only.
+    broker = attrs.evolve(
+        cfg.broker, user=mcp.broker_user, password=password or mcp.broker_password
+    )
+    settings = server.Settings(cfg.host.namespace, mcp.wait_seconds, mcp.progress_seconds)
+    address, port = mcp.http_address, mcp.http_port if args.port is None else args.port
+    del cfg, password
+    answers = Answers()
+    try:
+        link = Link(broker, answers)
+    except ConnectionError as exc:
+        print(f"opsagent mcp: {exc}", file=sys.stderr)
+        return 75
+    assistant = server.Assistant(caps, link, answers, settings)
+    try:
+        if args.http:
+            asyncio.run(server.serve_http(assistant, address, port))
+        else:
+            asyncio.run(server.serve_stdio(assistant))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        link.close()
     return 0
 
 
@@ -571,6 +644,14 @@ def parser() -> argparse.ArgumentParser:
         "exit status 75 only when every try failed",
     )
     se.set_defaults(func=cmd_send)
+    mc = sub.add_parser(
+        "mcp",
+        help="an MCP server offering the capabilities of [mcp] expose as tools "
+        "(stdio; --http: streamable HTTP); it holds no credential",
+    )
+    mc.add_argument("--http", action="store_true", help="streamable HTTP at /mcp, not stdio")
+    mc.add_argument("--port", type=int, help="for --http (default: [mcp] http_port; 0: any)")
+    mc.set_defaults(func=cmd_mcp)
     pi = sub.add_parser("ping", help="health_ping round trip; prints the latency")
     pi.add_argument("--timeout", type=float, default=10.0)
     pi.add_argument("--tries", type=int, default=3)
@@ -617,6 +698,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return int(args.func(args))
 
 

@@ -401,6 +401,52 @@ def _unique_rules(_self: Any, _attr: Any, rules: list[NotifyRule]) -> None:
 
 
 @attrs.frozen
+class McpConfig:
+    """``[mcp]``: what ``opsagent mcp`` offers an assistant, and who it is on the broker.
+
+    The MCP server holds no capability credential: it logs in to the broker as a user of
+    its own (``allow_users`` of each capability decides what it may really call), never
+    as the host's ``[broker] user``.
+    """
+
+    #: The capabilities offered as MCP tools (msg_types); none by default.  Control
+    #: capabilities (``health_ping``, ``shutdown``, ``request_status``) never are.
+    expose: list[str] = attrs.Factory(list)
+    #: The MCP server's own broker user: never the host's ``[broker] user``.
+    broker_user: str | None = attrs.Factory(
+        lambda: os.environ.get("OPSAGENT_MCP_BROKER_USER") or None
+    )
+    #: Its password; from the environment, it is handed to the MCP process through a
+    #: pipe and kept out of that process's environment.
+    broker_password: str | None = attrs.field(
+        factory=lambda: os.environ.get("OPSAGENT_MCP_BROKER_PASSWORD") or None, repr=False
+    )
+    #: How long a tool call waits for its job's end before answering "still running"
+    #: (``opsagent_request_status`` tells the rest).
+    wait_seconds: float = 50.0
+    #: How often a waiting tool call reports progress.
+    progress_seconds: float = 5.0
+    #: ``--http``: where the streamable HTTP endpoint listens (``/mcp``), loopback only.
+    http_address: str = "127.0.0.1"
+    #: 0 picks a free port (printed at start-up).
+    http_port: int = 8765
+
+    def __attrs_post_init__(self) -> None:
+        if not self.wait_seconds > 0:
+            raise ValueError(f"mcp.wait_seconds: expected > 0, got {self.wait_seconds}")
+        if not self.progress_seconds > 0:
+            raise ValueError(f"mcp.progress_seconds: expected > 0, got {self.progress_seconds}")
+        if not _loopback(self.http_address):
+            raise ValueError(
+                f"mcp.http_address: {self.http_address!r} is not a loopback address; the "
+                f"endpoint has no authentication of its own -- put an authenticating proxy "
+                f"in front of it for a shared assistant"
+            )
+        if not 0 <= self.http_port <= 65535:
+            raise ValueError(f"mcp.http_port: expected 0-65535, got {self.http_port}")
+
+
+@attrs.frozen
 class Config:
     host: HostConfig = attrs.Factory(HostConfig)
     broker: BrokerConfig = attrs.Factory(BrokerConfig)
@@ -408,6 +454,7 @@ class Config:
     monitor: MonitorConfig = attrs.Factory(MonitorConfig)
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
+    mcp: McpConfig = attrs.Factory(McpConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
     notify: list[NotifyRule] = attrs.field(factory=list, validator=_unique_rules)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)

@@ -231,7 +231,7 @@ class Host:
         """Before anything is logged: every secret the configuration can reach."""
         cfg = self.cfg
         redactor = Redactor(creds.secrets_of(cfg.credentials))
-        redactor.learn(cfg.broker.password)
+        redactor.learn(cfg.broker.password, cfg.mcp.broker_password)
         self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
         redactor.learn(self.monitor_token)
         self.notify_urls = observers.notify_urls(cfg)
@@ -359,7 +359,7 @@ class Host:
             namespace=host.namespace,
             require_namespace=host.require_namespace,
             max_body=host.max_body_bytes,
-            control=Control(self.instance, self.pid, self.request_shutdown),
+            control=Control(self.instance, self.pid, self.request_shutdown, status=self.job_status),
             # One mapping, kept current by the credential checks in the main loop.
             unavailable=self.availability.unavailable,
             access=self.access,
@@ -407,7 +407,44 @@ class Host:
         else:
             self.journal.commit_for(ticket.job_id)
 
-    # -- Control (health_ping, shutdown) ---------------------------------------------
+    # -- Control (health_ping, shutdown, request_status) ------------------------------
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """What the journal records of ``job_id`` (``request_status``): its state and, once
+        it finished, the terminal event the host published (rebuilt from the record)."""
+        from opsagent.host import events
+        from opsagent.schema import InputError, structure
+
+        entry = self.journal.get(job_id)
+        if entry is None:
+            return {"job_id": job_id, "state": "unknown"}
+        out: dict[str, Any] = {
+            "job_id": job_id,
+            "state": entry.state,
+            "request": entry.msg_type,
+            "attempts": entry.attempts,
+        }
+        cap = self.registry.get(entry.msg_type)
+        if entry.state != "finished" or entry.outcome is None or cap is None:
+            return out
+        inp = None
+        try:
+            inp = structure(entry.body, cap.input)
+            echo = cap.echo_of(inp)
+        except InputError:
+            echo = {}
+        # A batch's events, one per item, are a list.
+        out["event"] = events.recorded(
+            cap,
+            self.redactor.outcome(entry.outcome),
+            echo,
+            job_id=job_id,
+            request_id=job_id,
+            sender=self.instance,
+            namespace=self.cfg.host.namespace,
+            inp=inp,
+        )
+        return out
 
     def request_shutdown(self, reason: str) -> None:
         logger.warning("shutdown requested: {}", reason)

@@ -390,30 +390,19 @@ class Dispatcher:
             self.transport.ack(delivery)
             return
         outcome = entry.outcome
-        job = outcome  # a job's event is held to the size cap; a rejection is small
-        body: dict[str, Any] | list[dict[str, Any]]
-        if outcome is not None and "rejected" in outcome.data:
-            job = None
-            body = events.rejection(
-                env.msg_type,
-                outcome.reason or "",
-                [],
-                sender=self.completion.sender,
-                namespace=self.namespace,
-                request_id=env.request_id,
-                code=outcome.data["rejected"],
-                echo=cap.echo_of(inp),
-            )
-        else:
-            body = events.job_events(
-                cap,
-                outcome,
-                cap.echo_of(inp),
-                inp,
-                job_id=entry.id,
-                sender=self.completion.sender,
-                namespace=self.namespace,
-            )
+        body = events.recorded(
+            cap,
+            outcome,
+            cap.echo_of(inp),
+            job_id=entry.id,
+            request_id=env.request_id,
+            sender=self.completion.sender,
+            namespace=self.namespace,
+            request=env.msg_type,
+            inp=inp,
+        )
+        # A job's event is held to the size cap; a rejection is small.
+        job = None if "rejected" in outcome.data else outcome
         if entry.published:
             # The same request sent again after its end (a caller's retry that lost the
             # answer): the recorded outcome to its reply_to only; the topic had it.

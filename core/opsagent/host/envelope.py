@@ -23,7 +23,9 @@ MAX_DEPTH = 32
 MAX_INT_DIGITS = 40
 #: Longest number literal with a fraction or an exponent; a double needs 17 digits.
 MAX_FLOAT_CHARS = 64
-_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+#: A caller's ``request_id`` (the job's id): never a ``/``, which the host's own records use.
+REQUEST_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 #: A destination the host may reply to: ``/queue/`` or ``/topic/`` (docs/wire.md) and one
 #: plain name.  Not an empty name (ActiveMQ drops the connection that sends to it, and
 #: with it the frames written after: other jobs' events), not a composite (``a,b``: the

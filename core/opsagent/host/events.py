@@ -107,3 +107,34 @@ def rejection(
     if request_id is not None:
         body["request_id"] = request_id
     return body
+
+
+def recorded(
+    cap: Capability,
+    outcome: Outcome,
+    echo: dict[str, Any],
+    *,
+    job_id: str,
+    request_id: str | None,
+    sender: str,
+    namespace: str,
+    request: str | None = None,
+    inp: Any = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """What the host published at the end of a job its journal records as finished: the
+    rejection when the request was refused (its outcome carries the ``rejected`` code),
+    else the job event -- or, for a batch input (``Capability.items``), its list of one
+    event per item."""
+    if "rejected" in outcome.data:
+        return rejection(
+            request or cap.msg_type,
+            outcome.reason or "",
+            [],
+            sender=sender,
+            namespace=namespace,
+            request_id=request_id,
+            code=outcome.data["rejected"],
+            echo=echo,
+        )
+    bodies = job_events(cap, outcome, echo, inp, job_id=job_id, sender=sender, namespace=namespace)
+    return bodies[0] if inp is None or cap.items_of(inp) is None else bodies

@@ -216,11 +216,16 @@ def test_a_host_stopped_mid_batch_leaves_every_item_exactly_one_event(
             second.stop()
         first.stop()
     assert sorted(e["operation_id"] for e in events) == sorted(f"op-{i}" for i in range(n))
-    statuses = [e["status"] for e in events]
-    # The first host's answers are kept (noted), the rest were never sent: timeout.
+    status_of = {e["operation_id"]: e["status"] for e in events}
+    statuses = [status_of[f"op-{i}"] for i in range(n)]
+    # The first host's answers are kept (noted), the rest were never sent: timeout.  The
+    # one command in flight when the job was killed (PanDA got it, its answer was never
+    # noted) may end either way, but once.
     assert len(panda.requests_to("task/pause")) == sent_by_first  # nothing sent twice
-    assert statuses.count("timeout") == n - sent_by_first, statuses
-    assert all(s in ("verified", "unverified") for s in statuses[:sent_by_first]), statuses
+    assert statuses[sent_by_first:] == ["timeout"] * (n - sent_by_first), statuses
+    last = sent_by_first - 1
+    assert all(s in ("verified", "unverified") for s in statuses[:last]), statuses
+    assert statuses[last] in ("verified", "unverified", "timeout"), statuses
     for i in range(n):
         assert monitor.states(f"op-{i}")[0] == "running"
         assert monitor.states(f"op-{i}")[-1] == statuses[i]
