@@ -388,7 +388,9 @@ def test_full_local_queue_rejects_as_busy_and_keeps_answering_pings(host_factory
     # test_sleep: concurrency 1, queue limit 5 -> 1 running + 5 queued; the rest are busy.
     # The first is running before the others are sent: otherwise how many fit depends on
     # when the worker takes it off the queue.
-    rids = [caller.send("test_sleep", {"seconds": 1.5, "key": "b0"})]
+    # (1 s of its 2 s limit: with 1.5 s it ran out of time on a loaded machine, its
+    # process started late, and the test failed on both brokers.)
+    rids = [caller.send("test_sleep", {"seconds": 1.0, "key": "b0"})]
     host.wait_log(f"job {rids[0]} started")
     rids += [caller.send("test_sleep", {"seconds": 0.5, "key": f"b{i}"}) for i in range(1, 9)]
     busy = [r for r in (caller.wait_reply(lambda r, rid=rid: r.get("request_id") == rid
