@@ -84,7 +84,11 @@ class HostProcess:
                  paths: tuple[Path, ...] = (SITECAPS,), env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        self.queue = queue or f"/queue/test.{uuid.uuid4().hex[:12]}"
+        # Artemis takes exclusivity from its configuration, not from the SUBSCRIBE: the test
+        # brokers make every queue named exclusive.* exclusive (scripts/services.d/).
+        exclusive = bool((extra or {}).get("broker", {}).get("exclusive"))
+        self.queue = queue or (f"/queue/{'exclusive.' if exclusive else ''}test."
+                               f"{uuid.uuid4().hex[:12]}")
         self.broker_login = login(broker, "host")
         self.topic = topic or f"/topic/test.{uuid.uuid4().hex[:12]}"
         raw: dict[str, dict[str, Any]] = {

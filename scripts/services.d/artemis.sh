@@ -12,7 +12,7 @@
 #     Classic (who may call what is the host's allow_users);
 #   - the sender stamped in _AMQ_VALIDATED_USER (populate-validated-user), overwriting
 #     whatever the client put there;
-#   - a queue whose name ends in `.exclusive` is an exclusive queue (one consumer receives,
+#   - a queue whose name starts with `exclusive.` is an exclusive queue (one consumer receives,
 #     the others stand by): Artemis takes exclusivity from the queue, not from the STOMP
 #     SUBSCRIBE (it ignores `activemq.exclusive`); see docs/operations.md "Broker settings".
 # ARTEMIS_PERSISTENT=true keeps messages across restarts (the journal, NIO).
@@ -124,6 +124,11 @@ $perm
         <auto-create-addresses>true</auto-create-addresses>
         <auto-delete-queues>false</auto-delete-queues>
         <auto-delete-addresses>false</auto-delete-addresses>
+      </address-setting>
+      <!-- Exclusive consumers (hot standby): the tests' exclusive queues; production's
+           is <address-setting match="epicprod.ops">. -->
+      <address-setting match="exclusive.#">
+        <default-exclusive-queue>true</default-exclusive-queue>
       </address-setting>
     </address-settings>
     <addresses>

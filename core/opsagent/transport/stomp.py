@@ -353,6 +353,12 @@ class StompTransport:
     def _subscribe(self, conn: stomp.Connection12) -> None:
         headers = subscribe_headers(self.kind, self.prefetch, self.config.exclusive,
                                     self.config.window_bytes_per_message)
+        if self.config.exclusive and self.kind == "artemis" and self.connects == 0:
+            logger.info(
+                "exclusive consumer on Artemis: the queue {} must be exclusive in the broker's "
+                "configuration (default-exclusive-queue), Artemis ignores activemq.exclusive",
+                self.config.queue,
+            )
         conn.subscribe(self.config.queue, id="ops", ack="client-individual", headers=headers)
 
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
