@@ -21,11 +21,14 @@ import stomp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import SERVICES, HostProcess, login, service_env  # noqa: E402
+from support import SERVICES, HostProcess, broker_env, login, service_env  # noqa: E402
+
+#: The broker the benchmarks run on: ``classic`` or ``artemis`` (run_all.py --broker).
+BROKER = os.environ.get("OPSAGENT_BENCH_BROKER", "classic")
 
 
 def broker() -> dict[str, str]:
-    return service_env("activemq")
+    return broker_env(BROKER)
 
 
 def pct(values: list[float], p: float) -> float:
