@@ -7,7 +7,7 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 SERVICES ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv services stop-services run test lint dist bench soak reliability docs clean
+.PHONY: venv services stop-services run test lint dist bench bench-brokers soak reliability docs clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
 	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
@@ -63,6 +63,14 @@ bench: venv
 	# once blocked the benchmarks' producers.
 	scripts/services.sh restart activemq
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+## The main figures on ActiveMQ Classic and on Artemis in one run, each beside its
+## baseline on the same broker (short runs): the "On both brokers" sections of
+## docs/performance.md and docs/reliability.md.
+bench-brokers: venv
+	scripts/services.sh install activemq artemis
+	scripts/services.sh start activemq artemis
+	$(PY) bench/brokers.py
 
 ## Chaos soak: 10,000 requests, 5 broker restarts, 3 host SIGKILLs (own persistent broker);
 ## BROKER=artemis runs it on Artemis (default classic).
