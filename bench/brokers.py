@@ -84,8 +84,8 @@ def performance_section(r: dict[str, Any]) -> str:
         "the same run. Short runs (the machine's 2 cores were shared with other work, load "
         f"average {r['load']:.1f} at the end): throughput over "
         f"{r['brokers'][kinds[0]]['throughput']['requests']:,} requests and one round, not "
-        "`make bench`'s 20,000 and three; the figures above this section are `make bench`'s "
-        "on Classic.",
+        "`make bench`'s 20,000 and three; the sections above are `make bench`'s, on "
+        "Classic.",
         "",
         "### health_ping round trip (ms)",
         "",
