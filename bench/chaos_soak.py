@@ -39,11 +39,11 @@ from common import HostProcess, machine
 
 def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61633,
          seed: int | None = None, work: Path | None = None,
-         timeout: float = 1800.0, kind: str = "classic") -> dict[str, Any]:
+         timeout: float = 1800.0, broker_kind: str = "classic") -> dict[str, Any]:
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
     tmp = Path(work or tempfile.mkdtemp(prefix="opsagent-soak-"))
-    broker = PersistentBroker(tmp / "svc", port, kind)
+    broker = PersistentBroker(tmp / "svc", port, broker_kind)
     broker.start()
     host = HostProcess(tmp / "host", broker.connection, name="soak")
     cache, state = host.tmp / "cache", host.tmp / "state"
@@ -146,7 +146,7 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
         lost = [r for r in sent if r not in ok or rows.get(r, ("", 0, 0))[0] != "finished"]
         report = {
             "requests": requests,
-            "broker": kind,
+            "broker": broker_kind,
             "seed": seed,
             "broker_restarts": broker_restarts,
             "host_kills": host_kills,
@@ -191,7 +191,7 @@ def main() -> None:
     args = ap.parse_args()
     port = args.port or {"classic": 61633, "artemis": 61733}[args.broker]
     report = soak(args.requests, args.broker_restarts, args.host_kills, port=port,
-                  seed=args.seed, kind=args.broker)
+                  seed=args.seed, broker_kind=args.broker)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
