@@ -2,7 +2,7 @@
 
     python bench/reliability.py                      # 10,000-request soak, 5 + 3 faults
     python bench/reliability.py --quick              # 1,000 requests, 1 + 1 faults, smaller
-    python bench/reliability.py --soak-from build/soak.json   # reuse a `make soak` run
+    python bench/reliability.py --soak-from build/soak-classic.json   # reuse a `make soak` run
     python bench/reliability.py --only catalogue     # re-measure one part, keep the rest
     python bench/reliability.py --render             # rewrite the page from the last JSON
 
