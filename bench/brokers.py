@@ -182,12 +182,36 @@ def reliability_section(r: dict[str, Any]) -> str:
              *(restart(k, "resume_after_broker_up_s") for k in kinds), ""),
         _row("elapsed (s)", *so("elapsed_s"), ""),
         "",
-        "Artemis takes longer to stop and start (a JVM of 512 MB that loads its journal); "
-        "the host resumes about a second after either broker is back (its reconnection "
+        "Artemis takes longer to stop and start (most of it its JVM's start); the host resumes about a second after either broker is back (its reconnection "
         "backoff is capped at 1 s in these runs, 30 s by default).",
+        *make_soak_lines(),
         "<!-- brokers:end -->",
     ]
     return "\n".join(lines)
+
+
+def make_soak_lines(path: Path = ROOT / "build" / "soak-artemis.json") -> list[str]:
+    """The last `make soak BROKER=artemis` report, when there is one."""
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    faults = ", ".join(
+        f"{f['kind']} {f['resume_s']} s" + (f" (down {f['broker_down_s']} s)"
+                                            if f["kind"] == "broker" else "")
+        for f in s["faults"])
+    return [
+        "",
+        f"The last `make soak BROKER=artemis` (`bench/chaos_soak.py --broker artemis`, "
+        f"seed {s['seed']}): {s['requests']:,} requests, {s['broker_restarts']} broker "
+        f"restarts and {s['host_kills']} host SIGKILLs in {s['elapsed_s']} s: "
+        f"{s['exactly_one_terminal_outcome']:,} with exactly one terminal outcome, "
+        f"{s['lost']} lost, {s['side_effect_more_than_once']} side effects more than once, "
+        f"{s['reconciled_seen']} reconciled, {s['processes_left_behind']} processes left "
+        f"behind; resumed after each fault: {faults}. On this loaded machine a restart of "
+        "Artemis is slow: a start alone took 11-15 s at a load average of ~13 (~6 s on a "
+        "quiet machine), a stop ~2 s with a client connected; the rest of the time down was "
+        "not broken down.",
+    ]
 
 
 def write(r: dict[str, Any]) -> None:
