@@ -182,7 +182,8 @@ def reliability_section(r: dict[str, Any]) -> str:
              *(restart(k, "resume_after_broker_up_s") for k in kinds), ""),
         _row("elapsed (s)", *so("elapsed_s"), ""),
         "",
-        "Artemis takes longer to stop and start (most of it its JVM's start); the host resumes about a second after either broker is back (its reconnection "
+        "Artemis takes longer to stop and start (most of it its JVM's start); the host "
+        "resumes about a second after either broker is back (its reconnection "
         "backoff is capped at 1 s in these runs, 30 s by default).",
         *make_soak_lines(),
         "<!-- brokers:end -->",
