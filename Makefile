@@ -7,7 +7,7 @@ PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 SERVICES ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv services stop-services run test lint dist bench soak reliability docs clean
+.PHONY: venv services stop-services run test lint dist bench bench-brokers soak reliability docs clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) scripts/venv.sh
 	scripts/venv.sh $(VENV) $(PYTHON) $(PLUGINS)
@@ -30,7 +30,8 @@ run: venv
 	mkdir -p .state .cache
 	OPSAGENT_CONFIG=$${OPSAGENT_CONFIG:-contrib/dev.toml} $(VENV)/bin/opsagent run
 
-## Install and start what the tests need, run every test, stop the services.
+## Install and start what the tests need, run every test, stop the services.  The broker
+## tests run on ActiveMQ Classic and on Artemis (PYTEST_ARGS=--broker=classic|artemis for one).
 test: venv
 	scripts/services.sh install
 	scripts/services.sh start
@@ -63,12 +64,22 @@ bench: venv
 	scripts/services.sh restart activemq
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-## Chaos soak: 10,000 requests, 5 broker restarts, 3 host SIGKILLs (own persistent broker).
+## The main figures on ActiveMQ Classic and on Artemis in one run, each beside its
+## baseline on the same broker (short runs): the "On both brokers" sections of
+## docs/performance.md and docs/reliability.md.
+bench-brokers: venv
+	scripts/services.sh install activemq artemis
+	scripts/services.sh start activemq artemis
+	$(PY) bench/brokers.py
+
+## Chaos soak: 10,000 requests, 5 broker restarts, 3 host SIGKILLs (own persistent broker);
+## BROKER=artemis runs it on Artemis (default classic).
+BROKER ?= classic
 SOAK_ARGS ?= --requests 10000 --broker-restarts 5 --host-kills 3
 soak: venv
-	scripts/services.sh install activemq
+	scripts/services.sh install $(if $(filter artemis,$(BROKER)),artemis,activemq)
 	mkdir -p build
-	cd bench && $(abspath $(PY)) chaos_soak.py $(SOAK_ARGS) --out ../build/soak.json
+	cd bench && $(abspath $(PY)) chaos_soak.py --broker $(BROKER) $(SOAK_ARGS) --out ../build/soak-$(BROKER).json
 
 ## Every reliability measurement (soak, hot standby, resource faults) into docs/reliability.md;
 ## RELIABILITY_ARGS=--quick for a shorter pass, --only catalogue to re-measure one part.

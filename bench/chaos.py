@@ -17,21 +17,39 @@ from typing import Any
 import stomp
 from common import ROOT
 from opsagent.testing import port_open
-from support import login, service_env
+from support import SERVICE_OF, SERVICES, broker_env, login
+
+
+def artemis_home() -> str:
+    """The Artemis distribution the main services directory holds (installed if missing),
+    so that a broker of its own does not fetch it again."""
+    found = sorted((SERVICES / "artemis-dist").glob("apache-artemis-*/bin/artemis"))
+    if not found:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), "install", "artemis"],
+                       env={**os.environ, "OPSAGENT_SERVICES": str(SERVICES)}, check=True,
+                       capture_output=True, timeout=600)
+        found = sorted((SERVICES / "artemis-dist").glob("apache-artemis-*/bin/artemis"))
+    return str(found[-1].parents[1])
 
 
 class PersistentBroker:
-    """ActiveMQ in persistent mode (KahaDB) on its own port and services directory."""
+    """A broker of its own in persistent mode (Classic: KahaDB; Artemis: its journal) on its
+    own port and services directory; ``kind`` is ``classic`` or ``artemis``."""
 
-    def __init__(self, services_dir: Path, port: int) -> None:
+    def __init__(self, services_dir: Path, port: int, kind: str = "classic") -> None:
         self.port = port
+        self.kind = kind
+        self.service = SERVICE_OF[kind]
+        prefix = self.service.upper()
         self.env = {**os.environ, "OPSAGENT_SERVICES": str(services_dir),
-                    "ACTIVEMQ_PERSISTENT": "true", "ACTIVEMQ_STOMP_PORT": str(port)}
+                    f"{prefix}_PERSISTENT": "true", f"{prefix}_STOMP_PORT": str(port)}
+        if kind == "artemis":
+            self.env["ARTEMIS_HOME"] = artemis_home()
         self.script = str(ROOT / "scripts" / "services.sh")
         self.services_dir = services_dir
 
     def _ctl(self, cmd: str) -> None:
-        subprocess.run([self.script, cmd, "activemq"], env=self.env, check=True,
+        subprocess.run([self.script, cmd, self.service], env=self.env, check=True,
                        capture_output=True, timeout=120)
 
     def start(self) -> None:
@@ -40,7 +58,7 @@ class PersistentBroker:
     @property
     def connection(self) -> dict[str, str]:
         """Where and as whom clients connect (the service's env file, once started)."""
-        return service_env("activemq", self.services_dir)
+        return broker_env(self.kind, self.services_dir)
 
     def stop(self) -> None:
         self._ctl("stop")

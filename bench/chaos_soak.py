@@ -2,7 +2,8 @@
 
     python bench/chaos_soak.py --requests 10000 --broker-restarts 5 --host-kills 3
 
-A persistent ActiveMQ of its own (port 61633 unless --port) and one host running
+A persistent broker of its own (``--broker classic``: ActiveMQ Classic on port 61633;
+``--broker artemis``: Artemis on 61733; or --port) and one host running
 ``test_side_effect`` (a file written whole by a rename -- the effect -- and a line per time
 it took place in a counter file; it declares ``reconcile``, which finds the file).
 Faults come at random moments (random fractions of the work done), one after another:
@@ -38,11 +39,11 @@ from common import HostProcess, machine
 
 def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61633,
          seed: int | None = None, work: Path | None = None,
-         timeout: float = 1800.0) -> dict[str, Any]:
+         timeout: float = 1800.0, broker_kind: str = "classic") -> dict[str, Any]:
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
     tmp = Path(work or tempfile.mkdtemp(prefix="opsagent-soak-"))
-    broker = PersistentBroker(tmp / "svc", port)
+    broker = PersistentBroker(tmp / "svc", port, broker_kind)
     broker.start()
     host = HostProcess(tmp / "host", broker.connection, name="soak")
     cache, state = host.tmp / "cache", host.tmp / "state"
@@ -145,6 +146,7 @@ def soak(requests: int, broker_restarts: int, host_kills: int, *, port: int = 61
         lost = [r for r in sent if r not in ok or rows.get(r, ("", 0, 0))[0] != "finished"]
         report = {
             "requests": requests,
+            "broker": broker_kind,
             "seed": seed,
             "broker_restarts": broker_restarts,
             "host_kills": host_kills,
@@ -180,12 +182,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--broker-restarts", type=int, default=5)
     ap.add_argument("--host-kills", type=int, default=3)
-    ap.add_argument("--port", type=int, default=61633)
+    ap.add_argument("--broker", choices=("classic", "artemis"), default="classic",
+                    help="the broker of its own: ActiveMQ Classic or Artemis")
+    ap.add_argument("--port", type=int, help="its STOMP port (default: 61633 for Classic, "
+                    "61733 for Artemis)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--out", type=Path, help="also write the JSON report here")
     args = ap.parse_args()
-    report = soak(args.requests, args.broker_restarts, args.host_kills, port=args.port,
-                  seed=args.seed)
+    port = args.port or {"classic": 61633, "artemis": 61733}[args.broker]
+    report = soak(args.requests, args.broker_restarts, args.host_kills, port=port,
+                  seed=args.seed, broker_kind=args.broker)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -21,11 +21,19 @@ import stomp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import SERVICES, HostProcess, login, service_env  # noqa: E402
+from opsagent.transport.stomp import subscribe_headers  # noqa: E402
+from support import SERVICE_OF, SERVICES, HostProcess, broker_env, login  # noqa: E402
+
+
+def bench_broker() -> str:
+    """The broker the benchmarks run on: ``classic`` (default) or ``artemis``, from
+    ``OPSAGENT_BENCH_BROKER`` (bench/brokers.py sets it; the processes a benchmark starts
+    inherit it)."""
+    return os.environ.get("OPSAGENT_BENCH_BROKER", "classic")
 
 
 def broker() -> dict[str, str]:
-    return service_env("activemq")
+    return broker_env(bench_broker())
 
 
 def pct(values: list[float], p: float) -> float:
@@ -113,8 +121,14 @@ def cpu_s(pid: int) -> float:
 
 
 def broker_pid() -> int:
-    """The local ActiveMQ's pid, as scripts/services.sh recorded it."""
-    return int((SERVICES / "run" / "activemq.pid").read_text())
+    """The pid of the broker the benchmarks run on, as scripts/services.sh recorded it."""
+    return int((SERVICES / "run" / f"{SERVICE_OF[bench_broker()]}.pid").read_text())
+
+
+def prefetch_headers(n: int) -> dict[str, str]:
+    """SUBSCRIBE headers for at most ``n`` unacknowledged messages on the benchmarks'
+    broker, as the host asks for them (Artemis counts bytes: ``consumer-window-size``)."""
+    return subscribe_headers(bench_broker(), n, exclusive=False)
 
 
 def rss_kb(pid: int) -> int:

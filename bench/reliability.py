@@ -2,7 +2,7 @@
 
     python bench/reliability.py                      # 10,000-request soak, 5 + 3 faults
     python bench/reliability.py --quick              # 1,000 requests, 1 + 1 faults, smaller
-    python bench/reliability.py --soak-from build/soak.json   # reuse a `make soak` run
+    python bench/reliability.py --soak-from build/soak-classic.json   # reuse a `make soak` run
     python bench/reliability.py --only catalogue     # re-measure one part, keep the rest
     python bench/reliability.py --render             # rewrite the page from the last JSON
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ from common import ROOT, broker, machine
 from standby import standby
 
 PAGE = ROOT / "docs" / "reliability.md"
+
+
+def write_page(text: str) -> None:
+    """The page as rendered, keeping the section bench/brokers.py writes (both brokers)."""
+    old = PAGE.read_text() if PAGE.exists() else ""
+    kept = re.search(r"<!-- brokers:begin -->.*?<!-- brokers:end -->", old, re.S)
+    PAGE.write_text(text + "\n" + (f"\n{kept.group(0)}\n" if kept else ""))
 
 
 def _row(*cells: Any) -> str:
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--only: unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
     saved = ROOT / "build" / "reliability.json"
     if args.render:
-        PAGE.write_text(render(json.loads(saved.read_text())) + "\n")
+        write_page(render(json.loads(saved.read_text())))
         print(f"wrote {PAGE} from {saved}")
         return
     report: dict[str, Any] = {}
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             print(part, "measured", flush=True)
     saved.parent.mkdir(exist_ok=True)
     saved.write_text(json.dumps(report, indent=2) + "\n")
-    PAGE.write_text(render(report) + "\n")
+    write_page(render(report))
     print(f"wrote {PAGE}")
 
 

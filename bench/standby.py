@@ -32,7 +32,8 @@ def standby(requests: int, *, kill_at: float = 0.3, work: Path | None = None,
             env: dict[str, str] | None = None, timeout: float = 600.0) -> dict[str, Any]:
     conn = env or broker()
     tmp = Path(work or tempfile.mkdtemp(prefix="opsagent-standby-"))
-    queue = f"/queue/standby.{uuid.uuid4().hex[:10]}"
+    # exclusive.*: the test Artemis makes these queues exclusive (Classic: the SUBSCRIBE).
+    queue = f"/queue/exclusive.standby.{uuid.uuid4().hex[:10]}"
     topic = f"/topic/standby.{uuid.uuid4().hex[:10]}"
     cache = tmp / "cache"
     hosts = [HostProcess(tmp / name, conn, name=name, queue=queue, topic=topic,

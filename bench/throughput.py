@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import stomp
-from common import HostProcess, broker, broker_pid, connect, cpu_s
+from common import HostProcess, broker, broker_pid, connect, cpu_s, prefetch_headers
 
 N = 20000
 
@@ -88,7 +88,7 @@ def raw_consumer(env: dict[str, str], queue: str, n: int, topic: str | None = No
     conn = connect(env, listener=L())
     t0, c0 = time.perf_counter(), time.process_time()
     conn.subscribe(queue, id="s", ack="client-individual",
-                   headers={"activemq.prefetchSize": "2000"})
+                   headers=prefetch_headers(2000))
     if topic is not None:
         print("subscribed", flush=True)
     done.wait(300)

@@ -8,17 +8,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "sitecaps"))
 
-from opsagent.testing import port_open  # noqa: E402
-from support import Caller, HostProcess, service_env  # noqa: E402
+from support import Caller, HostProcess  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def broker() -> dict[str, str]:
-    env = service_env("activemq")
-    if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail("ActiveMQ is not accepting connections: run `scripts/services.sh start "
-                    "activemq` (`make test` does)")
-    return env
+# The ``broker`` fixture (one run per broker, ``--broker``) is in the repository's root
+# conftest.py, shared with the plugins' tests.
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for the host's integration tests: a host process and a caller on the real broker."""
+"""Helpers for the host's integration tests: a host process and a caller on the real broker
+(ActiveMQ Classic or Artemis: the ``broker`` fixture's ``BROKER`` says which)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,22 @@ def service_env(name: str, services: Path = SERVICES) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
 
 
+#: The brokers the tests run on (``--broker``), and the service that runs each.
+BROKERS = ("classic", "artemis")
+SERVICE_OF = {"classic": "activemq", "artemis": "artemis"}
+
+
+def broker_env(kind: str, services: Path = SERVICES) -> dict[str, str]:
+    """Where and as whom to reach the test broker ``kind`` (``classic`` or ``artemis``):
+    its service's env file with the keys the host reads in production (``ACTIVEMQ_HOST``,
+    ``ACTIVEMQ_PORT``, ...; Artemis's file says ``ARTEMIS_*``), and ``BROKER``: the kind."""
+    env = service_env(SERVICE_OF[kind], services)
+    if kind == "artemis":
+        env = {("ACTIVEMQ" + k[len("ARTEMIS"):] if k.startswith("ARTEMIS_") else k): v
+               for k, v in env.items()} | {"ARTEMIS_HOME": env.get("ARTEMIS_HOME", "")}
+    return {**env, "BROKER": kind}
+
+
 
 
 
@@ -67,7 +84,11 @@ class HostProcess:
                  paths: tuple[Path, ...] = (SITECAPS,), env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        self.queue = queue or f"/queue/test.{uuid.uuid4().hex[:12]}"
+        # Artemis takes exclusivity from its configuration, not from the SUBSCRIBE: the test
+        # brokers make every queue named exclusive.* exclusive (scripts/services.d/).
+        exclusive = bool((extra or {}).get("broker", {}).get("exclusive"))
+        self.queue = queue or (f"/queue/{'exclusive.' if exclusive else ''}test."
+                               f"{uuid.uuid4().hex[:12]}")
         self.broker_login = login(broker, "host")
         self.topic = topic or f"/topic/test.{uuid.uuid4().hex[:12]}"
         raw: dict[str, dict[str, Any]] = {

@@ -28,8 +28,9 @@ def test_steps_time_each_step_of_a_request() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.usefixtures("broker")
-def test_throughput_reports_cpu_of_each_process_and_the_budget() -> None:
+def test_throughput_reports_cpu_of_each_process_and_the_budget(broker, monkeypatch) -> None:
+    # The benchmark (and the processes it starts) on the run's broker.
+    monkeypatch.setenv("OPSAGENT_BENCH_BROKER", broker["BROKER"])
     got = throughput.run(n=400, rounds=1)
     cpu = got["cpu_us_per_request"]
     assert set(cpu["raw"]) == {"consumer", "broker"}

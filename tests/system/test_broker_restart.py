@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import sys
 import time
 
 import pytest
-from support import ROOT, Caller, HostProcess, service_env
+from support import ROOT, Caller, HostProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from chaos import PersistentBroker  # noqa: E402
+
 
 @pytest.fixture
-def persistent_broker(tmp_path):
-    env = {**os.environ, "OPSAGENT_SERVICES": str(tmp_path / "svc"),
-           "ACTIVEMQ_PERSISTENT": "true", "ACTIVEMQ_STOMP_PORT": "61623"}
-    script = str(ROOT / "scripts" / "services.sh")
+def persistent_broker(broker, tmp_path):
+    """A persistent broker of its own, of the kind of the ``broker`` run."""
+    kind = broker["BROKER"]
+    own = PersistentBroker(tmp_path / "svc", {"classic": 61623, "artemis": 61723}[kind], kind)
 
     def ctl(cmd: str) -> None:
-        subprocess.run([script, cmd, "activemq"], env=env, check=True, capture_output=True)
+        {"start": own.start, "stop": own.stop}[cmd]()
 
     ctl("start")
-    yield ctl, service_env("activemq", tmp_path / "svc")
+    yield ctl, own.connection
     ctl("stop")
 
 

@@ -14,8 +14,11 @@ from chaos_soak import soak  # noqa: E402
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def test_nothing_lost_under_broker_restart_and_host_kill(tmp_path):
-    report = soak(400, 1, 1, port=61643, work=tmp_path, timeout=120)
+def test_nothing_lost_under_broker_restart_and_host_kill(broker, tmp_path):
+    # A persistent broker of its own, of the kind of the ``broker`` run.
+    kind = broker["BROKER"]
+    port = {"classic": 61643, "artemis": 61743}[kind]
+    report = soak(400, 1, 1, port=port, work=tmp_path, timeout=120, broker_kind=kind)
     summary = {k: v for k, v in report.items() if k != "machine"}
     assert report["sent"] == 400, summary
     assert report["lost"] == 0, summary

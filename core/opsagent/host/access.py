@@ -3,8 +3,9 @@
 A request body's ``sender`` is whatever the caller wrote; only the broker knows who
 connected.  ActiveMQ Classic stamps the authenticated user on every message as
 ``JMSXUserID`` (``populateJMSXUserID="true"``, overwriting what a client set), Artemis
-as ``_AMQ_VALIDATED_USER`` (``populate-validated-user``); the transport reads the one
-header its broker stamps and hands it over as :attr:`Delivery.user`.
+as ``_AMQ_VALIDATED_USER`` (``populate-validated-user``), which a STOMP client receives
+as ``JMSXUserID`` too; the transport reads the header its broker stamps and hands it
+over as :attr:`Delivery.user`.
 
 ``[capability.<msg_type>] allow_users = ["webtier", ...]`` limits a capability to those
 users; ``["*"]`` opens it to anyone who can write to the queue.  With nothing configured

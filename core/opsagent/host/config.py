@@ -56,6 +56,7 @@ def _default_state_dir() -> str:
 
 
 USER_HEADERS = ("auto", "JMSXUserID", "_AMQ_VALIDATED_USER")
+BROKER_KINDS = ("auto", "classic", "artemis")
 
 
 @attrs.frozen
@@ -81,12 +82,25 @@ class BrokerConfig:
     #: Tries to connect at start-up before exiting with status 75.
     connect_attempts: int = 10
     #: The header carrying the broker's validated sender: ``auto`` picks it from the
-    #: CONNECTED frame's ``server`` (``JMSXUserID`` on ActiveMQ Classic,
-    #: ``_AMQ_VALIDATED_USER`` on Artemis).  Only the one the broker stamps is read: the
-    #: other passes through from the client unchanged, so it proves nothing.
+    #: CONNECTED frame's ``server`` (``JMSXUserID`` on ActiveMQ Classic and on Artemis,
+    #: whose STOMP frames carry its ``_AMQ_VALIDATED_USER`` under that name).  Only a
+    #: header the broker stamps may be read: one it passes through from the client
+    #: proves nothing.
     user_header: str = "auto"
+    #: Which broker this is, for the SUBSCRIBE headers it understands: ``auto`` reads the
+    #: CONNECTED frame's ``server`` (``ActiveMQ/...``: ``classic``; ``ActiveMQ-Artemis/...``:
+    #: ``artemis``); set it when a proxy hides the broker's name.
+    kind: str = "auto"
+    #: Artemis counts its flow-control window in bytes, not messages: the host asks for
+    #: ``consumer-window-size`` = prefetch x this many bytes (measured: a request of
+    #: 100-150 bytes of JSON costs 320-420 bytes of window).
+    window_bytes_per_message: int = 512
 
     def __attrs_post_init__(self) -> None:
+        if self.kind not in BROKER_KINDS:
+            raise ValueError(f"kind {self.kind!r}: expected one of {', '.join(BROKER_KINDS)}")
+        if self.window_bytes_per_message < 1:
+            raise ValueError("window_bytes_per_message must be at least 1")
         if self.user_header not in USER_HEADERS:
             raise ValueError(
                 f"user_header {self.user_header!r}: expected one of {', '.join(USER_HEADERS)}"

@@ -625,11 +625,15 @@ class Host:
         self.completion.start()
         self.notifier.status(f"connecting to {', '.join(self.cfg.broker.hosts)}")
         self.connect()
+        transport = self.transport
+        server = getattr(transport, "server", "")
         logger.info(
-            "{} subscribed to {} (prefetch {}) in {:.3f} s: capabilities {}; broken {}",
+            "{} subscribed to {} (prefetch {}) on {} in {:.3f} s: capabilities {}; broken {}",
             self.instance,
             self.cfg.broker.queue,
             self.prefetch,
+            f"{server} ({getattr(transport, 'kind', None) or 'unknown'})" if server
+            else "the broker",
             time.monotonic() - started,
             ", ".join(sorted(self.registry.msg_types)),
             ", ".join(b.name for b in self.registry.broken) or "none",

@@ -15,11 +15,20 @@
   (:meth:`StompTransport.send_many`, :meth:`StompTransport.ack_many`): the frames are
   encoded here (STOMP 1.2) and written through stomp.py's transport, under its lock.
 - The sender's broker user is read from the one header the broker stamps, chosen from the
-  CONNECTED frame's ``server`` (Classic ``JMSXUserID``, Artemis ``_AMQ_VALIDATED_USER``)
-  or configured (``[broker] user_header``); see :mod:`opsagent.host.access`.
-- ``client-individual`` acknowledgement; ``activemq.prefetchSize`` bounds what the broker
-  hands over unacknowledged.  An ack for a delivery of an earlier connection is not
-  sent: the broker redelivers that message and the journal answers for it.
+  CONNECTED frame's ``server`` or configured (``[broker] user_header``): ``JMSXUserID`` on
+  both brokers (Artemis stamps ``_AMQ_VALIDATED_USER`` and writes it as ``JMSXUserID`` in
+  STOMP frames: measured on 2.40); see :mod:`opsagent.host.access`.
+- ``client-individual`` acknowledgement.  What the broker hands over unacknowledged is
+  bounded per broker (the CONNECTED ``server``, or ``[broker] kind``): Classic counts
+  messages (``activemq.prefetchSize``); Artemis counts bytes (``consumer-window-size`` =
+  prefetch x ``[broker] window_bytes_per_message``; it reads ``activemq.prefetchSize``
+  as bytes too, which held a prefetch of 2,000 to ~5 small requests).
+- An exclusive consumer: Classic takes ``activemq.exclusive`` on the SUBSCRIBE; Artemis
+  ignores it and makes the queue exclusive by its own configuration
+  (``default-exclusive-queue`` in an ``address-setting``, or ``exclusive="true"`` on the
+  queue): see docs/operations.md "Broker settings".
+- An ack for a delivery of an earlier connection is not sent: the broker redelivers that
+  message and the journal answers for it.
 """
 
 from __future__ import annotations
@@ -67,14 +76,35 @@ def encode_frame(command: str, headers: Mapping[str, str], body: bytes = b"") ->
     return (head + "\n\n").encode() + body + b"\0"
 
 
-def user_header_of(server: str) -> str | None:
-    """The header in which the broker named by a CONNECTED ``server`` stamps the sender."""
+def broker_kind(server: str) -> str | None:
+    """``classic`` or ``artemis`` from a CONNECTED frame's ``server``; None if neither."""
     name = server.lower()
     if "artemis" in name:
-        return "_AMQ_VALIDATED_USER"
+        return "artemis"
     if name.startswith("activemq"):
-        return "JMSXUserID"
+        return "classic"
     return None
+
+
+def user_header_of(server: str) -> str | None:
+    """The header in which the broker named by a CONNECTED ``server`` stamps the sender:
+    ``JMSXUserID`` on both (Artemis's ``_AMQ_VALIDATED_USER`` reaches a STOMP client under
+    that name; a client's own ``_AMQ_VALIDATED_USER`` header is dropped)."""
+    return "JMSXUserID" if broker_kind(server) else None
+
+
+def subscribe_headers(kind: str | None, prefetch: int, exclusive: bool,
+                      window_bytes_per_message: int = 512) -> dict[str, str]:
+    """The SUBSCRIBE headers that bound unacknowledged deliveries and ask for an exclusive
+    consumer, in the dialect of the broker ``kind`` (``classic``, ``artemis``; None: an
+    unknown broker gets Classic's, which Artemis would read as bytes)."""
+    if kind == "artemis":
+        # Exclusivity is the queue's own on Artemis (broker configuration).
+        return {"consumer-window-size": str(prefetch * window_bytes_per_message)}
+    headers = {"activemq.prefetchSize": str(prefetch)}
+    if exclusive:
+        headers["activemq.exclusive"] = "true"
+    return headers
 
 
 class _Listener(stomp.ConnectionListener):
@@ -82,9 +112,13 @@ class _Listener(stomp.ConnectionListener):
         self.owner = owner
         self.generation = generation
         self.on_delivery = on_delivery
+        #: Set once the CONNECTED frame was read (stomp.py returns from ``connect`` when
+        #: it marks the connection up, before the listeners have seen the frame).
+        self.connected = threading.Event()
 
     def on_connected(self, frame: Any) -> None:
         self.owner._connected_to(frame.headers.get("server", ""))
+        self.connected.set()
 
     def on_message(self, frame: Any) -> None:
         headers = frame.headers
@@ -149,11 +183,15 @@ class StompTransport:
         self.server = ""
         #: The header that carries the validated sender (None: unknown broker).
         self.user_header: str | None = None if config.user_header == "auto" else config.user_header
+        #: ``classic``, ``artemis`` or None (unknown), from ``[broker] kind`` or ``server``.
+        self.kind: str | None = None if config.kind == "auto" else config.kind
 
     def _connected_to(self, server: str) -> None:
         if server == self.server:
             return
         self.server = server
+        if self.config.kind == "auto":
+            self.kind = broker_kind(server)
         if self.config.user_header != "auto":
             return
         self.user_header = user_header_of(server)
@@ -235,7 +273,8 @@ class StompTransport:
             self._generation += 1
             generation = self._generation
             conn = self._new_connection()
-            conn.set_listener("opsagent", _Listener(self, generation, on_delivery))
+            listener = _Listener(self, generation, on_delivery)
+            conn.set_listener("opsagent", listener)
             pub = self._new_connection()
             pub.set_listener("opsagent-pub", _Listener(self, generation, _no_delivery))
             try:
@@ -247,6 +286,8 @@ class StompTransport:
                         headers={"client-id": f"{self.client_id}-{role}-{generation}"},
                     )
                     self._nodelay(c)
+                # The SUBSCRIBE's headers depend on the broker the CONNECTED frame named.
+                listener.connected.wait(self.connect_timeout)
                 # Usable before the subscription: the first delivery can reach a job, and
                 # the job its end, before this method returns; its event and ack must go
                 # out then (found: the first request of a burst left unacknowledged and
@@ -310,9 +351,14 @@ class StompTransport:
             )
 
     def _subscribe(self, conn: stomp.Connection12) -> None:
-        headers = {"activemq.prefetchSize": str(self.prefetch)}
-        if self.config.exclusive:
-            headers["activemq.exclusive"] = "true"
+        headers = subscribe_headers(self.kind, self.prefetch, self.config.exclusive,
+                                    self.config.window_bytes_per_message)
+        if self.config.exclusive and self.kind == "artemis" and self.connects == 0:
+            logger.info(
+                "exclusive consumer on Artemis: the queue {} must be exclusive in the broker's "
+                "configuration (default-exclusive-queue), Artemis ignores activemq.exclusive",
+                self.config.queue,
+            )
         conn.subscribe(self.config.queue, id="ops", ack="client-individual", headers=headers)
 
     def send(self, destination: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:

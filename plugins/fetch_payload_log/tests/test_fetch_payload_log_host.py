@@ -21,7 +21,7 @@ import attrs
 import fpl_tarballs as T
 import opsagent_fetch_payload_log as capability
 import pytest
-from fpl_support import REPO, SERVICES, Rucio, SilentServer, processes_mentioning, service_env, tree
+from fpl_support import REPO, Rucio, SilentServer, processes_mentioning, tree
 
 OPSAGENT = [sys.executable, "-m", "opsagent.cli.main"]
 
@@ -81,26 +81,14 @@ class RunningHost:
 
 
 @pytest.fixture
-def broker() -> tuple[str, int]:
-    env = service_env("activemq")
-    host = os.environ.get("ACTIVEMQ_HOST") or env.get("ACTIVEMQ_HOST")
-    port = os.environ.get("ACTIVEMQ_PORT") or env.get("ACTIVEMQ_PORT")
-    if not host or not port:
-        pytest.fail(
-            f"activemq is not running (no {SERVICES}/activemq.env); start it with: "
-            "scripts/services.sh start activemq",
-            pytrace=False,
-        )
-    return host, int(port)
-
-
-@pytest.fixture
 def running_host(
-    broker: tuple[str, int], rucio: Rucio, proxy_file: Path, tmp_path: Path
+    broker: dict[str, str], rucio: Rucio, proxy_file: Path, tmp_path: Path
 ) -> Iterator[RunningHost]:
+    """The host on the run's broker (the root conftest's ``broker``: Classic, then Artemis)."""
     import stomp
 
-    env = service_env("activemq")
+    env = broker
+    where = (env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"]))
     tag = uuid.uuid4().hex[:10]
     topic = f"/topic/fpltest.events.{tag}"
     instance = f"fpltest-{tag}"
@@ -117,7 +105,7 @@ def running_host(
                     "kill_grace_seconds": 1,
                 },
                 "broker": {
-                    "hosts": [f"{broker[0]}:{broker[1]}"],
+                    "hosts": [f"{where[0]}:{where[1]}"],
                     "user": env["ACTIVEMQ_USER"],
                     "password": env["ACTIVEMQ_PASSWORD"],
                     "queue": f"/queue/fpltest.{tag}",
@@ -136,7 +124,7 @@ def running_host(
         def on_message(self, frame: Any) -> None:
             events.put(json.loads(frame.body))
 
-    watcher = stomp.Connection12([broker], heartbeats=(0, 0))
+    watcher = stomp.Connection12([where], heartbeats=(0, 0))
     watcher.set_listener("events", Listener())
     watcher.connect(env["ACTIVEMQ_WEB_USER"], env["ACTIVEMQ_WEB_PASSWORD"], wait=True)
     watcher.subscribe(topic, id="events", ack="auto")

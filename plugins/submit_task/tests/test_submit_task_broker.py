@@ -1,7 +1,7 @@
 """The host SIGKILLed between prun and the record, then restarted, on the real ActiveMQ:
 PanDA receives exactly one submission and the catalogue gets its id.
 
-Needs the broker started by ``scripts/services.sh start activemq`` (``make test`` does).
+Needs the brokers started by ``scripts/services.sh start activemq artemis`` (``make test`` does).
 """
 
 from __future__ import annotations
@@ -21,19 +21,13 @@ from submit_task_support import TASK, OperatorToken
 pytestmark = pytest.mark.broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from opsagent.testing import port_open  # noqa: E402
-from support import Caller, HostProcess, service_env  # noqa: E402
+from support import Caller, HostProcess  # noqa: E402
 
 
 @pytest.fixture
-def activemq() -> dict[str, str]:
-    env = service_env("activemq")
-    if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail(
-            "ActiveMQ is not accepting connections: run `scripts/services.sh start "
-            "activemq` (`make test` does)"
-        )
-    return env
+def activemq(broker: dict[str, str]) -> dict[str, str]:
+    """The run's broker (the root conftest's ``broker``: Classic, then Artemis)."""
+    return broker
 
 
 def test_host_killed_between_prun_and_record_submits_once_and_records_after_restart(
