@@ -19,21 +19,15 @@ pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
-from opsagent.testing import port_open  # noqa: E402
-from support import Caller, HostProcess, service_env  # noqa: E402
+from support import Caller, HostProcess  # noqa: E402
 
 STUB = str(ROOT / "tests" / "programs" / "stubdoer.py")
 
 
 @pytest.fixture(scope="module")
-def activemq() -> dict[str, str]:
-    env = service_env("activemq")
-    if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail(
-            "ActiveMQ is not accepting connections: run `scripts/services.sh start "
-            "activemq` (`make test` does)"
-        )
-    return env
+def activemq(broker: dict[str, str]) -> dict[str, str]:
+    """The run's broker (the root conftest's ``broker``: Classic, then Artemis)."""
+    return broker
 
 
 class Web:

@@ -15,26 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opsagent.testing import FakeMonitor, FakePanda, port_open, processes_with_env
+from opsagent.testing import FakeMonitor, FakePanda, processes_with_env
 from panda_ops_support import MARK, MONITOR_TOKEN, TASK, wait_until
 
 pytestmark = pytest.mark.broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from support import Caller, HostProcess, service_env  # noqa: E402
+from support import Caller, HostProcess  # noqa: E402
 
 OP_ID = "3f1c2a9e-0d4b-4c1e-9a57-6b1f0c2d7e11"
 BATCH_ID = "9b8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
 
 
 @pytest.fixture
-def activemq() -> dict[str, str]:
-    env = service_env("activemq")
-    if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail(
-            "ActiveMQ is not accepting connections: run `scripts/services.sh start activemq`"
-        )
-    return env
+def activemq(broker: dict[str, str]) -> dict[str, str]:
+    """The run's broker (the root conftest's ``broker``: Classic, then Artemis)."""
+    return broker
 
 
 def host_config(

@@ -15,24 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opsagent.testing import FakeMonitor, FakePanda, port_open, processes_with_env
+from opsagent.testing import FakeMonitor, FakePanda, processes_with_env
 from panda_ops_support import wait_until
 from test_panda_ops_evgen import OUT_DS, SUBMIT_TASK, spec
 
 pytestmark = pytest.mark.broker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from support import Caller, HostProcess, service_env  # noqa: E402
+from support import Caller, HostProcess  # noqa: E402
 
 PRUN = f"prun --exec run.sh --outDS {SUBMIT_TASK} --site BNL_PanDA_1 --vo wlcg --nJobs 1 --noBuild"
 
 
 @pytest.fixture
-def activemq() -> dict[str, str]:
-    env = service_env("activemq")
-    if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail("ActiveMQ is not accepting connections")
-    return env
+def activemq(broker: dict[str, str]) -> dict[str, str]:
+    """The run's broker (the root conftest's ``broker``: Classic, then Artemis)."""
+    return broker
 
 
 @pytest.fixture
