@@ -5,6 +5,8 @@
 # A test realm `opsagent` is imported at each start (the H2 database is wiped first):
 #   - client `pandaclient` (public, like panda-client's: device and direct grants, refresh
 #     tokens, openid scope so a refresh also returns an id_token);
+#   - client `pandaclient-long` (the same, with 900 s tokens: long enough for a PanDA
+#     capability's own margin, which refuses a token that expires within a job);
 #   - client `opsagent-robot` (confidential, service account: the client-credentials grant);
 #   - user `operator` whose tokens the tests use.
 # Refresh tokens rotate (revokeRefreshToken): a refresh token used twice is refused, as a
@@ -57,6 +59,10 @@ keycloak_realm() {
        {"name": "groups", "protocol": "openid-connect", "protocolMapper": "oidc-hardcoded-claim-mapper",
         "config": {"claim.name": "groups", "claim.value": "[\"EIC/production\"]", "jsonType.label": "JSON",
                    "id.token.claim": "true", "access.token.claim": "true", "userinfo.token.claim": "true"}}]},
+    {"clientId": "pandaclient-long", "publicClient": true, "enabled": true,
+     "directAccessGrantsEnabled": true, "standardFlowEnabled": false,
+     "attributes": {"access.token.lifespan": "900"},
+     "defaultClientScopes": ["profile", "email", "roles", "basic"]},
     {"clientId": "opsagent-robot", "publicClient": false, "enabled": true,
      "secret": "$KEYCLOAK_ROBOT_SECRET", "serviceAccountsEnabled": true,
      "standardFlowEnabled": false, "directAccessGrantsEnabled": false,
@@ -104,6 +110,7 @@ keycloak_env() {
   echo "KEYCLOAK_ADMIN=$KEYCLOAK_ADMIN"
   echo "KEYCLOAK_ADMIN_PASSWORD=$KEYCLOAK_ADMIN_PASSWORD"
   echo "KEYCLOAK_CLIENT_ID=pandaclient"
+  echo "KEYCLOAK_LONG_CLIENT_ID=pandaclient-long"
   echo "KEYCLOAK_ROBOT_ID=opsagent-robot"
   echo "KEYCLOAK_ROBOT_SECRET=$KEYCLOAK_ROBOT_SECRET"
   echo "KEYCLOAK_OPERATOR=$KEYCLOAK_OPERATOR"

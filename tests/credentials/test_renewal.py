@@ -23,6 +23,9 @@ from opsagent.credentials.store import CredentialSource
 from opsagent.reporting.health import Snapshot
 from support import service_env
 
+#: RenewalConfig.min_age_seconds's default: a 120 s token is due once this old.
+MIN_AGE = 10.0
+
 
 @pytest.fixture(scope="module")
 def kc() -> dict[str, str]:
@@ -102,7 +105,7 @@ def test_a_token_is_renewed_before_it_expires_and_written_back_in_place(kc, tmp_
     r = renewer(kc, path)
     assert r.renew_if_due() is False, "a fresh token is not renewed"
     assert path.read_bytes() and path.stat().st_ino == old_inode
-    # 120 s tokens: due once a tenth of their life has passed, long before they expire.
+    # 120 s tokens: due once min_age_seconds (10 s) old, long before they expire.
     wait_until_due(r, path)
     assert r.renew_if_due() is True
     new = TokenFile.parse(path.read_bytes())
@@ -169,16 +172,16 @@ def test_a_host_clock_ahead_or_behind_the_issuer_renews_once_not_in_a_loop(kc, t
     # Ahead: the token looks 10 minutes old, so it is renewed at once; behind, it is not.
     assert first is (skew > 0)
     if not first:
-        # Due a tenth of a lifetime after issue, on the host's (late) clock.
+        # Due min_age_seconds after issue, on the host's (late) clock.
         due = r.due_at(TokenFile.parse(path.read_bytes()))
-        assert due - r.clock() == pytest.approx(12, abs=5)
+        assert due - r.clock() == pytest.approx(MIN_AGE, abs=5)
         time.sleep(max(0.0, due - r.clock()) + 0.2)
         assert r.renew_if_due() is True
     # Now the skew is measured from a token this host received: the next renewal is due
-    # ~a tenth of a lifetime later on the host's clock, not at once.
+    # min_age_seconds later on the host's clock, not at once.
     token = TokenFile.parse(path.read_bytes())
     assert r.skew == pytest.approx(skew, abs=5)
-    assert r.due_at(token) - r.clock() == pytest.approx(token.lifetime * 0.1, abs=5)
+    assert r.due_at(token) - r.clock() == pytest.approx(MIN_AGE, abs=5)
     assert r.renew_if_due() is False
     assert r.state.renewals == 1
 
@@ -201,8 +204,8 @@ SHARED = textwrap.dedent("""
 def test_two_hosts_sharing_one_token_file_renew_it_once_and_lose_nothing(kc, tmp_path):
     path = token_file(tmp_path, login(kc))
     token = TokenFile.parse(path.read_bytes())
-    # Both renewers race from the same moment, once the token is due (a tenth of its life).
-    start = max(time.time() + 3.0, token.issued_at + token.lifetime * 0.1 + 0.5)
+    # Both renewers race from the same moment, once the token is due (min_age_seconds old).
+    start = max(time.time() + 3.0, token.issued_at + MIN_AGE + 0.5)
     procs = [
         subprocess.Popen([sys.executable, "-c", SHARED, str(path), kc["KEYCLOAK_ISSUER"],
                           kc["KEYCLOAK_CLIENT_ID"], str(start)],

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from opsagent.credentials.renewal import TokenFile
 from prometheus_client.parser import text_string_to_metric_families
-from test_renewal import kc, login, token_file  # noqa: F401 - kc is a fixture
+from test_renewal import MIN_AGE, kc, login, token_file  # noqa: F401 - kc is a fixture
 
 pytestmark = pytest.mark.broker
 
@@ -44,8 +44,8 @@ def test_a_job_running_across_a_renewal_sees_whole_tokens_and_the_next_job_the_n
     host = renewing_host(host_factory, path, kc["KEYCLOAK_ISSUER"], kc["KEYCLOAK_CLIENT_ID"],
                          port)
     caller = caller_for(host)
-    # Due a tenth of the token's life after issue: the job reads across that moment.
-    due = first.issued_at + first.lifetime * 0.1
+    # Due min_age_seconds after issue: the job reads across that moment.
+    due = first.issued_at + MIN_AGE
     seconds = max(2.0, due - time.time() + 4.0)
     event = caller.wait_event(caller.send("test_read_token", {"seconds": seconds}),
                               timeout=seconds + 30)
@@ -76,7 +76,7 @@ def test_a_failing_renewal_shows_in_the_metrics_and_the_status_while_jobs_still_
         dead = s.getsockname()[1]
     host = renewing_host(host_factory, path, f"http://127.0.0.1:{dead}/realms/opsagent",
                          kc["KEYCLOAK_CLIENT_ID"], port)
-    time.sleep(max(0.0, token.issued_at + token.lifetime * 0.1 - time.time()))
+    time.sleep(max(0.0, token.issued_at + MIN_AGE - time.time()))
     host.wait_log("credential testtoken could not be renewed", timeout=20)
     m = scrape(port)
     assert m[("opsagent_credential_renewal_failing", (("credential", "testtoken"),))] == 1

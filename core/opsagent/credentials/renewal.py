@@ -73,9 +73,11 @@ class RenewalConfig:
     client_secret_credential: str = ""
     #: The scopes asked for (``openid``: the answer has the ``id_token`` PanDA wants).
     scope: str = "openid profile email"
-    #: Renew when less than this is left of the token's life (at most 90 % of its
-    #: lifetime: a short-lived token is renewed once it is a tenth of its life old).
+    #: Renew when less than this is left of the token's life ...
     before_seconds: float = 1200.0
+    #: ... but never a token younger than this: one whose whole life is shorter than
+    #: ``before_seconds`` would otherwise be renewed in a loop.
+    min_age_seconds: float = 10.0
     #: First retry after a failure; doubles up to ``retry_max_seconds``.
     retry_seconds: float = 10.0
     #: The longest delay between two tries after failures.
@@ -96,7 +98,7 @@ class RenewalConfig:
                 "renewal: grant client_credentials needs client_secret_credential (the "
                 "name of the credential holding the service account's secret)"
             )
-        for name in ("before_seconds", "retry_seconds", "retry_max_seconds",
+        for name in ("before_seconds", "min_age_seconds", "retry_seconds", "retry_max_seconds",
                      "timeout_seconds", "check_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"renewal.{name}: expected > 0, got {getattr(self, name)}")
@@ -227,7 +229,7 @@ class Renewer:
 
     def due_at(self, token: TokenFile) -> float:
         """Host-clock time at which ``token`` should be renewed."""
-        before = min(self.cfg.before_seconds, token.lifetime * 0.9)
+        before = min(self.cfg.before_seconds, max(0.0, token.lifetime - self.cfg.min_age_seconds))
         return token.expires_at - before + (self.skew or 0.0)
 
     def _learn_skew(self, token: TokenFile) -> None:

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opsagent.testing.http import FakeServer, Request, Response, drop, hang
+from opsagent.testing.oidc import TokenRejected, TokenVerifier
 
 API = "/api/v1"
 
@@ -63,10 +64,21 @@ class FakePanda:
     API = API
 
     def __init__(
-        self, id_tokens: tuple[str, ...], vo: str = "EIC.production", first_task_id: int = 41000
+        self,
+        id_tokens: tuple[str, ...] = (),
+        vo: str = "EIC.production",
+        first_task_id: int = 41000,
+        *,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.server = FakeServer()
+        #: Tokens accepted as they are (test tokens with no real signature) ...
         self.id_tokens = set(id_tokens)
+        #: ... or, as the real server does, any token whose signature verifies with the
+        #: issuer's keys and which has not expired (:mod:`opsagent.testing.oidc`).
+        self.verifier = verifier
+        #: The bearer tokens of the requests the server accepted, in order.
+        self.accepted_tokens: list[str] = []
         self.vo = vo
         self.files: dict[str, dict[str, Any]] = {}
         self.tasks: list[dict[str, Any]] = []
@@ -173,10 +185,18 @@ class FakePanda:
         if not auth.startswith("Bearer ") or req.header("Origin") != self.vo:
             return None
         token = auth[len("Bearer ") :]
-        if token not in self.id_tokens:
+        if token in self.id_tokens:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        elif self.verifier is not None:
+            try:
+                claims = self.verifier.verify(token)
+            except TokenRejected:
+                return None
+        else:
             return None
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        with self._lock:
+            self.accepted_tokens.append(token)
         return str(claims["name"])
 
     def _denied(self) -> Response:
