@@ -198,14 +198,20 @@ def run_abacus() -> None:
 
 def seed_campaign(client: Any, version: str, count: int | None = None) -> list[Layout]:
     """Make campaign ``version`` exist on the server; returns its layout."""
-    names = campaign_names(version, count)
-    plan = layout(names)
+    plan = layout(campaign_names(version, count))
+    seed_layout(client, version, plan)
+    return plan
+
+
+def seed_layout(client: Any, version: str, plan: list[Layout]) -> None:
+    """Make the datasets of ``plan`` (all of campaign ``version``) exist on the server,
+    in a few bulk requests; a campaign seeded before is left alone."""
     if SCOPE in client.list_scopes() and is_seeded(client, version):
-        return plan
+        return
     have = existing_datasets(client, version)
     if have:
         raise RuntimeError(
-            f"campaign {version} is half seeded ({len(have)} of {len(names)} datasets): "
+            f"campaign {version} is half seeded ({len(have)} of {len(plan)} datasets): "
             f"restart Rucio with an empty database: RUCIO_FRESH=true scripts/services.sh "
             f"restart rucio"
         )
@@ -253,7 +259,6 @@ def seed_campaign(client: Any, version: str, count: int | None = None) -> list[L
         f"seeded {version}: {len(plan)} datasets in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
-    return plan
 
 
 def admin_client(url: str, account: str, username: str, password: str) -> Any:
