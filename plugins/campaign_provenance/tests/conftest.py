@@ -94,7 +94,6 @@ def make_job(tmp_path: Path, rucio_server: dict[str, str]):
             **table,
         }
         config: ProvenanceConfig = config_from_table(CAPABILITY, settings)
-        (tmp_path / "cache").mkdir(exist_ok=True)  # the host creates its cache root
         secret = rucio_server["RUCIO_TEST_PASSWORD"] if password is None else password
         return Job(
             id="test-job",

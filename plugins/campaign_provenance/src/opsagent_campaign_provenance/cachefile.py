@@ -51,8 +51,7 @@ def encode(doc: dict[str, Any]) -> bytes:
 
 
 def _open_dir(path: Path) -> int:
-    if not path.parent.is_dir():
-        raise CacheRefused(f"{path.parent}: the cache directory does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)  # the cache root, as configured
     try:
         os.mkdir(path, 0o700)
         created = True

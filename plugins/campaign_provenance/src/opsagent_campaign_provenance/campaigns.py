@@ -54,7 +54,7 @@ def catalogue_of(cfg: ProvenanceConfig, inp: ProvenanceInput, job: Job) -> Catal
 
 def campaigns_to_sweep(
     inp: ProvenanceInput, cfg: ProvenanceConfig, catalogue: Catalogue
-) -> list[str]:
+) -> list[Any]:
     """The request's campaign, else the catalogue's with a lifecycle in ``cfg.lifecycles``
     (unchecked: each is checked before it names a file or a Rucio query)."""
     if inp.campaign:
@@ -76,7 +76,7 @@ def campaigns_to_sweep(
             "no campaign to sweep: the request names none and the catalogue lists none "
             f"with lifecycle {', '.join(cfg.lifecycles)}"
         )
-    return list(dict.fromkeys(v if isinstance(v, str) else repr(v) for v in found))
+    return list({repr(v): v for v in found}.values())  # a list or an object is data too
 
 
 @attrs.define
@@ -94,7 +94,7 @@ class Sweep:
         self.errors.append(f"{version}: {clause}")
 
     def campaign(
-        self, rucio: Rucio, pool: ThreadPoolExecutor, catalogue: Catalogue, version: str
+        self, rucio: Rucio, pool: ThreadPoolExecutor, catalogue: Catalogue, version: Any
     ) -> None:
         cfg, log = self.cfg, self.job.log
         if not is_version(version):

@@ -2,21 +2,25 @@
 
 :func:`sweep` is the capability's way: one long listing of ``/RECO/<v>/*`` (or one per
 selected detector configuration), each dataset placed on its request as it arrives,
-and the per-RSE replicas of the kept ones asked for 100 at a time in bulk requests
-(``rucio_snapshot``'s :func:`~opsagent_rucio_snapshot.fetch.fetch_batch`, which asks a
-failed batch again one dataset at a time), at most ``parallel`` requests in flight.
+and the per-RSE replicas of the kept ones asked for 100 at a time in bulk requests, at
+most ``parallel`` requests in flight.
 
 :func:`sweep_one_by_one` is the way the hand-run scripts did it, kept as the reference
 the benchmark's baseline times and the tests compare against: per requested path a
 listing of its datasets, then metadata and replicas per dataset, one request at a time.
 
-A sweep is all or nothing: a listing or a dataset that still fails raises
-:class:`SweepFailed`, since a path status computed without some of its datasets would
-be wrong, and the caller then leaves the previous cache file as it was.
+A sweep is all or nothing: a path status computed without some of its datasets would be
+wrong, so a failed listing or bulk request raises :class:`SweepFailed` and the caller
+leaves the previous cache file as it was.  Unlike ``rucio_snapshot`` (which keeps each
+dataset's error with the dataset) a failed batch is not asked again one dataset at a
+time, and once one request failed the batches not yet started are not sent: a Rucio
+that starts failing mid-sweep ends the sweep in about one request's time (the client's
+own back-off on 503 included), not one back-off per dataset.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,9 +29,11 @@ from opsagent_rucio_snapshot.fetch import (
     BATCH,
     Listed,
     Rucio,
+    by_rse,
+    dataset_record,
     describe,
-    fetch_batch,
     fetch_dataset,
+    replica_record,
 )
 
 from opsagent_campaign_provenance.provenance import Assignment, stage_prefix
@@ -67,6 +73,41 @@ def _check(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def fetch_bulk(
+    rucio: Rucio, scope: str, batch: list[Listed], stop: threading.Event
+) -> list[dict[str, Any]]:
+    """The records of a batch of listed datasets from one bulk replica request; a
+    failure sets ``stop``, and a batch started after that is not asked at all."""
+    if stop.is_set():
+        raise SweepFailed("not asked: an earlier request of the sweep failed")
+    found: dict[str, list[dict[str, Any]]] = {d.name: [] for d in batch}
+    try:
+        dids = [{"scope": scope, "name": d.name} for d in batch]
+        for raw in rucio.client().list_dataset_replicas_bulk(dids):
+            if isinstance(raw, dict) and raw.get("scope") == scope and raw.get("name") in found:
+                found[raw["name"]].append(replica_record(raw))
+    except Exception as exc:  # noqa: BLE001 - the whole sweep fails with its cause
+        stop.set()
+        raise SweepFailed(
+            f"replicas of {len(batch)} dataset(s) from {scope}:{batch[0].name}: {describe(exc)}"
+        ) from exc
+    return [dataset_record(scope, d.name, d.length, d.bytes, by_rse(found[d.name])) for d in batch]
+
+
+def _results(futures: list[Future[list[dict[str, Any]]]]) -> list[list[dict[str, Any]]]:
+    """Every batch's records; else the failure that stopped the sweep (not the batches
+    it kept from being asked)."""
+    results, errors = [], []
+    for f in futures:
+        try:
+            results.append(f.result())
+        except SweepFailed as exc:
+            errors.append(exc)
+    if errors:
+        raise next((e for e in errors if not str(e).startswith("not asked")), errors[0])
+    return results
+
+
 def sweep(
     rucio: Rucio,
     pool: ThreadPoolExecutor,
@@ -80,6 +121,7 @@ def sweep(
     """The campaign's datasets placed on ``requests``, and their records by DID."""
     assignment = Assignment.empty(requests)
     futures: list[Future[list[dict[str, Any]]]] = []
+    stop = threading.Event()
     try:
         for prefix in listing_prefixes(stage, version, selection):
             try:
@@ -92,14 +134,17 @@ def sweep(
                         continue
                     waiting.append(listed)
                     if len(waiting) == batch:
-                        futures.append(pool.submit(fetch_batch, rucio, scope, waiting))
+                        futures.append(pool.submit(fetch_bulk, rucio, scope, waiting, stop))
                         waiting = []
                 if waiting:
-                    futures.append(pool.submit(fetch_batch, rucio, scope, waiting))
+                    futures.append(pool.submit(fetch_bulk, rucio, scope, waiting, stop))
+            except SweepFailed:
+                raise
             except Exception as exc:  # noqa: BLE001 - the whole sweep fails with its cause
                 raise SweepFailed(f"listing {scope}:{prefix}*: {describe(exc)}") from exc
-        records = _check(r for f in futures for r in f.result())
+        records = _check(r for result in _results(futures) for r in result)
     except BaseException:
+        stop.set()
         for f in futures:
             f.cancel()
         raise
