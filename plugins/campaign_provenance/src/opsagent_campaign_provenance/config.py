@@ -43,15 +43,19 @@ class ProvenanceConfig:
     rucio_tls_verify: bool | None = None
     rucio_ca_bundle: str | None = None
     scope: str = attrs.field(default="epic", validator=pattern(SCOPE, "a Rucio scope"))
+    #: The stage whose datasets are the produced outputs: ``/<stage>/<campaign>/...``.
     stage: str = attrs.field(default="RECO", validator=pattern(STAGE, "a stage name like RECO"))
+    #: The RSEs a path must have every file on to be ``complete``.
     rses: list[str] = attrs.field(
         factory=lambda: ["BNL-XRD", "EIC-XRD"],
         validator=each(pattern(RSE, "an RSE name like BNL-XRD"), non_empty=True),
     )
+    #: The catalogue's campaigns swept when the request names none, by lifecycle.
     lifecycles: list[str] = attrs.field(
         factory=lambda: ["current", "last", "producing"],
         validator=each(pattern(LIFECYCLE, "a lifecycle like current"), non_empty=True),
     )
+    #: Where the requested paths come from (required; else ``SWF_MONITOR_HTTP_URL``).
     catalogue_url: str = ""
     catalogue_user: str | None = None
     catalogue_tls_verify: bool | None = None
