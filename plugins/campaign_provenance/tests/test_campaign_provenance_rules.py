@@ -68,6 +68,7 @@ def test_entry_point_names_the_plugin_module() -> None:
         ({"path_filter": "/DIS"}, "$.path_filter: expected whole segments"),
         ({"path_filter": "DIS/*"}, "$.path_filter: expected whole segments"),
         ({"path_filter": "DIS/"}, "$.path_filter: expected whole segments"),
+        ({"path_filter": "-o/tmp/x"}, "$.path_filter: expected whole segments"),
         ({"detector_configs": []}, "$.detector_configs: expected at least one item"),
         (
             {"detector_configs": ["epic_craterlake", "../x"]},

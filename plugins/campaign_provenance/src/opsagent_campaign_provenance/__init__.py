@@ -19,7 +19,7 @@ from opsagent_rucio_snapshot.fields import campaign, each
 
 from opsagent_campaign_provenance.campaigns import CREDENTIAL, sweep_campaigns
 from opsagent_campaign_provenance.config import ProvenanceConfig
-from opsagent_campaign_provenance.requested import DETECTOR, SUFFIX
+from opsagent_campaign_provenance.requested import DETECTOR, PATH_FILTER
 
 __all__ = ["CAPABILITY", "ProvenanceConfig", "ProvenanceInput", "register_capabilities"]
 __version__ = "0.1.0"
@@ -50,7 +50,7 @@ class ProvenanceInput:
     path_filter: str | None = attrs.field(
         default=None,
         validator=attrs.validators.optional(
-            pattern(SUFFIX, "whole segments of an EVGEN path like DIS/NC")
+            pattern(PATH_FILTER, "whole segments of an EVGEN path like DIS/NC")
         ),
         metadata={
             "description": "only EVGEN paths /volatile/eic/EPIC/EVGEN/<path_filter>[/...] "

@@ -21,6 +21,9 @@ EVGEN_ROOT = "/volatile/eic/EPIC/EVGEN/"
 SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9._=+-]{1,128}"
 SUFFIX = rf"{SEGMENT}(?:/{SEGMENT}){{0,31}}"
 DETECTOR = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
+#: A request's ``path_filter``: the same, starting with a letter or digit (as physics
+#: paths do), so no filter reads like an option ("-o/tmp/x") in a log or a shell.
+PATH_FILTER = rf"(?=[A-Za-z0-9]){SUFFIX}"
 _SUFFIX = re.compile(SUFFIX)
 _DETECTOR = re.compile(DETECTOR)
 #: Rejections kept in the cache file by reason (all are counted).
