@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def run(paths: int = 1040, delay_ms: float = 10.0, parallel: int = 16) -> dict[s
         result["direct"] = pair(env["RUCIO_TEST_URL"], server.url, parallel)
         with RucioRelay(env["RUCIO_TEST_URL"], delay=delay_ms / 1000) as relay:
             result["delayed"] = {"delay_ms": delay_ms, **pair(relay.url, server.url, parallel)}
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -226,6 +228,10 @@ def markdown(r: dict[str, Any]) -> list[str]:
         f"their replicas {r['batch']} at a time, so the sweep is "
         f"{2 + -(-d['datasets'] // r['batch'])} Rucio requests or so instead of "
         f"~{r['paths'] + 2 * d['datasets']:,}.",
+        "",
+        "Load average at the end of the run: "
+        + ", ".join(str(x) for x in r.get("load_average", []))
+        + " (2 cores, shared with the other services and sessions).",
         END,
     ]
 
