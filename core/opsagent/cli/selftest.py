@@ -348,6 +348,64 @@ def _stamping(cfg: configuration.Config, timeout: float) -> Check:
     )
 
 
+def _renewal(cfg: configuration.Config, name: str, *, live: bool, now: float) -> list[Check]:
+    """Can the host renew this token: its file, its refresh token or secret, the issuer."""
+    from opsagent.credentials import renewal
+
+    try:
+        r = renewal.Renewer(name, cfg.renewal[name], cfg.credentials)
+    except ValueError as exc:
+        return [Check.fail("configuration", str(exc))]
+    out: list[Check] = []
+    rc = r.cfg
+    parent = r.path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        out.append(Check.fail("directory", f"{parent}: the host cannot write there"))
+    elif parent.stat().st_mode & 0o022:
+        out.append(Check.fail("directory", f"{parent} is writable by others: chmod go-w"))
+    else:
+        out.append(Check.ok("directory", f"{parent}: writable by the host only"))
+    try:
+        token: renewal.TokenFile | None = renewal.TokenFile.parse(r.path.read_bytes())
+    except FileNotFoundError:
+        token = None
+    except (OSError, ValueError) as exc:
+        token = None
+        if rc.grant == "refresh_token":
+            out.append(Check.fail("token", f"{r.path}: {exc}"))
+    if token is None and rc.grant == "refresh_token" and not any(c.name == "token" for c in out):
+        out.append(Check.fail("token", f"{r.path}: no token; the operator must log in"))
+    elif token is not None:
+        left = token.expires_at - now
+        state = "expired" if left <= 0 else f"valid for {left / 60:.0f} min"
+        due = max(0.0, r.due_at(token) - now)
+        detail = f"{state}; renewed by {rc.grant} in {due / 60:.0f} min"
+        if rc.grant == "refresh_token" and not token.data.get("refresh_token"):
+            out.append(Check.fail("token", f"{detail}, but the file has no refresh_token"))
+        elif left <= 0 and rc.grant == "refresh_token":
+            out.append(Check.warn("token", f"{detail} (if its refresh token is still valid)"))
+        else:
+            out.append(Check.ok("token", detail))
+    else:
+        out.append(Check.ok("token", "none yet: the host makes it at start"))
+    if rc.client_secret_credential:
+        try:
+            r.client_secret()
+            out.append(Check.ok("client secret", f"credential {rc.client_secret_credential}"))
+        except renewal.RenewalError as exc:
+            out.append(Check.fail("client secret", str(exc)))
+    if live:
+        import requests
+
+        try:
+            with requests.Session() as session:
+                endpoint = r.token_endpoint(session)
+            out.append(Check.ok("issuer", f"token endpoint {endpoint}"))
+        except renewal.RenewalError as exc:
+            out.append(Check.fail("issuer", str(exc)))
+    return out
+
+
 def run(
     cfg: configuration.Config,
     *,
@@ -410,6 +468,8 @@ def run(
             continue
         add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
     add("access", _access(cfg, registry, capability))
+    for name in sorted(cfg.renewal) if not capability else ():
+        add(f"renewal {name}", _renewal(cfg, name, live=live, now=now))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
     return [

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from opsagent.capability import DeclarationError, check_memory_limit
+from opsagent.credentials.renewal import RenewalConfig
 from opsagent.credentials.store import CredentialSource
 from opsagent.schema import InputError, make_converter, structure
 
@@ -303,6 +304,8 @@ class Config:
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
+    #: ``[renewal.<credential>]``: OIDC token files the host renews before they expire.
+    renewal: dict[str, RenewalConfig] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)
     source: str = "<defaults>"

@@ -30,6 +30,7 @@ import attrs
 from loguru import logger
 
 from opsagent.capability import Capability, DeclarationError
+from opsagent.credentials import renewal
 from opsagent.credentials import store as creds
 from opsagent.credentials.redaction import Redactor
 from opsagent.host import config as configuration
@@ -170,6 +171,7 @@ class Host:
         caps = self.jobs.capabilities
         self.access = self._access(caps)
         self._expiry_warned: set[tuple[str, float]] = set()
+        self.renewers = self._renewers()
         self._check_credentials(initial=True)
         self._require_available()
         self._state_lock = self._state_dir()
@@ -206,6 +208,19 @@ class Host:
         raise LookupError(f"no {kind.__name__} observer: it is not enabled in {self.cfg.source}")
 
     # -- the steps of wiring, in order -------------------------------------------------
+
+    def _renewers(self) -> list[renewal.Renewer]:
+        """One thread per ``[renewal.<credential>]``; started with the reporting."""
+        try:
+            return renewal.renewers(
+                self.cfg.renewal, self.cfg.credentials, on_renewed=self._credential_renewed
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+
+    def _credential_renewed(self, name: str) -> None:
+        # On the renewer's thread: the main loop looks at credentials again at once.
+        self._next_credential_check = 0.0
 
     def _redaction(self) -> Redactor:
         """Before anything is logged: every secret the configuration can reach."""
@@ -412,6 +427,7 @@ class Host:
             in_flight=in_flight,
             queued=queued,
             credential_expiry=self.availability.expiries(),
+            renewal={r.name: r.state.to_json() for r in self.renewers},
             counts=_copy_counts(self.dispatcher.counts),
             journal_error=self.journal.error,
         )
@@ -629,6 +645,8 @@ class Host:
             logger.opt(exception=True).error("scheduler tick failed")
 
     def _start_reporting(self) -> None:
+        for renewer in self.renewers:
+            renewer.start()
         for observer in self.observers:
             try:
                 observer.start()
@@ -639,6 +657,8 @@ class Host:
         self.phase = health.EXITED
         for observer in reversed(self.observers):
             observer.stop()
+        for renewer in self.renewers:
+            renewer.stop()
         self.notifier.close()
 
     def drain(self) -> None:

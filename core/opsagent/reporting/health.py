@@ -35,6 +35,8 @@ class Snapshot:
     queued: Mapping[str, int]
     #: Unix expiry time of each credential that has one.
     credential_expiry: Mapping[str, float] = attrs.Factory(dict)
+    #: Each renewed credential's state (:class:`opsagent.credentials.renewal.RenewalState`).
+    renewal: Mapping[str, Mapping[str, Any]] = attrs.Factory(dict)
     #: The dispatcher's counters (received, accepted, each rejection code...).
     counts: Mapping[str, int] = attrs.Factory(dict)
     #: Why the journal cannot be written (a full disk), None when it can.
@@ -45,6 +47,15 @@ class Snapshot:
         return sum(self.in_flight.values())
 
     @property
+    def renewal_failing(self) -> dict[str, str]:
+        """Credentials whose last renewal failed, with why."""
+        return {
+            name: str(state.get("last_error"))
+            for name, state in self.renewal.items()
+            if state.get("consecutive_failures")
+        }
+
+    @property
     def healthy(self) -> bool:
         """Broker up, journal writable, nothing broken, every capability available (the
         monitor's OK)."""
@@ -53,6 +64,7 @@ class Snapshot:
             and self.journal_error is None
             and not self.broken
             and not self.unavailable
+            and not self.renewal_failing
         )
 
     def line(self) -> str:
@@ -70,6 +82,10 @@ class Snapshot:
             parts.append("unavailable: " + ", ".join(sorted(self.unavailable)))
         if self.broken:
             parts.append("broken: " + ", ".join(self.broken))
+        failing = self.renewal_failing
+        if failing:
+            shown = ", ".join(f"{n} ({why})" for n, why in sorted(failing.items()))
+            parts.append(f"RENEWAL FAILING: {shown}")
         queued = sum(self.queued.values())
         parts.append(f"{self.jobs} job{'s' if self.jobs != 1 else ''} in flight ({queued} queued)")
         return "; ".join(parts)
