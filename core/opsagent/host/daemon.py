@@ -481,6 +481,7 @@ class Host:
             reason=outcome.reason,
             echo=ticket.echo,
             module=ticket.cap.entry_point,
+            action=ticket.cap.action,
         )
         for observer in self.observers:
             try:

@@ -102,3 +102,5 @@ class JobEnd:
     reason: str | None = None
     echo: Mapping[str, Any] = attrs.Factory(dict)
     module: str = ""
+    #: The capability's declared action-log id (``Capability.action``), if any.
+    action: str = ""
