@@ -46,6 +46,10 @@ class SweepFailed(Exception):
     """Rucio could not give the whole campaign; the message says what failed."""
 
 
+class NotAsked(SweepFailed):
+    """A batch not sent because an earlier request of the sweep had failed."""
+
+
 def listing_prefixes(stage: str, version: str, selection: Selection) -> list[str]:
     base = stage_prefix(stage, version)
     if selection.detector_configs is None:
@@ -79,7 +83,7 @@ def fetch_bulk(
     """The records of a batch of listed datasets from one bulk replica request; a
     failure sets ``stop``, and a batch started after that is not asked at all."""
     if stop.is_set():
-        raise SweepFailed("not asked: an earlier request of the sweep failed")
+        raise NotAsked("not asked: an earlier request of the sweep failed")
     found: dict[str, list[dict[str, Any]]] = {d.name: [] for d in batch}
     try:
         dids = [{"scope": scope, "name": d.name} for d in batch]
@@ -104,7 +108,7 @@ def _results(futures: list[Future[list[dict[str, Any]]]]) -> list[list[dict[str,
         except SweepFailed as exc:
             errors.append(exc)
     if errors:
-        raise next((e for e in errors if not str(e).startswith("not asked")), errors[0])
+        raise next((e for e in errors if not isinstance(e, NotAsked)), errors[0])
     return results
 
 
@@ -138,8 +142,6 @@ def sweep(
                         waiting = []
                 if waiting:
                     futures.append(pool.submit(fetch_bulk, rucio, scope, waiting, stop))
-            except SweepFailed:
-                raise
             except Exception as exc:  # noqa: BLE001 - the whole sweep fails with its cause
                 raise SweepFailed(f"listing {scope}:{prefix}*: {describe(exc)}") from exc
         records = _check(r for result in _results(futures) for r in result)
