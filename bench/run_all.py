@@ -212,6 +212,7 @@ def main() -> None:
     fetch_png = plots.fetch_size(fetch["sizes"])
     write_section(performance, "fetch_payload_log", section("fetch_payload_log", fetch, fetch_png))
     write_section(performance, "rucio_snapshot", section("rucio_snapshot"))
+    write_section(performance, "campaign_provenance", section("campaign_provenance"))
     print("wrote docs/performance.md")
     subprocess.run([sys.executable, str(BENCH / "reliability.py"),
                     *(["--quick"] if args.quick_reliability else [])], cwd=BENCH, check=True)

@@ -796,7 +796,7 @@ def wire_page() -> str:
         "| msg_type | action (`funcname`, `extra_data.action`) |",
         "|---|---|",
         *(f"| `{m}` | `{a}` |" for m, a in monitor.ACTIONS.items()),
-        "| any other | its `msg_type` |",
+        "| any other | the `action` its capability declares, else its `msg_type` |",
         "",
         "`extra_data.outcome` is the job's outcome; `level` is",
         ", ".join(f"{lv} (`{name}`) for `{st}`" for st, (lv, name) in monitor.LEVELS.items())

@@ -117,6 +117,13 @@ def test_a_hung_monitor_costs_callers_nothing_and_the_queue_stays_bounded():
     assert record["funcname"] == "task_submit" and record["levelname"] == "WARNING"
     assert record["extra_data"]["outcome"] == "unrecorded"
     assert record["extra_data"]["task_name"] == "t1"
+    # a capability's declared action id names its records; else its msg_type does
+    declared = JobEnd(job_id="k", msg_type="campaign_provenance_sweep", status="ok",
+                      duration=1.0, action="provenance_sweep")
+    assert monitor.action_record(declared)["funcname"] == "provenance_sweep"
+    assert monitor.action_record(declared)["extra_data"]["action"] == "provenance_sweep"
+    plain = JobEnd(job_id="l", msg_type="ops_work", status="ok", duration=1.0)
+    assert monitor.action_record(plain)["funcname"] == "ops_work"
 
 
 def test_monitor_configuration_is_checked():

@@ -44,6 +44,8 @@ BUNDLED: dict[str, tuple[dict[str, Any], list[str]]] = {
                            "pandaid": "2"}, ["scope", "lfn", "jeditaskid", "pandaid"]),
     "submit_task": ({"task_name": "group.EIC.t1", "owner": "someone"}, ["task_name", "owner"]),
     "rucio_snapshot_update": ({"campaigns": ["26.02.0"]}, ["campaigns"]),
+    "campaign_provenance_sweep": ({"campaign": "26.02.0"},
+                                  ["campaign", "path_filter", "detector_configs"]),
 }
 CREDENTIALS = ("x509_proxy", "panda_oidc_token", "pcs_token", "rucio_userpass")
 
@@ -125,7 +127,7 @@ def _cases() -> list[tuple[str, bytes, str | None, str]]:
                       body(msg_type="test_side_effect", n=value), "invalid", "$.n"))
         for msg_type, (good, fields) in BUNDLED.items():
             for field in fields:
-                bad = [value] if field == "campaigns" else value
+                bad = [value] if field in ("campaigns", "detector_configs") else value
                 # A value the field's pattern allows (an lfn may start with '/') is
                 # accepted: its answer is then the job's own terminal event.
                 cases.append((f"injection in {msg_type}.{field}: {short}",

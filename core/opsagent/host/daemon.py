@@ -533,6 +533,7 @@ class Host:
             module=ticket.cap.entry_point,
             data=outcome.data,
             event=ticket.cap.event_for(outcome.status),
+            action=ticket.cap.action,
         )
         for observer in self.observers:
             try:

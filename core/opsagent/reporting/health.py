@@ -107,3 +107,5 @@ class JobEnd:
     data: Mapping[str, Any] = attrs.Factory(dict)
     #: The terminal event's name (``msg_type`` of the event).
     event: str = ""
+    #: The capability's declared action-log id (``Capability.action``), if any.
+    action: str = ""

@@ -24,8 +24,8 @@ from loguru import logger
 from opsagent.host.config import MonitorConfig
 from opsagent.reporting import health
 
-#: Action ids of the old agent's log records, by msg_type; other capabilities use their
-#: msg_type.
+#: Action ids of the old agent's log records, by msg_type; other capabilities use the
+#: ``action`` they declare, else their msg_type.
 ACTIONS = {
     "fetch_payload_log": "payload_log_fetch",
     "submit_task": "task_submit",
@@ -157,7 +157,7 @@ class Monitor:
         }
 
     def action_record(self, end: health.JobEnd) -> dict[str, Any]:
-        action = ACTIONS.get(end.msg_type, end.msg_type)
+        action = end.action or ACTIONS.get(end.msg_type, end.msg_type)
         level, levelname = LEVELS.get(end.status, ERROR_LEVEL)
         duration_ms = round(end.duration * 1000)
         message = f"{action} {end.status} in {end.duration:.3f} s"

@@ -62,6 +62,7 @@ from opsagent.testing.jobs import (
 )
 from opsagent.testing.mattermost import FakeMattermost
 from opsagent.testing.monitor import FakeCatalogue, FakeMonitor
+from opsagent.testing.oidc import TokenRejected, TokenVerifier
 from opsagent.testing.panda import FakePanda
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
@@ -315,6 +316,8 @@ __all__ = [
     "FakeMattermost",
     "FakeMonitor",
     "FakePanda",
+    "TokenRejected",
+    "TokenVerifier",
     "FakeServer",
     "Harness",
     "InputError",

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from opsagent.testing import FakeMonitor, FakePanda
-from opsagent.testing.oidc import TokenVerifier
+from opsagent.testing import FakeMonitor, FakePanda, TokenVerifier
 from panda_ops_support import MARK, MONITOR_TOKEN, TASK, wait_until
 
 pytestmark = pytest.mark.broker

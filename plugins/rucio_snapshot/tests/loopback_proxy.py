@@ -39,6 +39,9 @@ class RucioRelay:
         self.upstream_port = split.port or 80
         self.delay = delay
         self.faults: list[tuple[str, int]] = []
+        #: From this many requests on, every request is answered ``failing_status``.
+        self.failing_from: int | None = None
+        self.failing_status = 503
         self.seen: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -51,6 +54,13 @@ class RucioRelay:
         with self._lock:
             self.faults.append((fragment, status))
 
+    def fail_from(self, count: int, status: int = 503) -> None:
+        """Answer ``status`` to every request after the first ``count`` from now on: a
+        server that starts failing in the middle of a run."""
+        with self._lock:
+            self.failing_from = len(self.seen) + count
+            self.failing_status = status
+
     @property
     def url(self) -> str:
         assert self._httpd is not None
@@ -60,6 +70,8 @@ class RucioRelay:
         text = body.decode("utf-8", "replace") if body else ""
         with self._lock:
             self.seen.append(target)
+            if self.failing_from is not None and len(self.seen) > self.failing_from:
+                return self.failing_status
             for fragment, status in self.faults:
                 if fragment in target or fragment in text:
                     return status

@@ -196,16 +196,49 @@ def run_abacus() -> None:
     )
 
 
+def lagging(client: Any, plan: list[Layout]) -> list[str]:
+    """The datasets whose replica counters do not yet say what ``plan`` seeded."""
+    want = {ds.name: {rse: n for rse, n in ds.at.items()} for ds in plan}
+    got: dict[str, dict[str, int]] = {ds.name: {} for ds in plan}
+    for chunk in _chunks([{"scope": SCOPE, "name": ds.name} for ds in plan], 500):
+        for rep in client.list_dataset_replicas_bulk(chunk):
+            if rep.get("name") in got:
+                got[rep["name"]][rep["rse"]] = rep.get("available_length")
+    return [name for name in want if got[name] != want[name]]
+
+
+def settle(client: Any, plan: list[Layout], tries: int = 6) -> None:
+    """Run the counter daemon until every dataset replica counts what was seeded.
+
+    One run is not always enough: the daemon shares its work out among the instances
+    its heartbeats say are alive, and another session's recent run (this server is
+    shared) can leave part of the work to an instance that has already exited.
+    """
+    for _ in range(tries):
+        run_abacus()
+        behind = lagging(client, plan)
+        if not behind:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"dataset replica counters still lag after {tries} runs: {behind[:3]}")
+
+
 def seed_campaign(client: Any, version: str, count: int | None = None) -> list[Layout]:
     """Make campaign ``version`` exist on the server; returns its layout."""
-    names = campaign_names(version, count)
-    plan = layout(names)
+    plan = layout(campaign_names(version, count))
+    seed_layout(client, version, plan)
+    return plan
+
+
+def seed_layout(client: Any, version: str, plan: list[Layout]) -> None:
+    """Make the datasets of ``plan`` (all of campaign ``version``) exist on the server,
+    in a few bulk requests; a campaign seeded before is left alone."""
     if SCOPE in client.list_scopes() and is_seeded(client, version):
-        return plan
+        return
     have = existing_datasets(client, version)
     if have:
         raise RuntimeError(
-            f"campaign {version} is half seeded ({len(have)} of {len(names)} datasets): "
+            f"campaign {version} is half seeded ({len(have)} of {len(plan)} datasets): "
             f"restart Rucio with an empty database: RUCIO_FRESH=true scripts/services.sh "
             f"restart rucio"
         )
@@ -247,13 +280,12 @@ def seed_campaign(client: Any, version: str, count: int | None = None) -> list[L
     for ds in plan:
         if ds.closed:
             client.set_status(SCOPE, ds.name, open=False)
-    run_abacus()
+    settle(client, plan)
     client.add_dataset(SCOPE, marker(version))
     print(
         f"seeded {version}: {len(plan)} datasets in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
-    return plan
 
 
 def admin_client(url: str, account: str, username: str, password: str) -> Any:

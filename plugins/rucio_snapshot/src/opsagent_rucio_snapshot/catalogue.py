@@ -3,7 +3,10 @@
 - ``GET  <base>/pcs/api/campaigns/`` -- campaigns with their ``lifecycle``;
 - ``GET  <base>/pcs/api/prod-tasks/?campaign=<v>`` -- the requested tasks of a campaign;
 - ``PATCH <base>/pcs/api/prod-tasks/<name>/`` with ``{"overrides": {...}}`` -- replace a
-  task's overrides (this capability only changes their ``outputs`` key).
+  task's overrides (this capability only changes their ``outputs`` key);
+- ``GET  <base>/pcs/api/requested-paths/?campaign=<v>`` -- the EVGEN paths requested for
+  a campaign, each with its detector configuration (read by ``campaign_provenance_sweep``,
+  contract in ``docs/campaign_provenance.md``).
 
 List answers may be a JSON array or a page ``{"results": [...], "next": <url>|null}``;
 pages are followed.  The contract is written out in ``docs/rucio_snapshot.md``.
@@ -166,6 +169,11 @@ class Catalogue:
             if not isinstance(task.get("name"), str) or not task["name"]:
                 raise CatalogueError(f"GET prod-tasks of {campaign}: a task without a name")
         return tasks
+
+    def requested_paths(self, campaign: str) -> list[dict[str, Any]]:
+        """The campaign's requested EVGEN paths: rows with ``input_path`` and
+        ``detector_config``, as the catalogue sent them (the caller checks each)."""
+        return self._list(f"{self.base}{API}/requested-paths/", {"campaign": campaign})
 
     def replace_outputs(self, task: dict[str, Any], outputs: list[dict[str, Any]]) -> None:
         """PATCH the task's overrides with ``outputs`` replaced, other keys kept as read."""

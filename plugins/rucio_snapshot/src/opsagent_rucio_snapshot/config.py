@@ -3,7 +3,7 @@ reach them, and the limits."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from opsagent import FieldError, from_env, pattern
@@ -29,6 +29,26 @@ def _tries(_inst: Any, attr: attrs.Attribute, value: int) -> None:
 def _parallel(_inst: Any, attr: attrs.Attribute, value: int) -> None:
     if not 1 <= value <= 256:
         raise FieldError(attr.name, f"expected 1 to 256 requests in flight, got {value!r}")
+
+
+class RucioSettings(Protocol):
+    """The settings :func:`opsagent_rucio_snapshot.update.rucio_access` reads: any
+    capability's configuration class with these fields can log in the same way."""
+
+    @property
+    def rucio_url(self) -> str: ...
+    @property
+    def rucio_account(self) -> str: ...
+    @property
+    def rucio_username(self) -> str: ...
+    @property
+    def rucio_vo(self) -> str | None: ...
+    @property
+    def rucio_tls_verify(self) -> bool | None: ...
+    @property
+    def rucio_ca_bundle(self) -> str | None: ...
+    @property
+    def request_timeout(self) -> float: ...
 
 
 @attrs.frozen

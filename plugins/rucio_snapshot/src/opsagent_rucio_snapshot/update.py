@@ -16,7 +16,7 @@ from opsagent import Job, JobFailed, Outcome, shown
 
 from opsagent_rucio_snapshot import cachefiles
 from opsagent_rucio_snapshot.catalogue import Catalogue, CatalogueError
-from opsagent_rucio_snapshot.config import SnapshotConfig
+from opsagent_rucio_snapshot.config import RucioSettings, SnapshotConfig
 from opsagent_rucio_snapshot.fetch import (
     Rucio,
     RucioAccess,
@@ -39,7 +39,7 @@ SHOWN_DATASET_ERRORS = 3
 
 
 def tls_choice(
-    side: str, url: str, verify: bool | None, ca_bundle: str | None
+    side: str, url: str, verify: bool | None, ca_bundle: str | None, section: str = SECTION
 ) -> tuple[bool | str, str]:
     """requests' ``verify`` for ``url`` and the sentence that logs the choice.
 
@@ -50,14 +50,14 @@ def tls_choice(
         return True, f"{side} {url}: plain http, no TLS to verify"
     if verify is None:
         raise JobFailed(
-            f"{side} {url} is https but TLS verification is not chosen: set {SECTION} "
+            f"{side} {url} is https but TLS verification is not chosen: set {section} "
             f"{side}_tls_verify = true (and {side}_ca_bundle = <CA file> if needed), or "
             f"{side}_tls_verify = false to turn verification off knowingly"
         )
     if verify is False:
         return False, (
             f"{side} {url}: TLS certificate verification is OFF "
-            f"({SECTION} {side}_tls_verify = false)"
+            f"({section} {side}_tls_verify = false)"
         )
     return (ca_bundle or True), (
         f"{side} {url}: TLS verified against {ca_bundle or 'the default CA bundle'}"
@@ -68,7 +68,10 @@ def _setting(value: str, job: Job, variable: str) -> str:
     return value or job.env.get(variable, "")
 
 
-def rucio_access(cfg: SnapshotConfig, job: Job) -> RucioAccess:
+def rucio_access(cfg: RucioSettings, job: Job, section: str = SECTION) -> RucioAccess:
+    """Where and as whom to log in to Rucio: the settings of ``section`` (another
+    capability reading the same Rucio passes its own), the job's environment, and the
+    ``rucio_userpass`` credential."""
     url = _setting(cfg.rucio_url, job, "JLAB_RUCIO_URL")
     account = _setting(cfg.rucio_account, job, "JLAB_RUCIO_ACCOUNT")
     username = _setting(cfg.rucio_username, job, "JLAB_RUCIO_USERNAME")
@@ -82,7 +85,7 @@ def rucio_access(cfg: SnapshotConfig, job: Job) -> RucioAccess:
         if not value
     ]
     if missing:
-        raise JobFailed(f"Rucio is not configured: set {', '.join(missing)} in {SECTION}")
+        raise JobFailed(f"Rucio is not configured: set {', '.join(missing)} in {section}")
     try:
         password = job.credential(CREDENTIAL).read()
     except (LookupError, OSError) as exc:
@@ -90,7 +93,7 @@ def rucio_access(cfg: SnapshotConfig, job: Job) -> RucioAccess:
             f"Rucio password missing: {exc}; configure [credentials.{CREDENTIAL}] "
             f'file = ... or env = "JLAB_RUCIO_PASSWORD"'
         ) from None
-    verify, sentence = tls_choice("rucio", url, cfg.rucio_tls_verify, cfg.rucio_ca_bundle)
+    verify, sentence = tls_choice("rucio", url, cfg.rucio_tls_verify, cfg.rucio_ca_bundle, section)
     (job.log.warning if verify is False else job.log.info)(sentence)
     return RucioAccess(
         url=url,

@@ -1,0 +1,75 @@
+"""``[capability.campaign_provenance_sweep]``: Rucio, the catalogue, the RSEs, the limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from opsagent import FieldError, pattern
+from opsagent_rucio_snapshot.fields import SCOPE, STAGE, each
+
+RSE = r"[A-Z0-9][A-Z0-9_-]{0,63}"
+LIFECYCLE = r"[a-z][a-z_]{0,31}"
+
+
+def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise FieldError(attr.name, f"expected a positive number, got {value!r}")
+
+
+def _in(low: float, high: float, what: str) -> Any:
+    def check(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+        if not low <= value <= high:
+            raise FieldError(attr.name, f"expected {low:g} to {high:g} {what}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class ProvenanceConfig:
+    """``[capability.campaign_provenance_sweep]``.
+
+    The Rucio and catalogue settings mean what they mean for ``rucio_snapshot_update``
+    (the same fallbacks to ``JLAB_RUCIO_*`` and ``SWF_MONITOR_HTTP_URL``, the same
+    refusal of an ``https`` URL whose TLS verification is not chosen).  ``rses`` are
+    the RSEs a path must be complete on; ``lifecycles`` the catalogue's campaigns swept
+    when the request names none.
+    """
+
+    rucio_url: str = ""
+    rucio_account: str = ""
+    rucio_username: str = ""
+    rucio_vo: str | None = None
+    rucio_tls_verify: bool | None = None
+    rucio_ca_bundle: str | None = None
+    scope: str = attrs.field(default="epic", validator=pattern(SCOPE, "a Rucio scope"))
+    #: The stage whose datasets are the produced outputs: ``/<stage>/<campaign>/...``.
+    stage: str = attrs.field(default="RECO", validator=pattern(STAGE, "a stage name like RECO"))
+    #: The RSEs a path must have every file on to be ``complete``.
+    rses: list[str] = attrs.field(
+        factory=lambda: ["BNL-XRD", "EIC-XRD"],
+        validator=each(pattern(RSE, "an RSE name like BNL-XRD"), non_empty=True),
+    )
+    #: The catalogue's campaigns swept when the request names none, by lifecycle.
+    lifecycles: list[str] = attrs.field(
+        factory=lambda: ["current", "last", "producing"],
+        validator=each(pattern(LIFECYCLE, "a lifecycle like current"), non_empty=True),
+    )
+    #: Where the requested paths come from (required; else ``SWF_MONITOR_HTTP_URL``).
+    catalogue_url: str = ""
+    catalogue_user: str | None = None
+    catalogue_tls_verify: bool | None = None
+    catalogue_ca_bundle: str | None = None
+    catalogue_timeout: float = attrs.field(default=30.0, validator=_positive)
+    catalogue_tries: int = attrs.field(default=3, validator=_in(1, 10, "tries"))
+    catalogue_backoff: float = attrs.field(default=1.0, validator=_in(0, 60, "seconds"))
+    #: Rucio requests in flight at once (each asks for the replicas of up to 100 datasets).
+    parallel: int = attrs.field(default=16, validator=_in(1, 256, "requests in flight"))
+    request_timeout: float = attrs.field(default=60.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        for side in ("rucio", "catalogue"):
+            if getattr(self, f"{side}_tls_verify") is False and getattr(self, f"{side}_ca_bundle"):
+                raise ValueError(
+                    f"{side}_ca_bundle is set but {side}_tls_verify is false: remove one of them"
+                )
