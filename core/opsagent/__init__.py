@@ -1,6 +1,7 @@
 """opsagent: a plugin-based host for credentialed production operations."""
 
 from opsagent.capability import Capability
+from opsagent.chain import Chain, Step
 from opsagent.checks import Check
 from opsagent.credential import Credential
 from opsagent.credential_check import CredentialError, check_credential
@@ -15,6 +16,7 @@ from opsagent.schema import Digits, FieldError, pattern, secret, shown
 
 __all__ = [
     "Capability",
+    "Chain",
     "Check",
     "Completed",
     "Credential",
@@ -24,6 +26,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "Outcome",
+    "Step",
     "PrivateDir",
     "check_credential",
     "doubling",

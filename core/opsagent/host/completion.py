@@ -216,6 +216,7 @@ class Completion:
                     duration,
                     outcome.reason,
                 )
+            ticket.quiet = self._quiet(ticket, outcome)
             raw = self.encode_event(self.event_of(ticket, outcome), outcome)
             ticket.answer = raw
         except BaseException:
@@ -228,6 +229,20 @@ class Completion:
                     self._cv.notify()
             return
         self._write([(ticket, outcome, raw)])
+
+    @staticmethod
+    def _quiet(ticket: Ticket, outcome: Outcome) -> bool:
+        """``Capability.quiet`` says so, and nobody waits on a reply."""
+        quiet = ticket.cap.quiet
+        if quiet is None or ticket.reply_destinations:
+            return False
+        try:
+            return bool(quiet(ticket.inp, outcome))
+        except Exception:  # noqa: BLE001 - a broken rule publishes, as if there were none
+            logger.opt(exception=True).bind(job_id=ticket.job_id).warning(
+                "quiet() of {} raised; the end is published", ticket.cap.msg_type
+            )
+            return False
 
     def _write(self, batch: list[tuple[Ticket, Outcome, bytes]]) -> None:
         """Publish, record, acknowledge ``batch``; its tickets leave the ledger after,
@@ -242,10 +257,12 @@ class Completion:
                 # Before the event goes out: a caller that sends the same work again once
                 # it has the event must not find the key still held.
                 self.ledger.free_key(ticket)
-                messages.append((self.topic, raw))
+                if not ticket.quiet:
+                    messages.append((self.topic, raw))
                 messages.extend((dest, raw) for dest in self.ledger.destinations(ticket))
             try:
-                self.transport.send_many(messages)
+                if messages:
+                    self.transport.send_many(messages)
                 published = True
             except TransportError as exc:
                 # Left unacknowledged: the broker redelivers after the reconnect and the
@@ -282,6 +299,9 @@ class Completion:
         tickets = [t for t, _o, _raw in batch]
         for ticket in tickets:
             self.ledger.release(ticket)
+        tickets = [t for t in tickets if not t.internal]
+        if not tickets:
+            return
         acked = self.transport.ack_many([d for t in tickets for d in t.deliveries])
         at = 0
         for ticket in tickets:

@@ -180,6 +180,8 @@ class MonitorConfig:
     #: ``app_name`` and ``instance_name`` of action-log records, as the old agent sent them.
     log_app_name: str = "epicprod"
     log_instance_name: str = "ops-agent"
+    #: ``module`` of action-log records, as the old agent sent it.
+    log_module: str = "epicprod_ops_agent"
     heartbeat_seconds: float = 30.0
     #: Connect and read timeout of each post.
     timeout_seconds: float = 3.0
@@ -279,6 +281,35 @@ class ScheduleConfig:
 
 
 @attrs.frozen
+class StepConfig:
+    """One step of a ``[[chain]]``: a capability and its input."""
+
+    msg_type: str
+    input: dict[str, Any] = attrs.Factory(dict)
+    #: The step's name in the chain's summary and job ids; default: ``msg_type``.
+    name: str = ""
+
+
+@attrs.frozen
+class ChainConfig:
+    """``[[chain]]``: a capability whose steps are other capabilities (see chains).
+
+    Declared here without writing a package; the same as a ``Chain(...)`` a package
+    registers.  Its input is ``created_by`` (optional), passed to each step that takes it.
+    """
+
+    msg_type: str
+    steps: list[StepConfig]
+    #: Event names by outcome; default ``<msg_type>_done`` / ``<msg_type>_failed``.
+    events: dict[str, str] = attrs.Factory(dict)
+    #: The action id of its summary record; default: ``msg_type``.
+    action: str = ""
+    #: The chain as a whole runs no step past this many seconds (each step has its own).
+    time_limit: float = 86400.0
+    description: str = ""
+
+
+@attrs.frozen
 class SchedulingConfig:
     """``[scheduling]``: the built-in schedule and how a hot standby keeps quiet."""
 
@@ -302,6 +333,7 @@ class Config:
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
+    chain: list[ChainConfig] = attrs.Factory(list)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)
