@@ -284,7 +284,9 @@ class ScheduleConfig:
 class StepConfig:
     """One step of a ``[[chain]]``: a capability and its input."""
 
+    #: The step's capability.
     msg_type: str
+    #: The fixed part of its input (the chain's ``created_by`` is added when it takes one).
     input: dict[str, Any] = attrs.Factory(dict)
     #: The step's name in the chain's summary and job ids; default: ``msg_type``.
     name: str = ""
@@ -298,7 +300,9 @@ class ChainConfig:
     registers.  Its input is ``created_by`` (optional), passed to each step that takes it.
     """
 
+    #: The chain's own msg_type.
     msg_type: str
+    #: Its steps, in order: ``{msg_type = ..., input = {...}, name = ...}``.
     steps: list[StepConfig]
     #: Event names by outcome; default ``<msg_type>_done`` / ``<msg_type>_failed``.
     events: dict[str, str] = attrs.Factory(dict)
@@ -306,6 +310,7 @@ class ChainConfig:
     action: str = ""
     #: The chain as a whole runs no step past this many seconds (each step has its own).
     time_limit: float = 86400.0
+    #: What ``opsagent plugins`` and the generated docs say of it.
     description: str = ""
 
 

@@ -62,6 +62,12 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             optional_credentials=("pcs_token",),
             dedup_key=lambda inp: inp.task_name,
             echo=lambda inp: {"task_name": inp.task_name},
+            # The old agent's action record (username: owner).
+            action="task_submit",
+            subject_type="campaign_task",
+            subject_key=lambda inp: inp.task_name,
+            sublevel="high",
+            live_default=True,
             config=SubmitConfig,
             programs=("prun",),
             description="Submit a catalogue production task to PanDA with the operator's token "
