@@ -423,6 +423,13 @@ def configuration_page() -> str:
             out += _key_lines(source, field.name, NOTES)
         elif field.name == "capability":
             out += _capability_sections(configuration.OVERRIDES)
+        elif field.name == "program":
+            from opsagent.host.programs import ProgramTable
+
+            out += ["", "## `[[program]]`", "", _summary(ProgramTable), ""]
+            out += _key_lines(ProgramTable, "program", NOTES)
+        elif field.name == "sections":
+            out += _shared_sections()
         else:
             raise SystemExit(f"gen_docs: do not know how to document Config.{field.name}")
     return "\n".join(out) + "\n"
@@ -437,13 +444,37 @@ def _capability_sections(overrides: tuple[str, ...]) -> list[str]:
         "which override its declaration: " + ", ".join(f"`{k}`" for k in overrides) + ".",
     ]
     for cap in bundled_capabilities():
-        if cap.config is None:
+        if cap.config is None or cap.config_section:
             continue
         out += ["", f"### `[capability.{cap.msg_type}]`", ""]
         summary = _summary(cap.config) or _summary(inspect.getmodule(cap.config))
         if summary:
             out += [summary, ""]
         out += _key_lines(cap.config, f"capability.{cap.msg_type}", None)
+    return out
+
+
+def _shared_sections() -> list[str]:
+    """The shared tables of the bundled capabilities (``[epicprod]``), once each."""
+    out: list[str] = []
+    seen: dict[str, list[str]] = {}
+    classes: dict[str, type] = {}
+    for cap in bundled_capabilities():
+        if cap.config_section and cap.config is not None:
+            seen.setdefault(cap.config_section, []).append(cap.msg_type)
+            classes[cap.config_section] = cap.config
+    for name in sorted(seen):
+        cls = classes[name]
+        users = ", ".join(f"`{m}`" for m in sorted(seen[name]))
+        out += ["", f"## `[{name}]`", ""]
+        summary = _summary(cls) or _summary(inspect.getmodule(cls))
+        if summary:
+            out += [summary, ""]
+        out += [
+            f"Shared by {users}; each one's `[capability.<msg_type>]` may set these too.",
+            "",
+        ]
+        out += _key_lines(cls, name, None)
     return out
 
 

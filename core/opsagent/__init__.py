@@ -10,6 +10,7 @@ from opsagent.isolation.proc import Completed, run
 from opsagent.job import Job
 from opsagent.outcome import JobFailed, Outcome
 from opsagent.private import PrivateDir
+from opsagent.program import Program, arg, derive_reason, flag, option
 from opsagent.retries import doubling, retried
 from opsagent.rucio_login import rucio_client
 from opsagent.schema import Digits, FieldError, pattern, secret, shown
@@ -28,9 +29,14 @@ __all__ = [
     "Outcome",
     "Step",
     "PrivateDir",
+    "Program",
+    "arg",
     "check_credential",
+    "derive_reason",
     "doubling",
+    "flag",
     "hookimpl",
+    "option",
     "pattern",
     "retried",
     "rucio_client",

@@ -85,6 +85,25 @@ def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
         raise DeclarationError(f"{attr.name}: expected a positive number, got {value!r}")
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _check_env_name(_inst: object, attr: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or (value and not _ENV_NAME.match(value)):
+        raise DeclarationError(f"{attr.name}: {value!r} is not an environment variable name")
+
+
+def _check_env_names(_inst: object, attr: attrs.Attribute, value: tuple[str, ...]) -> None:
+    for name in value:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise DeclarationError(f"{attr.name}: {name!r} is not an environment variable name")
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise DeclarationError(f"{attr.name}: expected a number >= 0, got {value!r}")
+
+
 #: The smallest ``memory_limit``: a job is a fork of the fork server, which has the host
 #: and every process capability's modules imported (~150 MiB of address space, ~200 MiB
 #: with a few threads), before it allocates anything of its own.
@@ -204,9 +223,28 @@ class Capability:
     )
     memory_limit: int | None = attrs.field(default=None, validator=check_memory_limit)
     config: type | None = None
+    #: A shared top-level table (``[epicprod]``) whose keys are defaults of ``config``
+    #: under ``[capability.<msg_type>]``; its name must be declared by the distribution
+    #: in the ``opsagent.sections`` entry-point group.
+    config_section: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
     control: bool = False
     programs: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     description: str = ""
+    #: Variables passed from the host's environment to this capability's jobs, besides
+    #: ``[host] env_allow`` (``DJANGO_SETTINGS_MODULE`` for a Django doer).
+    env_allow: tuple[str, ...] = attrs.field(
+        default=(), converter=_tuple_of_str, validator=_check_env_names
+    )
+    #: The variable of the old agent that sets ``time_limit`` on this host
+    #: (``EPICPROD_CATALOG_IMPORT_TIMEOUT``) unless ``[capability.<msg_type>]`` does.
+    time_limit_env: str = attrs.field(default="", validator=_check_env_name)
+    #: Seconds past ``time_limit`` before the host kills a job that did not end: for a
+    #: doer that enforces ``job.time_limit`` on its own work and reports the timeout in
+    #: its own words (a program capability: "timed out after 1800s").
+    backstop: float = attrs.field(default=0.0, validator=_non_negative)
+    #: ``checks(job)``: the capability's own findings for ``opsagent selftest`` (an
+    #: iterable of :class:`~opsagent.checks.Check`), besides the ``capability_checks`` hook.
+    checks: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_function)
     samples: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_tuple_of_samples)
     # Filled in by the plugin manager from the entry point's distribution.
     distribution: str = ""

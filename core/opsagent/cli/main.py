@@ -14,8 +14,14 @@ from opsagent.host import config as configuration
 from opsagent.isolation import jobs
 
 EXIT_STATUS = {
-    "ok": 0, "error": 1, "unrecorded": 2, "timeout": 3, "rejected": 4, "skipped": 0,
-    "warning": 5, "unverified": 6,
+    "ok": 0,
+    "error": 1,
+    "unrecorded": 2,
+    "timeout": 3,
+    "rejected": 4,
+    "skipped": 0,
+    "warning": 5,
+    "unverified": 6,
 }
 #: A configuration ``opsagent do`` cannot run with (sysexits' EX_CONFIG, as the host's).
 EXIT_CONFIG = 78
@@ -76,16 +82,23 @@ def _redactor(args: argparse.Namespace) -> Any:
 
 
 def _registry(args: argparse.Namespace) -> Any:
+    """Every capability: the installed plugins' and the configuration's ``[[program]]``s."""
     from opsagent.host import plugins
 
-    return plugins.load(strict=False)
+    try:
+        cfg = _config(args)
+    except configuration.ConfigError:
+        cfg = configuration.Config()
+    return plugins.load(strict=False, programs=cfg.program, source=cfg.source)
 
 
 def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:
     """MiB of address space of ``cap``'s jobs on this host (0: none; None: not a process job)."""
     if cap.control or cap.isolation != "process":
         return None
-    declared = configuration.overrides(cfg, cap.msg_type).get("memory_limit", cap.memory_limit)
+    declared = configuration.overrides(cfg, cap.msg_type, cap.time_limit_env).get(
+        "memory_limit", cap.memory_limit
+    )
     return int(cfg.host.job_memory_limit_mb if declared is None else declared)
 
 
@@ -414,7 +427,7 @@ def _do_in_thread(factory: jobs.JobFactory, cap: Any, inp: Any, job_id: str) -> 
         target=lambda: done.append(execute.call(cap, inp, job)), name="do", daemon=True
     )
     worker.start()
-    worker.join(cap.time_limit)
+    worker.join(cap.time_limit + cap.backstop)
     if done:
         return done[0]
     # Programs the doer started in sessions of their own go now; the thread, with the
@@ -447,7 +460,7 @@ def _do_in_process(
             [sys.executable, "-m", "opsagent.isolation.child"],
             env=factory.process_env(cap.msg_type, job_id),
             cwd=tmp,
-            timeout=cap.time_limit,
+            timeout=cap.time_limit + cap.backstop,
             grace=cfg.host.kill_grace_seconds,
             output_cap=cfg.host.output_cap_bytes,
             stdin_data=json.dumps(spec).encode(),

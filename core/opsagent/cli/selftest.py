@@ -108,7 +108,11 @@ def writable(path: Path | str, name: str = "directory") -> Check:
 
 def _declaration(cap: Capability, cfg: configuration.Config) -> tuple[Check, Any]:
     try:
-        section = None if cap.control else configuration.section(cfg, cap.msg_type, cap.config)
+        section = (
+            None
+            if cap.control
+            else configuration.section(cfg, cap.msg_type, cap.config, cap.config_section)
+        )
         schema.json_schema(cap.input, title=cap.msg_type)
     except configuration.ConfigError as exc:
         return Check.fail("declaration", str(exc)), None
@@ -177,6 +181,21 @@ def _programs(cap: Capability, env: dict[str, str]) -> list[Check]:
     return out
 
 
+def _declared_checks(cap: Capability, job: Job) -> list[Check]:
+    """What the declaration's ``checks(job)`` finds (a program capability: is its
+    program there and executable, is its working directory there)."""
+    if cap.checks is None:
+        return []
+    try:
+        out = list(cap.checks(job))
+    except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+        return [Check.fail("own checks", f"checks raised {type(exc).__name__}: {exc}")]
+    return [
+        c if isinstance(c, Check) else Check.fail("own checks", f"gave {type(c).__name__}")
+        for c in out
+    ]
+
+
 def _own_checks(cap: Capability, registry: plugins.Registry, job: Job) -> list[Check]:
     plugin = registry.plugin_of(cap)
     if registry.pm is None or plugin is None:
@@ -223,7 +242,7 @@ def check_capability(
     out += _programs(cap, dict(job.env))
     if declaration.status == "fail":
         return out
-    return out + _own_checks(cap, registry, job)
+    return out + _declared_checks(cap, job) + _own_checks(cap, registry, job)
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -354,13 +373,17 @@ def run(
     )
     eps = list(entry_points(group=plugins.GROUP) if entry_points_ is None else entry_points_)
     registry = plugins.load(
-        entry_points_=eps, allow=cfg.capabilities.allow, deny=cfg.capabilities.deny
+        entry_points_=eps,
+        allow=cfg.capabilities.allow,
+        deny=cfg.capabilities.deny,
+        programs=cfg.program,
+        source=cfg.source,
     )
     # Before any plugin check runs: a capability_checks hook may log its configuration.
     redactor = Redactor(creds.secrets_of(cfg.credentials))
     redactor.learn(cfg.broker.password)
     for msg_type, cap in registry.capabilities.items():
-        table = configuration.section_table(cfg, msg_type)
+        table = configuration.section_table(cfg, msg_type, cap.config_section)
         redactor.learn(*declared_secrets(cap.config, table))
     redactor.install()
     alone = _each_plugin(eps)

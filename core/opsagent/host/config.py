@@ -342,6 +342,12 @@ class Config:
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    #: Raw ``[[program]]`` tables: program capabilities declared here (opsagent.program).
+    program: list[dict[str, Any]] = attrs.Factory(list)
+    #: Raw shared tables (``[epicprod]``), each named by an installed distribution in the
+    #: ``opsagent.sections`` entry-point group: the defaults of the config of every
+    #: capability whose ``config_section`` names it.
+    sections: dict[str, dict[str, Any]] = attrs.Factory(dict)
     source: str = "<defaults>"
 
     @property
@@ -369,9 +375,12 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    raw.pop("sections", None)
+    known = shared_sections()
+    sections = {k: raw.pop(k) for k in list(raw) if k in known and isinstance(raw[k], dict)}
     raw["source"] = str(p)
     try:
-        return _conv.structure(raw, Config)
+        return attrs.evolve(_conv.structure(raw, Config), sections=sections)
     except Exception as exc:  # noqa: BLE001
         lines: list[str] = []
         from opsagent.schema import _flatten
@@ -383,17 +392,31 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{p}: {detail}") from None
 
 
+#: The entry-point group naming the shared configuration tables (``[epicprod]``).
+SECTIONS_GROUP = "opsagent.sections"
+
+
+def shared_sections() -> frozenset[str]:
+    """The names of the shared tables installed distributions declare (their entry points
+    in :data:`SECTIONS_GROUP`; nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return frozenset(ep.name for ep in entry_points(group=SECTIONS_GROUP))
+
+
 #: Keys of ``[capability.<msg_type>]`` the host reads itself (see :mod:`opsagent.host.access`).
 HOST_KEYS = ("allow_users",)
 
 
-def section_table(config: Config, msg_type: str) -> dict[str, Any]:
-    """The raw ``[capability.<msg_type>]`` table without the keys the host reads itself."""
-    return {
+def section_table(config: Config, msg_type: str, shared: str = "") -> dict[str, Any]:
+    """The raw ``[capability.<msg_type>]`` table without the keys the host reads itself,
+    over the shared table ``[<shared>]`` (a capability's ``config_section``)."""
+    own = {
         k: v
         for k, v in config.capability.get(msg_type, {}).items()
         if k not in OVERRIDES and k not in HOST_KEYS
     }
+    return {**config.sections.get(shared, {}), **own} if shared else own
 
 
 def section_from_table(
@@ -420,9 +443,10 @@ def section_from_table(
         raise ConfigError(f"{source}: {detail}") from None
 
 
-def section(config: Config, msg_type: str, cls: type | None) -> Any:
-    """The capability's own config object from ``[capability.<msg_type>]``."""
-    return section_from_table(section_table(config, msg_type), cls, msg_type, config.source)
+def section(config: Config, msg_type: str, cls: type | None, shared: str = "") -> Any:
+    """The capability's own config object from ``[capability.<msg_type>]`` (over
+    ``[<shared>]``)."""
+    return section_from_table(section_table(config, msg_type, shared), cls, msg_type, config.source)
 
 
 #: The old agent's time limit variables, each the ``time_limit`` of one capability
@@ -433,8 +457,8 @@ LEGACY_TIME_LIMITS = {
 }
 
 
-def _legacy_time_limit(msg_type: str) -> float | None:
-    name = LEGACY_TIME_LIMITS.get(msg_type)
+def _legacy_time_limit(msg_type: str, name: str | None = None) -> float | None:
+    name = name or LEGACY_TIME_LIMITS.get(msg_type)
     raw = os.environ.get(name, "").strip() if name else ""
     if not name or not raw:
         return None
@@ -451,13 +475,14 @@ def _legacy_time_limit(msg_type: str) -> float | None:
     return value
 
 
-def overrides(config: Config, msg_type: str) -> dict[str, Any]:
+def overrides(config: Config, msg_type: str, time_limit_env: str = "") -> dict[str, Any]:
     """The keys of ``[capability.<msg_type>]`` that override the declaration, with the
-    legacy ``EPICPROD_*_TIMEOUT`` variable as the time limit when the table sets none."""
+    legacy ``EPICPROD_*_TIMEOUT`` variable (the capability's ``time_limit_env``, else
+    :data:`LEGACY_TIME_LIMITS`) as the time limit when the table sets none."""
     table = config.capability.get(msg_type, {})
     out = {k: table[k] for k in OVERRIDES if k in table}
     if "time_limit" not in out:
-        legacy = _legacy_time_limit(msg_type)
+        legacy = _legacy_time_limit(msg_type, time_limit_env or None)
         if legacy is not None:
             out["time_limit"] = legacy
     return out

@@ -237,6 +237,8 @@ class Host:
                     allow=cfg.capabilities.allow,
                     deny=cfg.capabilities.deny,
                     require=cfg.capabilities.require,
+                    programs=cfg.program,
+                    source=cfg.source,
                 )
             except plugins.PluginError as exc:
                 raise StartupError(str(exc), EXIT_CONFIG) from exc

@@ -132,6 +132,32 @@ def _register_module(
         registry.capabilities[cap.msg_type] = cap
 
 
+def _register_program(
+    registry: Registry, index: int, table: Any, source: str, strict: bool
+) -> None:
+    from opsagent.host import programs
+
+    name = programs.label(table, index)
+    try:
+        cap = programs.capability_of(table, source)
+        other = registry.capabilities.get(cap.msg_type)
+        if other is not None:
+            raise DeclarationError(
+                f"msg_type {cap.msg_type!r} is claimed by both {other.distribution} "
+                f"{other.version} and [[program]] {index} of {source}"
+            )
+    except Exception as exc:  # noqa: BLE001 - one broken declaration never stops the host
+        if strict:
+            raise PluginError(f"[[program]] {name} ({source}) is broken: {exc}") from exc
+        registry.broken.append(
+            Broken(
+                name, "[[program]]", source, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            )
+        )
+        return
+    registry.capabilities[cap.msg_type] = cap
+
+
 def load(
     *,
     strict: bool = False,
@@ -140,6 +166,8 @@ def load(
     require: Iterable[str] = (),
     entry_points_: Iterable[EntryPoint] | None = None,
     extra_modules: Iterable[tuple[str, Any]] = (),
+    programs: Iterable[Any] = (),
+    source: str = "<config>",
 ) -> Registry:
     """Load every capability package; see the module docstring for the policy.
 
@@ -149,6 +177,8 @@ def load(
     the hot standby's probes need (limit who may call it with ``allow_users``).
     A ``require``d msg_type that is missing raises :class:`PluginError`.
     ``extra_modules`` are ``(name, module)`` pairs registered like entry points (tests).
+    ``programs`` are the configuration's ``[[program]]`` tables (from ``source``), each
+    compiled to a capability or recorded as broken like a plugin.
     """
     pm = manager()
     registry = Registry(pm=pm)
@@ -178,6 +208,8 @@ def load(
             registry.broken.append(
                 Broken(name, name, "0", f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )
+    for index, table in enumerate(programs):
+        _register_program(registry, index, table, source, strict)
     allow_set, deny_set = set(allow), set(deny)
     if "health_ping" in deny_set:
         raise PluginError(

@@ -87,7 +87,12 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     from opsagent.isolation import execute
     from opsagent.isolation.jobs import job_from_spec
 
-    cap = find_capability(spec["module"], spec["msg_type"])
+    if spec.get("program") is not None:
+        from opsagent.host.programs import capability_of
+
+        cap = capability_of(spec["program"])
+    else:
+        cap = find_capability(spec["module"], spec["msg_type"])
     mib = int(spec.get("memory_limit") or 0)
     if mib:
         cap = _bounded(cap, mib)

@@ -37,7 +37,7 @@ from opsagent.schema import unstructure
 def effective(cap: Capability, cfg: configuration.Config) -> Capability:
     """The declaration with the host's ``time_limit``/``concurrency``/``queue_limit``/
     ``memory_limit`` overrides (raises :class:`~opsagent.capability.DeclarationError`)."""
-    over = configuration.overrides(cfg, cap.msg_type)
+    over = configuration.overrides(cfg, cap.msg_type, cap.time_limit_env)
     return attrs.evolve(cap, **over) if over else cap
 
 
@@ -126,7 +126,7 @@ class JobFactory:
         for m, cap in caps.items():
             if cap.control:
                 continue
-            tables[m] = configuration.section_table(cfg, m)
+            tables[m] = configuration.section_table(cfg, m, cap.config_section)
             learn(*declared_secrets(cap.config, tables[m]))
             configs[m] = configuration.section_from_table(tables[m], cap.config, m, cfg.source)
             learn(*declared_secrets(cap.config, configs[m]))
@@ -161,7 +161,8 @@ class JobFactory:
         """The environment of ``msg_type``'s jobs (cached until :meth:`forget`)."""
         env = self._envs.get(msg_type)
         if env is None:
-            env = {k: self.environ[k] for k in self.env_allow if k in self.environ}
+            allowed = (*self.env_allow, *self.capabilities[msg_type].env_allow)
+            env = {k: self.environ[k] for k in allowed if k in self.environ}
             env["SWF_TMP_DIR"] = str(self.cache_dir)
             if self.state_dir is not None:
                 env[proc.MARK] = str(self.state_dir.resolve())
@@ -239,7 +240,15 @@ class JobFactory:
             "interrupted": interrupted,
             "memory_limit": memory_limit,
             "result": str(result),
+            # A capability declared in the configuration ([[program]]): the job process
+            # rebuilds it from its table.
+            "program": _table_of(cap),
         }
+
+
+def _table_of(cap: Capability) -> Any:
+    program = getattr(cap.doer, "program", None)
+    return None if program is None else program.table
 
 
 def job_from_spec(

@@ -41,6 +41,9 @@ class Completed:
     cancelled: bool
     duration: float
     dropped_bytes: int = 0
+    #: Standard error on its own, when ``run(split_stderr=True)``; ``output`` is then
+    #: standard output alone.
+    stderr: str = ""
 
     @property
     def ok(self) -> bool:
@@ -171,12 +174,15 @@ def run(
     cancel: CancelFlag | None = None,
     on_start: object = None,
     on_line: Callable[[str], None] | None = None,
+    split_stderr: bool = False,
 ) -> Completed:
     """Run ``argv`` to completion, to ``timeout`` seconds, or until ``cancel`` is set.
 
     ``on_line`` is handed each line of output as it comes, in the calling thread (so it
     may note what a line says durably before anything else happens to the job); when it
-    raises, the program's group is killed and the exception goes on.
+    raises, the program's group is killed and the exception goes on.  ``split_stderr``
+    keeps standard error apart (``Completed.stderr``, capped alike) for programs whose
+    standard output is a protocol; ``on_line`` then gets the lines of both.
     """
     started = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
@@ -185,7 +191,7 @@ def run(
         cwd=cwd,
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE if split_stderr else subprocess.STDOUT,
         start_new_session=True,
         pass_fds=tuple(pass_fds),
         close_fds=True,
@@ -195,24 +201,50 @@ def run(
     if callable(on_start):
         on_start(proc.pid)
     capture = _Capture(output_cap)
+    err_capture = _Capture(output_cap)
     lines = _Lines() if on_line is not None else None
+    err_lines = _Lines() if on_line is not None and split_stderr else None
     assert proc.stdout is not None
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
+    def pump(stream: object, into: _Capture, cut: _Lines | None) -> None:
+        fd = stream.fileno()  # type: ignore[attr-defined]
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
-                if lines is not None:
-                    lines.end()
+                if cut is not None:
+                    cut.end()
                 return
-            capture.feed(chunk)
-            if lines is not None:
-                lines.feed(chunk)
+            into.feed(chunk)
+            if cut is not None:
+                cut.feed(chunk)
 
-    reader = threading.Thread(target=pump, name=f"capture-{proc.pid}", daemon=True)
-    reader.start()
+    readers = [
+        threading.Thread(
+            target=pump,
+            args=(proc.stdout, capture, lines),
+            name=f"capture-{proc.pid}",
+            daemon=True,
+        )
+    ]
+    if split_stderr:
+        readers.append(
+            threading.Thread(
+                target=pump,
+                args=(proc.stderr, err_capture, err_lines),
+                name=f"capture-err-{proc.pid}",
+                daemon=True,
+            )
+        )
+    for reader in readers:
+        reader.start()
+
+    def hand_over() -> None:
+        if on_line is None:
+            return
+        for cut in (lines, err_lines):
+            if cut is not None:
+                cut.hand_over(on_line)
+
     if stdin_data is not None:
         assert proc.stdin is not None
         try:
@@ -230,8 +262,7 @@ def run(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if lines is not None and on_line is not None:
-                lines.hand_over(on_line)
+            hand_over()
             if cancel is not None and cancel.is_set():
                 cancelled = True
             elif time.monotonic() >= deadline:
@@ -251,10 +282,12 @@ def run(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
     # Grandchildren may hold the pipe open; they are dead now, so EOF follows.
-    reader.join(timeout=2.0)
-    if lines is not None and on_line is not None:
-        lines.hand_over(on_line)
+    for reader in readers:
+        reader.join(timeout=2.0)
+    hand_over()
     proc.stdout.close()
+    if proc.stderr is not None:
+        proc.stderr.close()
     return Completed(
         argv=tuple(argv),
         returncode=proc.returncode,
@@ -262,7 +295,8 @@ def run(
         timed_out=timed_out,
         cancelled=cancelled,
         duration=time.monotonic() - started,
-        dropped_bytes=capture.dropped,
+        dropped_bytes=capture.dropped + err_capture.dropped,
+        stderr=err_capture.text() if split_stderr else "",
     )
 
 

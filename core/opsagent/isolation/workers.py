@@ -289,7 +289,7 @@ class Workers:
                 spec,
                 env=env,
                 workdir=self.results_dir,
-                timeout=cap.time_limit,
+                timeout=cap.time_limit + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 cancel=ticket.cancel,
@@ -300,7 +300,7 @@ class Workers:
                 [sys.executable, "-m", "opsagent.isolation.child"],
                 env=env,
                 cwd=str(self.state_dir),
-                timeout=cap.time_limit,
+                timeout=cap.time_limit + cap.backstop,
                 grace=self.grace,
                 output_cap=self.output_cap,
                 stdin_data=json.dumps(spec).encode(),
@@ -319,7 +319,7 @@ class Workers:
                 and not cap.steps  # each step has its own limit; see host.chains
                 and ticket.started_at is not None
                 and not ticket.ended
-                and now - ticket.started_at > cap.time_limit
+                and now - ticket.started_at > cap.time_limit + cap.backstop
             ):
                 self.lanes[cap.msg_type].retire_current_of(ticket)
                 self._finish(
