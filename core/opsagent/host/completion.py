@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -60,6 +61,9 @@ class Completion:
         self._unrecorded: list[tuple[Ticket, Outcome, bool]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: ``(job_id, outcome) -> bool``: an end the host keeps quiet besides those its
+        #: capability does (a schedule's ``quiet_unless``).
+        self.quiet_rule: Callable[[str, Outcome], bool] | None = None
 
     # -- the completion thread -----------------------------------------------------
 
@@ -230,14 +234,16 @@ class Completion:
             return
         self._write([(ticket, outcome, raw)])
 
-    @staticmethod
-    def _quiet(ticket: Ticket, outcome: Outcome) -> bool:
-        """``Capability.quiet`` says so, and nobody waits on a reply."""
-        quiet = ticket.cap.quiet
-        if quiet is None or ticket.reply_destinations:
+    def _quiet(self, ticket: Ticket, outcome: Outcome) -> bool:
+        """``Capability.quiet`` or :attr:`quiet_rule` says so, and nobody waits on a
+        reply."""
+        if ticket.reply_destinations:
             return False
+        quiet = ticket.cap.quiet
         try:
-            return bool(quiet(ticket.inp, outcome))
+            if quiet is not None and quiet(ticket.inp, outcome):
+                return True
+            return self.quiet_rule is not None and self.quiet_rule(ticket.job_id, outcome)
         except Exception:  # noqa: BLE001 - a broken rule publishes, as if there were none
             logger.opt(exception=True).bind(job_id=ticket.job_id).warning(
                 "quiet() of {} raised; the end is published", ticket.cap.msg_type

@@ -258,10 +258,39 @@ class ScheduleConfig:
     jitter: float = 0.0
     #: After a restart that missed runs, run once at once (never more than once).
     catch_up: bool = True
+    #: With ``every``: seconds after each multiple of it (``every = 30``, ``offset = 1``:
+    #: 1 s after each half minute of the wall clock).
+    offset: float = 0.0
+    #: With ``every``: false runs every ``every`` seconds from the host's start (after
+    #: ``initial_delay``) instead of on multiples of it.
+    grid: bool = True
+    #: No run before the host has been up this many seconds.
+    initial_delay: float = 0.0
+    #: Environment variables, the first one set wins, that give ``every`` in seconds; 0 or
+    #: less turns the schedule off (the old agent's ``EPICPROD_*`` loop variables).
+    every_env: list[str] = attrs.Factory(list)
+    #: Environment variables, the first one set wins, that give ``initial_delay``.
+    initial_delay_env: list[str] = attrs.Factory(list)
+    #: A run that succeeds sends no event and no action record unless its outcome's data
+    #: field of this name is true (the periodic capture that captured nothing); a failed
+    #: run always does.
+    quiet_unless: str = ""
 
     def __attrs_post_init__(self) -> None:
         if (self.every is None) == (self.cron is None):
             raise ValueError(f"schedule {self.label}: set exactly one of every or cron")
+        if self.every is None and (self.offset or not self.grid or self.every_env):
+            raise ValueError(
+                f"schedule {self.label}: offset, grid and every_env go with every, not cron"
+            )
+        if self.initial_delay < 0:
+            raise ValueError(
+                f"schedule {self.label}: initial_delay must be >= 0, got {self.initial_delay}"
+            )
+        if self.every is not None and not 0 <= self.offset < self.every:
+            raise ValueError(
+                f"schedule {self.label}: offset must be >= 0 and below every, got {self.offset}"
+            )
         if self.every is not None and self.every <= 0:
             raise ValueError(f"schedule {self.label}: every must be > 0, got {self.every}")
         if self.cron is not None:

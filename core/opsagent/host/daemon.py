@@ -407,6 +407,7 @@ class Host:
             raise StartupError(f"{self.cfg.source}: {exc}", EXIT_CONFIG) from exc
         # Deliveries reaching this host tell a standby on an exclusive queue it is active.
         self.dispatcher.on_received = scheduler.heard
+        self.completion.quiet_rule = scheduler.quiet
         return scheduler
 
     @property
