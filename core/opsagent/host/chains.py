@@ -206,6 +206,10 @@ class ChainRunner:
         while not done.wait(POLL):
             if chain.cancel.is_set():
                 step.cancel.set()
+                if step.started_at is None:
+                    # Queued behind a lane that stopped taking work: handed back here.
+                    self.ledger.release(step)
+                    return None
             if not step.ended and self.ledger.get(sid) is None:
                 return None  # handed back
         return ended[0]
