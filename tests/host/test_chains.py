@@ -5,13 +5,14 @@ step's non-zero exit as a failure, and a chain that resumes after its host was k
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from opsagent.isolation import proc
 from opsagent.testing import FakeServer, Response
-from support import SITECAPS, SITECHAIN
+from support import OPSAGENT, SITECAPS, SITECHAIN
 
 pytestmark = pytest.mark.broker
 
@@ -199,7 +200,10 @@ def test_a_chain_declared_in_the_config_behaves_as_a_packaged_one(host_factory, 
     assert {k: v for k, v in declared.items() if k not in strip} == {
         k: v for k, v in packaged.items() if k not in strip}
     # The broken one is shown as broken; the host started with the rest.
-    assert "plugin test_broken_chain (config" in host.text()
+    assert "plugin test_broken_chain ([[chain]] " in host.text()
+    listed = subprocess.run([*OPSAGENT, "--config", str(host.config), "plugins", "--json"],
+                            capture_output=True, text=True, env=host.env, timeout=60)
+    assert "test_config_chain" in listed.stdout and "test_broken_chain" in listed.stdout
     rid = caller.send("test_broken_chain")
     rejected = caller.wait_event(rid)
     assert rejected["code"] == "unavailable"

@@ -229,6 +229,5 @@ def from_config(chain: ChainConfig) -> Capability:
         action=chain.action,
         time_limit=chain.time_limit,
         description=chain.description or f"A chain of {len(steps)} steps ([[chain]]).",
-        distribution="config",
-        version="",
+        distribution="[[chain]]",
     )

@@ -238,11 +238,12 @@ class Host:
                     deny=cfg.capabilities.deny,
                     require=cfg.capabilities.require,
                     programs=cfg.program,
+                    chains=cfg.chain,
                     source=cfg.source,
                 )
             except plugins.PluginError as exc:
                 raise StartupError(str(exc), EXIT_CONFIG) from exc
-        self._config_chains(registry)
+        self._chain_steps(registry)
         for b in registry.broken:
             logger.error(
                 "plugin {} ({} {}) is broken and was skipped: {}",
@@ -253,23 +254,8 @@ class Host:
             )
         return registry
 
-    def _config_chains(self, registry: plugins.Registry) -> None:
-        """``[[chain]]`` tables become capabilities; a broken one is shown as broken."""
-        for table in self.cfg.chain:
-            try:
-                cap = chains.from_config(table)
-                if table.msg_type in registry.capabilities:
-                    other = registry.capabilities[table.msg_type]
-                    raise DeclarationError(
-                        f"msg_type {table.msg_type!r} is already declared by "
-                        f"{other.distribution} {other.version}".rstrip()
-                    )
-            except DeclarationError as exc:
-                registry.broken.append(
-                    plugins.Broken(table.msg_type, "config", self.cfg.source, str(exc))
-                )
-                continue
-            registry.capabilities[cap.msg_type] = cap
+    def _chain_steps(self, registry: plugins.Registry) -> None:
+        """Say at start-up which chain steps this host cannot run."""
         for cap in registry.capabilities.values():
             for step in cap.steps:
                 if step.msg_type not in registry.capabilities:
