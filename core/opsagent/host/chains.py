@@ -29,7 +29,7 @@ from opsagent.chain import Chain, Step
 from opsagent.host.config import ChainConfig
 from opsagent.host.journal import Journal, digest
 from opsagent.host.ledger import INTERNAL, Ledger, Ticket
-from opsagent.outcome import Outcome
+from opsagent.outcome import SUCCESSES, Outcome
 from opsagent.schema import InputError, structure, unstructure
 
 #: How often a waiting chain looks whether its step was handed back.
@@ -125,7 +125,7 @@ class ChainRunner:
                     **({"reason": outcome.reason} if outcome.reason else {}),
                 }
             )
-        failed = [r["step"] for r in results if r["outcome"] not in ("ok", "skipped", "warning")]
+        failed = [r["step"] for r in results if r["outcome"] not in SUCCESSES]
         data = {
             "steps": len(plan),
             "failed": failed,
