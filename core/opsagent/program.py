@@ -392,6 +392,20 @@ class Program:
     def label(self) -> str:
         return self.name or self.msg_type
 
+    def command(self) -> str:
+        """The argv as a person reads it: ``{python} scripts/x.py {source} [--only {only}]...``."""
+        words = []
+        for e in self.argv:
+            if isinstance(e, str):
+                words.append(e)
+            elif isinstance(e, Value):
+                words.append(f"{{{e.name}}}")
+            elif isinstance(e, Option):
+                words.append(f"[{e.flag} {{{e.name}}}]")
+            else:
+                words.append(f"[{e.flag}]")
+        return " ".join(words)
+
     # -- compiling -----------------------------------------------------------------------------
 
     def capability(self) -> Capability:
@@ -417,7 +431,8 @@ class Program:
             config_section=self.config_section,
             env_allow=(*self.env, *((self.cooldown_env,) if self.cooldown_env else ())),
             checks=ProgramChecks(self),
-            description=self.description or f"Runs {self.label}.",
+            description=self.description
+            or f"Runs `{self.command()}`" + (f" in `{self.cwd}`." if self.cwd else "."),
             samples=self.samples,
         )
 
@@ -617,7 +632,9 @@ class ProgramDoer:
             result = attrs.evolve(result, parsed=parsed)
             if p.result and parsed is not None:
                 data[p.result] = parsed
-        if status in ("ok", "skipped", "warning") and problem is not None and status != "warning":
+        # A program that says it succeeded but broke its protocol did not succeed; one
+        # that reports a warning or a failure is believed, parsed value or not.
+        if status in ("ok", "skipped") and problem is not None:
             return Outcome.error(f"{p.label} broke its output protocol: {problem}", **data)
         if status == "ok":
             data = {**p.fields, **data}

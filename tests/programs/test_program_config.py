@@ -47,6 +47,8 @@ what = "a subject"
 
 [program.input.tags]
 type = "strings"
+pattern = "[a-z0-9][a-z0-9 ]{{0,40}}"
+what = "a tag"
 
 [program.input.verbose]
 type = "boolean"
@@ -94,7 +96,7 @@ def test_a_configured_program_behaves_as_the_same_package(served):
         ({"subject": "disk"}, {"stdout": '{"used": 1}\n', "stderr": "WARNING low\n", "exit": 3}),
         ({"subject": "disk"}, {"stderr": "Exception: boom\n", "exit": 1}),
         ({"subject": "disk"}, {"stdout": "not json\n"}),
-        ({"subject": "-rf"}, {}),
+        ({"subject": "Disk"}, {}),
     ]
     for payload, behaviour in cases:
         (root / "plan.json").write_text(json.dumps({"report.py": behaviour}))
@@ -107,6 +109,11 @@ def test_a_configured_program_behaves_as_the_same_package(served):
                 root / "calls.jsonl").exists() else []
             seen.append((comparable(event), [json.loads(c)["argv"] for c in calls]))
         assert seen[0] == seen[1], payload
+    # A value that could be an option is refused by both, before anything runs.
+    for msg_type in ("t_pkg_report", "t_cfg_report"):
+        for bad in ({"subject": "-rf"}, {"subject": "disk", "tags": ["ok", "--all"]}):
+            refused = caller.wait_event(caller.send(msg_type, bad, reply=False))
+            assert refused["code"] == "invalid", (msg_type, bad, refused)
     # The first case, as run: one argument per value, the options repeated.
     (root / "plan.json").write_text(json.dumps({"report.py": {"stdout": '{"used": 3}\n'}}))
     rid = caller.send("t_cfg_report", {"subject": "disk", "tags": ["a", "b c"],

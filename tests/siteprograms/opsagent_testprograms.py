@@ -10,7 +10,12 @@ from opsagent import Program, flag, hookimpl, option, pattern
 @attrs.frozen
 class ReportIn:
     subject: str = attrs.field(validator=pattern(r"[a-z][a-z0-9_]{0,40}", "a subject"))
-    tags: list[str] | None = attrs.field(default=None)
+    tags: list[str] | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            attrs.validators.deep_iterable(pattern(r"[a-z0-9][a-z0-9 ]{0,40}", "a tag"))
+        ),
+    )
     verbose: bool | None = None
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import attrs
 
 from opsagent.capability import Capability, DeclarationError
-from opsagent.program import Flag, Option, Program, Value
-from opsagent.schema import Digits, InputError, make_converter, pattern
+from opsagent.program import MAX_ARG, Flag, Option, Program, Value
+from opsagent.schema import Digits, FieldError, InputError, make_converter, pattern, shown
 
 #: ``type`` of an input field -> its Python type.
 TYPES: dict[str, Any] = {
@@ -146,10 +146,17 @@ def _input_class(msg_type: str, fields: Mapping[str, FieldTable]) -> type:
         if not name.isidentifier() or name.startswith("_"):
             raise DeclarationError(f"input.{name}: not a usable field name")
         kind = TYPES[spec.type]
-        validator = None
+        checks: list[Any] = []
+        if spec.type in ("string", "strings"):
+            # Refused up front (request_rejected), not when the job would run it.
+            checks.append(_inert)
         if spec.pattern is not None:
-            check = pattern(spec.pattern, spec.what or f"a value matching {spec.pattern!r}")
-            validator = attrs.validators.deep_iterable(check) if spec.type == "strings" else check
+            checks.append(pattern(spec.pattern, spec.what or f"a value matching {spec.pattern!r}"))
+        validator: Any = None
+        if checks:
+            validator = checks[0] if len(checks) == 1 else attrs.validators.and_(*checks)
+            if spec.type == "strings":
+                validator = attrs.validators.deep_iterable(validator)
         meta = {"description": spec.description} if spec.description else {}
         if spec.required:
             attributes[name] = attrs.field(type=kind, validator=validator, metadata=meta)
@@ -162,6 +169,19 @@ def _input_class(msg_type: str, fields: Mapping[str, FieldTable]) -> type:
             )
     cls = attrs.make_class(f"{msg_type}_input", attributes, frozen=True)
     return cls
+
+
+def _inert(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    """A string that can be one argument of a program: no leading ``-``, no NUL, no
+    control character, not too long."""
+    if not isinstance(value, str):
+        return
+    if value.startswith("-"):
+        raise FieldError(attr.name, f"must not start with '-' (an option), got {shown(value)}")
+    if len(value) > MAX_ARG:
+        raise FieldError(attr.name, f"at most {MAX_ARG} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise FieldError(attr.name, f"must not hold control characters, got {shown(value)}")
 
 
 def _argv(items: list[str | ArgTable]) -> tuple[Any, ...]:

@@ -36,6 +36,7 @@ CHILD_MODULES = (
     "opsagent.isolation.execute",
     "opsagent.isolation.jobs",
     "opsagent.host.plugins",
+    "opsagent.host.programs",
     "opsagent.schema",
     "opsagent.host.config",
     "opsagent.host.journal",

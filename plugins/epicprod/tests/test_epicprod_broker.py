@@ -29,8 +29,10 @@ STUB = str(ROOT / "tests" / "programs" / "stubdoer.py")
 def activemq() -> dict[str, str]:
     env = service_env("activemq")
     if not port_open(env["ACTIVEMQ_HOST"], int(env["ACTIVEMQ_PORT"])):
-        pytest.fail("ActiveMQ is not accepting connections: run `scripts/services.sh start "
-                    "activemq` (`make test` does)")
+        pytest.fail(
+            "ActiveMQ is not accepting connections: run `scripts/services.sh start "
+            "activemq` (`make test` does)"
+        )
     return env
 
 
@@ -57,15 +59,20 @@ def served(activemq, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("epicprod")
     web = Web(tmp / "swf-monitor")
     host = HostProcess(
-        tmp / "host", activemq, name="epicprod",
+        tmp / "host",
+        activemq,
+        name="epicprod",
         extra={
             "epicprod": {"monitor_root": str(web.root), "python": STUB},
             "capability.association_sweep": {"association_sweep_days": 21},
         },
         paths=(),
         # The old agent's variable sets evgen_rucio_update's limit (2 s) on this host.
-        env={"EPICPROD_EVGEN_RUCIO_TIMEOUT": "2", "DJANGO_SETTINGS_MODULE": "swf.settings",
-             "SECRET_NOT_ALLOWED": "leak"},
+        env={
+            "EPICPROD_EVGEN_RUCIO_TIMEOUT": "2",
+            "DJANGO_SETTINGS_MODULE": "swf.settings",
+            "SECRET_NOT_ALLOWED": "leak",
+        },
     ).start()
     caller = Caller(activemq, host.queue, host.topic)
     yield web, host, caller
@@ -73,8 +80,9 @@ def served(activemq, tmp_path_factory):
     host.stop()
 
 
-def ask(caller: Caller, web: Web, msg_type: str, payload: dict[str, Any],
-        timeout: float = 30) -> tuple[dict[str, Any], list[str] | None]:
+def ask(
+    caller: Caller, web: Web, msg_type: str, payload: dict[str, Any], timeout: float = 30
+) -> tuple[dict[str, Any], list[str] | None]:
     before = len(web.calls())
     rid = caller.send(msg_type, payload, reply=False)
     event = caller.wait_event(rid, timeout=timeout)
@@ -92,87 +100,219 @@ PY = "scripts/"
 
 # msg_type, request, plan key, plan, expected argv (after the interpreter), LEGACY event.
 CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], list[str], dict[str, Any]]] = [
-    ("sync_epicprod_inventory", {"jeditaskid": 123, "task_name": "t1"}, "src/manage.py",
-     {"stdout": "synced\n"},
-     ["src/manage.py", "sync_epicprod_inventory", "--jeditaskid", "123"],
-     {"msg_type": "epicprod_inventory_ready", "ok": True, "pandaid": None,
-      "jeditaskid": "123", "task_name": "t1", "error": ""}),
-    ("sync_epicprod_inventory", {"pandaid": "9"}, "src/manage.py",
-     {"stderr": "INFO boot\nCommandError: no job 9\nINFO done\n", "exit": 1},
-     ["src/manage.py", "sync_epicprod_inventory", "--pandaid", "9"],
-     {"msg_type": "epicprod_inventory_ready", "ok": False, "pandaid": "9",
-      "jeditaskid": None, "task_name": None, "error": "CommandError: no job 9"}),
-    ("refresh_system_status", {"only": ["rucio", "panda"]}, PY + "refresh-system-status.py",
-     {"stdout": "refreshed 2\n"},
-     [PY + "refresh-system-status.py", "--source", "ops_agent", "--only", "rucio",
-      "--only", "panda"],
-     {"msg_type": "system_status_ready", "ok": True, "error": ""}),
-    ("capture_system_snap", {"scope": "testbed", "requested_at": "2026-12-03T04:00:00+00:00"},
-     PY + "capture-system-snap.py",
-     {"stdout": '[{"scope": "testbed", "outcome": "snap", "error": null}]\n'},
-     [PY + "capture-system-snap.py", "--scope", "testbed", "--requested-at",
-      "2026-12-03T04:00:00+00:00", "--manual"],
-     {"msg_type": "snapper_capture_ready", "ok": True, "scope": "testbed", "manual": True,
-      "error": "", "results": [{"scope": "testbed", "outcome": "snap", "error": None}]}),
-    ("association_sweep", {}, "src/manage.py", {"stdout": "scanned\nassociated 4\n"},
-     ["src/manage.py", "sweep_panda_associations", "--days", "21"],
-     {"msg_type": "association_sweep_done", "ok": True, "summary": "associated 4"}),
-    ("questionnaire_import", {}, PY + "import-questionnaires.py",
-     {"stdout": "SKIPPED no questionnaire_csv_url\n"},
-     [PY + "import-questionnaires.py", "--from-sysconfig", "--created-by",
-      "questionnaire_import"],
-     {"msg_type": "questionnaire_import_done", "ok": True, "outcome": "skipped",
-      "reason": "SKIPPED no questionnaire_csv_url"}),
-    ("questionnaire_automatch", {"all": True, "created_by": "wenaus"},
-     PY + "match-questionnaires.py", {"stdout": "matched 3\n"},
-     [PY + "match-questionnaires.py", "--created-by", "wenaus", "--all"],
-     {"msg_type": "questionnaire_automatch_done", "ok": True, "summary": "matched 3"}),
-    ("questionnaire_match_update", {}, PY + "update-questionnaire-matches.py",
-     {"stdout": "rebuilt\n12 tasks\n"},
-     [PY + "update-questionnaire-matches.py", "--updated-by", "questionnaire_match"],
-     {"msg_type": "questionnaire_match_ready", "ok": True, "summary": "rebuilt\n12 tasks"}),
-    ("catalog_import", {"source": "epic-prod"}, PY + "pcs-catalog-import.py",
-     {"stdout": "walking\nimported 4900 datasets\n"},
-     [PY + "pcs-catalog-import.py", "epic-prod"],
-     {"msg_type": "catalog_import_ready", "source": "epic-prod", "ok": True,
-      "summary": "imported 4900 datasets", "error": "<absent>"}),
-    ("catalog_import", {"source": "csv"}, PY + "pcs-catalog-import.py",
-     {"stderr": "Traceback\nRuntimeError: PCS said 500\n", "exit": 1},
-     [PY + "pcs-catalog-import.py", "csv"],
-     {"msg_type": "catalog_import_ready", "source": "csv", "ok": False,
-      "error": "RuntimeError: PCS said 500"}),
-    ("campaign_progress_refresh", {}, PY + "refresh-campaign-progress.py",
-     {"stdout": "progress rebuilt\n"},
-     [PY + "refresh-campaign-progress.py", "--generated-by", "progress_refresh"],
-     {"msg_type": "campaign_progress_ready", "ok": True, "summary": "progress rebuilt"}),
-    ("evgen_rucio_update", {}, PY + "import_evgen_rucio.py",
-     {"grandchild": True, "sleep": 60},
-     [PY + "import_evgen_rucio.py", "--apply"],
-     {"msg_type": "evgen_rucio_ready", "ok": False, "error": "timed out after 2s"}),
-    ("rucio_arrivals_sweep", {}, PY + "rucio-arrivals-sweep.py",
-     {"stderr": "FATAL rucio unreachable\nretrying\n", "exit": 2},
-     [PY + "rucio-arrivals-sweep.py", "--created-by", "prodops_agent"],
-     {"msg_type": "rucio_arrivals_sweep_done", "ok": False,
-      "error": "FATAL rucio unreachable"}),
-    ("epic_prod_past_import", {"created_by": "ops"}, PY + "epic-prod-past-import.py", {},
-     [PY + "epic-prod-past-import.py", "--created-by", "ops"],
-     {"msg_type": "epic_prod_past_import_done", "ok": True}),
-    ("file_events_measure", {}, PY + "measure-file-events.py", {"signal": "SIGTERM"},
-     [PY + "measure-file-events.py"],
-     {"msg_type": "file_events_measure_done", "ok": False,
-      "error": "killed by signal SIGTERM"}),
-    ("delivery_daily_rebuild", {}, PY + "delivery-daily-rebuild.py",
-     {"stdout": 'rebuilding\nSUMMARY {"day": "2026-12-02", "rows": 3}\n'},
-     [PY + "delivery-daily-rebuild.py", "--created-by", "delivery_daily_rebuild"],
-     {"msg_type": "delivery_daily_rebuild_done", "ok": True,
-      "summary": {"day": "2026-12-02", "rows": 3}}),
-    ("assessment_completed",
-     {"job_id": 77, "prompt_group_id": "pg-1", "status": "completed",
-      "timing": {"elapsed_s": 3}},
-     "swf_epicprod.assessment.enforce", {"stdout": "registered\n"},
-     ["-m", "swf_epicprod.assessment.enforce", "--job-id", "77", "--prompt-group-id",
-      "pg-1", "--status", "completed", "--timing", "{'elapsed_s': 3}"],
-     {"msg_type": "assessment_completed_done", "ok": True}),
+    (
+        "sync_epicprod_inventory",
+        {"jeditaskid": 123, "task_name": "t1"},
+        "src/manage.py",
+        {"stdout": "synced\n"},
+        ["src/manage.py", "sync_epicprod_inventory", "--jeditaskid", "123"],
+        {
+            "msg_type": "epicprod_inventory_ready",
+            "ok": True,
+            "pandaid": None,
+            "jeditaskid": "123",
+            "task_name": "t1",
+            "error": "",
+        },
+    ),
+    (
+        "sync_epicprod_inventory",
+        {"pandaid": "9"},
+        "src/manage.py",
+        {"stderr": "INFO boot\nCommandError: no job 9\nINFO done\n", "exit": 1},
+        ["src/manage.py", "sync_epicprod_inventory", "--pandaid", "9"],
+        {
+            "msg_type": "epicprod_inventory_ready",
+            "ok": False,
+            "pandaid": "9",
+            "jeditaskid": None,
+            "task_name": None,
+            "error": "CommandError: no job 9",
+        },
+    ),
+    (
+        "refresh_system_status",
+        {"only": ["rucio", "panda"]},
+        PY + "refresh-system-status.py",
+        {"stdout": "refreshed 2\n"},
+        [
+            PY + "refresh-system-status.py",
+            "--source",
+            "ops_agent",
+            "--only",
+            "rucio",
+            "--only",
+            "panda",
+        ],
+        {"msg_type": "system_status_ready", "ok": True, "error": ""},
+    ),
+    (
+        "capture_system_snap",
+        {"scope": "testbed", "requested_at": "2026-12-03T04:00:00+00:00"},
+        PY + "capture-system-snap.py",
+        {"stdout": '[{"scope": "testbed", "outcome": "snap", "error": null}]\n'},
+        [
+            PY + "capture-system-snap.py",
+            "--scope",
+            "testbed",
+            "--requested-at",
+            "2026-12-03T04:00:00+00:00",
+            "--manual",
+        ],
+        {
+            "msg_type": "snapper_capture_ready",
+            "ok": True,
+            "scope": "testbed",
+            "manual": True,
+            "error": "",
+            "results": [{"scope": "testbed", "outcome": "snap", "error": None}],
+        },
+    ),
+    (
+        "association_sweep",
+        {},
+        "src/manage.py",
+        {"stdout": "scanned\nassociated 4\n"},
+        ["src/manage.py", "sweep_panda_associations", "--days", "21"],
+        {"msg_type": "association_sweep_done", "ok": True, "summary": "associated 4"},
+    ),
+    (
+        "questionnaire_import",
+        {},
+        PY + "import-questionnaires.py",
+        {"stdout": "SKIPPED no questionnaire_csv_url\n"},
+        [
+            PY + "import-questionnaires.py",
+            "--from-sysconfig",
+            "--created-by",
+            "questionnaire_import",
+        ],
+        {
+            "msg_type": "questionnaire_import_done",
+            "ok": True,
+            "outcome": "skipped",
+            "reason": "SKIPPED no questionnaire_csv_url",
+        },
+    ),
+    (
+        "questionnaire_automatch",
+        {"all": True, "created_by": "wenaus"},
+        PY + "match-questionnaires.py",
+        {"stdout": "matched 3\n"},
+        [PY + "match-questionnaires.py", "--created-by", "wenaus", "--all"],
+        {"msg_type": "questionnaire_automatch_done", "ok": True, "summary": "matched 3"},
+    ),
+    (
+        "questionnaire_match_update",
+        {},
+        PY + "update-questionnaire-matches.py",
+        {"stdout": "rebuilt\n12 tasks\n"},
+        [PY + "update-questionnaire-matches.py", "--updated-by", "questionnaire_match"],
+        {"msg_type": "questionnaire_match_ready", "ok": True, "summary": "rebuilt\n12 tasks"},
+    ),
+    (
+        "catalog_import",
+        {"source": "epic-prod"},
+        PY + "pcs-catalog-import.py",
+        {"stdout": "walking\nimported 4900 datasets\n"},
+        [PY + "pcs-catalog-import.py", "epic-prod"],
+        {
+            "msg_type": "catalog_import_ready",
+            "source": "epic-prod",
+            "ok": True,
+            "summary": "imported 4900 datasets",
+            "error": "<absent>",
+        },
+    ),
+    (
+        "catalog_import",
+        {"source": "csv"},
+        PY + "pcs-catalog-import.py",
+        {"stderr": "Traceback\nRuntimeError: PCS said 500\n", "exit": 1},
+        [PY + "pcs-catalog-import.py", "csv"],
+        {
+            "msg_type": "catalog_import_ready",
+            "source": "csv",
+            "ok": False,
+            "error": "RuntimeError: PCS said 500",
+        },
+    ),
+    (
+        "campaign_progress_refresh",
+        {},
+        PY + "refresh-campaign-progress.py",
+        {"stdout": "progress rebuilt\n"},
+        [PY + "refresh-campaign-progress.py", "--generated-by", "progress_refresh"],
+        {"msg_type": "campaign_progress_ready", "ok": True, "summary": "progress rebuilt"},
+    ),
+    (
+        "evgen_rucio_update",
+        {},
+        PY + "import_evgen_rucio.py",
+        {"grandchild": True, "sleep": 60},
+        [PY + "import_evgen_rucio.py", "--apply"],
+        {"msg_type": "evgen_rucio_ready", "ok": False, "error": "timed out after 2s"},
+    ),
+    (
+        "rucio_arrivals_sweep",
+        {},
+        PY + "rucio-arrivals-sweep.py",
+        {"stderr": "FATAL rucio unreachable\nretrying\n", "exit": 2},
+        [PY + "rucio-arrivals-sweep.py", "--created-by", "prodops_agent"],
+        {"msg_type": "rucio_arrivals_sweep_done", "ok": False, "error": "FATAL rucio unreachable"},
+    ),
+    (
+        "epic_prod_past_import",
+        {"created_by": "ops"},
+        PY + "epic-prod-past-import.py",
+        {},
+        [PY + "epic-prod-past-import.py", "--created-by", "ops"],
+        {"msg_type": "epic_prod_past_import_done", "ok": True},
+    ),
+    (
+        "file_events_measure",
+        {},
+        PY + "measure-file-events.py",
+        {"signal": "SIGTERM"},
+        [PY + "measure-file-events.py"],
+        {"msg_type": "file_events_measure_done", "ok": False, "error": "killed by signal SIGTERM"},
+    ),
+    (
+        "delivery_daily_rebuild",
+        {},
+        PY + "delivery-daily-rebuild.py",
+        {"stdout": 'rebuilding\nSUMMARY {"day": "2026-12-02", "rows": 3}\n'},
+        [PY + "delivery-daily-rebuild.py", "--created-by", "delivery_daily_rebuild"],
+        {
+            "msg_type": "delivery_daily_rebuild_done",
+            "ok": True,
+            "summary": {"day": "2026-12-02", "rows": 3},
+        },
+    ),
+    (
+        "assessment_completed",
+        {
+            "job_id": 77,
+            "prompt_group_id": "pg-1",
+            "status": "completed",
+            "timing": {"elapsed_s": 3},
+        },
+        "swf_epicprod.assessment.enforce",
+        {"stdout": "registered\n"},
+        [
+            "-m",
+            "swf_epicprod.assessment.enforce",
+            "--job-id",
+            "77",
+            "--prompt-group-id",
+            "pg-1",
+            "--status",
+            "completed",
+            "--timing",
+            "{'elapsed_s': 3}",
+        ],
+        {"msg_type": "assessment_completed_done", "ok": True},
+    ),
 ]
 
 
@@ -192,8 +332,10 @@ def test_each_message_type_runs_its_doer_and_ends_with_the_old_event(served):
     assert call["env"] == {"DJANGO_SETTINGS_MODULE": "swf.settings"}
     # The timed-out doer's grandchild died with it.
     kid = int((web.root / "grandchild.pid").read_text())
-    assert not Path(f"/proc/{kid}").exists() or "Z" in Path(f"/proc/{kid}/stat").read_text(
-    ).rpartition(")")[2].split()[:1]
+    assert (
+        not Path(f"/proc/{kid}").exists()
+        or "Z" in Path(f"/proc/{kid}/stat").read_text().rpartition(")")[2].split()[:1]
+    )
 
 
 def test_campaign_progress_cooldown_answers_at_once_with_a_skipped_event(served):
@@ -212,8 +354,7 @@ def test_refresh_system_status_periodic_and_manual_full_refresh_share_one_key(se
     web, host, caller = served
     web.plan(PY + "refresh-system-status.py", sleep=3)
     before = len(web.calls())
-    periodic = caller.send("refresh_system_status", {"source": "ops_agent_periodic"},
-                           reply=False)
+    periodic = caller.send("refresh_system_status", {"source": "ops_agent_periodic"}, reply=False)
     deadline = time.monotonic() + 20
     while len(web.calls()) == before and time.monotonic() < deadline:
         time.sleep(0.05)
