@@ -793,13 +793,13 @@ def wire_page() -> str:
         *_json_block(record),
         "",
         "Its `extra_data` begins with the old agent's keys -- `action`, `outcome`,",
-        "`sublevel`, `live_default`, `subject_type`, `subject_key`, `username`,",
-        f"`duration_ms`, `reason` (at most {monitor.REASON_MAX} characters, when there is one)"
-        " and the",
+        "`sublevel`, `live_default`, then each when set: `subject_type`, `subject_key`,",
+        f"`username`, `duration_ms`, `reason` (at most {monitor.REASON_MAX} characters)"
+        " -- and the",
         "job's counts (`Capability.counts`) -- then this host's additions (`msg_type`,",
         "`job_id`, `agent`, the request's identifying fields), which never overwrite them.",
-        "The message is `<action> <subject_type>:<subject_key> <outcome>`, with",
-        "` — <reason>` when there is one.",
+        "The message is `<action> <subject_type>:<subject_key> <outcome>` (no subject:",
+        "`<action> <outcome>`), with ` — <reason>` when there is one.",
         "",
         "| msg_type | action (`funcname`, `extra_data.action`) | subject_type | sublevel |",
         "|---|---|---|---|",

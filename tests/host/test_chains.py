@@ -97,7 +97,7 @@ def test_a_failing_step_fails_the_chain_and_the_steps_after_it_still_run(host_fa
         assert extra["raised"] == ["step_b"] and extra["username"] == "nightly"
         assert (extra["sublevel"], extra["live_default"]) == ("high", True)
         assert summary["message"] == (
-            "test_chain_failing : error — step(s) failed: step_b")
+            "test_chain_failing error — step(s) failed: step_b")
 
 
 def test_a_hanging_step_is_killed_at_its_time_limit_and_the_chain_goes_on(host_factory,

@@ -522,6 +522,7 @@ class Host:
                 echo={},
                 username=user or "",
                 levelname="WARNING",
+                timed=False,
             )
         )
 

@@ -99,6 +99,8 @@ class JobEnd:
     #: The record's level name when not the outcome's (``WARNING`` for a deliberate
     #: ``shutdown``).
     levelname: str = ""
+    #: Whether ``duration`` was measured (a job); a control request's record has none.
+    timed: bool = True
 
 
 def counts_of(counts: tuple[str, ...] | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,6 +123,7 @@ def job_end(
     echo: Mapping[str, Any],
     username: str | None = None,
     levelname: str = "",
+    timed: bool = True,
 ) -> JobEnd:
     """The :class:`JobEnd` of one job of capability ``cap`` (its declaration says what
     the action record names)."""
@@ -149,4 +152,5 @@ def job_end(
         live_default=cap.live_default,
         counts=counts_of(cap.counts, outcome.data),
         levelname=levelname,
+        timed=timed,
     )

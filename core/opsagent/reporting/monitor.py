@@ -149,8 +149,8 @@ class Monitor:
 
     def action_record(self, end: health.JobEnd) -> dict[str, Any]:
         """The old agent's ``_log_action`` record of one job (docs/wire.md): ``extra_data``
-        with ``action``, ``outcome``, ``sublevel``, ``live_default``, ``subject_type``,
-        ``subject_key``, ``username``, ``duration_ms``, ``reason`` (at most
+        with ``action``, ``outcome``, ``sublevel``, ``live_default``, then when set
+        ``subject_type``, ``subject_key``, ``username``, ``duration_ms``, ``reason`` (at most
         :data:`REASON_MAX` characters) and the job's counts; then this host's additions
         (``msg_type``, ``job_id``, ``agent``, the request's identifying fields), which
         never overwrite those."""
@@ -159,7 +159,10 @@ class Monitor:
         if end.levelname:
             level, levelname = LEVEL_NUMBERS.get(end.levelname, level), end.levelname
         reason = self.scrub(end.reason)[:REASON_MAX] if end.reason else ""
-        message = f"{action} {end.subject_type}:{end.subject_key} {end.status}"
+        subject_key = self.scrub(end.subject_key)
+        # As the old agent wrote it: the subject only when it has a key, no empty words.
+        subject = f"{end.subject_type}:{subject_key}" if subject_key else ""
+        message = " ".join(x for x in (action, subject, end.status) if x)
         if reason:
             message += f" — {reason}"
         extra: dict[str, Any] = {
@@ -167,11 +170,17 @@ class Monitor:
             "outcome": end.status,
             "sublevel": end.sublevel,
             "live_default": end.live_default,
-            "subject_type": end.subject_type,
-            "subject_key": self.scrub(end.subject_key),
-            "username": self.scrub(end.username),
-            "duration_ms": int(end.duration * 1000),
         }
+        # Each only when set, as the old agent sent them.
+        for key, value in (
+            ("subject_type", end.subject_type),
+            ("subject_key", subject_key),
+            ("username", self.scrub(end.username)),
+        ):
+            if value:
+                extra[key] = value
+        if end.timed:
+            extra["duration_ms"] = int(end.duration * 1000)
         if reason:
             extra["reason"] = reason
         # Counts, then what this host adds: the reserved keys above are never overwritten.
