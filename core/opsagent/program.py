@@ -587,6 +587,12 @@ class ProgramDoer:
         if cooling is not None:
             return cooling
         cwd = p.cwd_of(inp, job)
+        if cwd is not None and not os.path.isdir(cwd):
+            where = f" (the configured {p.cwd})" if p.cwd != cwd else ""
+            return Outcome.error(
+                f"{p.label} not run: its working directory {cwd!r}{where} is not a directory; "
+                f"fix the configuration (opsagent selftest checks it)"
+            )
         stdin = None
         if p.stdin:
             stdin = json.dumps(_plain(getattr(inp, p.stdin))).encode()

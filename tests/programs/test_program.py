@@ -323,6 +323,15 @@ def test_selftest_checks_program_and_working_directory(tmp_path):
     assert found["script"] == "fail"
 
 
+def test_a_missing_working_directory_says_what_to_configure(tmp_path):
+    cap = program().capability()
+    job = make_job(cap, cache_dir=tmp_path, config={"root": ""})
+    out = cap.doer(In("csv"), job)
+    assert out.status == "error"
+    assert "working directory '' (the configured {root}) is not a directory" in out.reason
+    assert calls(tmp_path) == []
+
+
 def test_not_startable_is_an_error_not_a_crash(tmp_path):
     cap = program().capability()
     job = make_job(cap, cache_dir=tmp_path, config={"root": str(tmp_path), "python": "/no/py"})

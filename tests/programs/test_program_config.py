@@ -165,6 +165,12 @@ def test_config_file_keeps_program_tables_and_refuses_unknown_sections(tmp_path)
     path.write_text("[epicprodd]\nmonitor_root = '/x'\n")
     with pytest.raises(configuration.ConfigError, match="epicprodd"):
         configuration.load(path)
+    path.write_text("[sections.epicprod]\nmonitor_root = '/x'\n")
+    with pytest.raises(configuration.ConfigError, match="sections"):
+        configuration.load(path)
+    # A shared table an installed distribution declares (opsagent-epicprod's) is kept.
+    path.write_text("[epicprod]\nmonitor_root = '/x'\n")
+    assert configuration.load(path).sections == {"epicprod": {"monitor_root": "/x"}}
 
 
 def test_schema_and_selftest_see_a_configured_program(tmp_path):

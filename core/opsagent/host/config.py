@@ -404,8 +404,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    raw.pop("sections", None)
     known = shared_sections()
+    if "sections" in raw and "sections" not in known:
+        # Filled from the shared tables below, never written as such.
+        raise ConfigError(f"{p}: unknown key 'sections'; a shared table is [<name>] itself")
     sections = {k: raw.pop(k) for k in list(raw) if k in known and isinstance(raw[k], dict)}
     raw["source"] = str(p)
     try:

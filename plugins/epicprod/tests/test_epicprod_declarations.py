@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import opsagent_epicprod
 import pytest
-from opsagent.schema import InputError, structure
+from opsagent.testing import InputError, structure
 
 CAPS = {c.msg_type: c for c in opsagent_epicprod.capabilities()}
 
@@ -154,3 +154,15 @@ def test_selftest_checks_the_checkout_and_the_interpreter(tmp_path):
     got = checks("questionnaire_import")
     assert got["working directory"] == "fail"
     assert got["script"] == "fail"
+
+
+def test_quiet_capture_is_the_old_snappers_rule():
+    from opsagent import Outcome
+
+    periodic = inp("capture_system_snap", {"manual": False})
+    manual = inp("capture_system_snap", {})
+    assert opsagent_epicprod.quiet_capture(periodic, Outcome.ok(captured=False))
+    assert not opsagent_epicprod.quiet_capture(periodic, Outcome.ok(captured=True))
+    assert not opsagent_epicprod.quiet_capture(periodic, Outcome.error("failed"))
+    assert not opsagent_epicprod.quiet_capture(periodic, Outcome.timeout("timed out after 30s"))
+    assert not opsagent_epicprod.quiet_capture(manual, Outcome.ok(captured=False))

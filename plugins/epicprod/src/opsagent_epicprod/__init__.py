@@ -30,7 +30,13 @@ from opsagent import (
 from opsagent_epicprod import fields
 from opsagent_epicprod.config import EpicprodConfig
 
-__all__ = ["PROGRAMS", "EpicprodConfig", "capabilities", "register_capabilities"]
+__all__ = [
+    "PROGRAMS",
+    "EpicprodConfig",
+    "capabilities",
+    "quiet_capture",
+    "register_capabilities",
+]
 __version__ = "0.1.0"
 
 PY = "{python}"
@@ -104,8 +110,16 @@ class InventoryIn:
 class SystemStatusIn:
     """Optionally which systems (``selected`` or ``only``: a name or a list), and the source."""
 
-    selected: Any = attrs.field(default=None, validator=fields.names)
-    only: Any = attrs.field(default=None, validator=fields.names)
+    selected: Any = attrs.field(
+        default=None,
+        validator=fields.names,
+        metadata={"description": "a system name or a list of them (else: all)"},
+    )
+    only: Any = attrs.field(
+        default=None,
+        validator=fields.names,
+        metadata={"description": "the same as selected, which wins"},
+    )
     source: str | None = attrs.field(default=None, validator=attrs.validators.optional(fields.name))
 
     @property
@@ -161,6 +175,15 @@ def _snap_event(inp: SnapIn, result: Any, outcome: Outcome) -> Outcome | dict[st
         reason = "; ".join(f"{r.get('scope')}: {r.get('error') or 'failed'}" for r in failed)
         return Outcome.error(reason, results=results, captured=captured)
     return {"captured": captured}
+
+
+def quiet_capture(inp: SnapIn, outcome: Outcome) -> bool:
+    """The old snapper's rule (LEGACY.md, handler 6): a capture's event and action record
+    are sent only when it was manual, failed, or captured something.  True for the one
+    that stays quiet: a periodic (``manual: false``) capture that ended ``ok`` having
+    captured nothing.  The hook for the periodic schedule (issue 18, part 4): every job
+    still ends with its event here until the host honours it."""
+    return not inp.manual and outcome.status == "ok" and not outcome.data.get("captured")
 
 
 # -- the others --------------------------------------------------------------------------------
@@ -229,7 +252,9 @@ class AssessmentIn:
         validator=attrs.validators.optional(pattern(fields.WORD, "a status word")),
     )
     timing: dict[str, Any] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(dict))
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(dict)),
+        metadata={"description": "the run's timings, passed on as the old agent did"},
     )
 
     @property

@@ -61,6 +61,7 @@ def ident(required: bool) -> Any:
             raise FieldError(attr.name, f"expected a non-negative id, got {value}")
         pattern(IDENT, "an id (letters, digits and _ . : -)")(_inst, attr, str(value))
 
+    meta = {"description": "an id: a string or a number"}
     if required:
-        return attrs.field(validator=check)
-    return attrs.field(default=None, validator=check)
+        return attrs.field(validator=check, metadata=meta)
+    return attrs.field(default=None, validator=check, metadata=meta)
