@@ -83,7 +83,7 @@ NOTES: dict[str, str] = {
 }
 
 #: Set by the loader, not written in a file.
-NOT_KEYS = {"source"}
+NOT_KEYS = {"source", "tables"}
 
 #: What each ``code`` of a ``request_rejected`` means to the caller, in the order a request
 #: meets the checks.  tests/system/test_docs.py fails when the host sends a code that is
@@ -180,7 +180,7 @@ def _summary(obj: Any) -> str:
     """The first paragraph of a docstring, without the ``[section]:`` it may start with."""
     doc = inspect.getdoc(obj) or ""
     text = _rst_to_md(" ".join(doc.split("\n\n")[0].split()))
-    text = re.sub(r"^`\[[^\]]+\]`[:;.]?\s*", "", text)
+    text = re.sub(r"^`\[\[?[^\]]+\]\]?`[:;.]?\s*", "", text)
     return text[:1].upper() + text[1:]
 
 
@@ -772,6 +772,14 @@ def wire_page() -> str:
         "agent did, and logs each job in its action log. Both posts carry",
         "`Authorization: Token <token>`; they go from a background thread with short",
         "timeouts, and are dropped rather than allowed to delay a message.",
+        "",
+        "At start, as the old agent's `BaseAgent` did: with `numbered_instance`, an id from",
+        "`POST <url>/api/state/next-agent-id/` (`{\"status\": \"success\", \"agent_id\": N}`)",
+        "names the host `<agent_type>-agent-<user>-<N>` in the monitor; with",
+        "`register_subscriber` (the default), `POST <url>/api/subscribers/`",
+        "`{\"subscriber_name\": \"<instance>-<queue>\", \"description\": \"PRODOPS agent",
+        "subscribing to <queue>\", \"is_active\": true, \"fraction\": 1.0}` (a 400 saying it",
+        "exists is fine).",
         "",
         f"A heartbeat, `POST {beat_url.replace(_MONITOR, '<url>')}`, every",
         "`heartbeat_seconds` (at most 60: the monitor marks an agent `EXITED` after 3 minutes",

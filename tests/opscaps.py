@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from pathlib import Path
 
 import attrs
 from opsagent import Capability, Digits, Job, JobFailed, Outcome, hookimpl
@@ -41,8 +43,30 @@ def handed_over(inp: WorkInput, job: Job) -> Outcome:
     return Outcome.ok(handed=names, pid=os.getpid())
 
 
+@attrs.frozen
+class HoldInput:
+    #: After the first read, wait until this file exists, then read again.
+    hold: str = ""
+
+
+def renewed(inp: HoldInput, job: Job) -> Outcome:
+    """Digests of its x509_proxy as it reads it at start and again later, and its paths."""
+    cred = job.credential("x509_proxy")
+    first = hashlib.sha256(cred.read().encode()).hexdigest()
+    if inp.hold:
+        Path(inp.hold + ".started").touch()
+        deadline = time.monotonic() + 30
+        while not Path(inp.hold).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    again = hashlib.sha256(cred.read().encode()).hexdigest()
+    return Outcome.ok(first=first, again=again, path=str(cred.path), origin=str(cred.origin))
+
+
 @hookimpl
 def register_capabilities(register):
+    register(Capability(msg_type="ops_renewed", input=HoldInput, doer=renewed,
+                        credentials=("x509_proxy",), concurrency=2,
+                        events={"ok": "ops_renewed_done", "error": "ops_renewed_failed"}))
     register(Capability(msg_type="ops_work", input=WorkInput, doer=work, isolation="thread",
                         events={"ok": "ops_work_done", "error": "ops_work_failed"}))
     register(Capability(msg_type="ops_needs_token", input=WorkInput, doer=work,

@@ -81,7 +81,10 @@ class HostProcess:
                        "reconnect_max_delay": 1.0},
         }
         for section, values in (extra or {}).items():
-            raw.setdefault(section, {}).update(values)
+            if isinstance(values, list):
+                raw[section] = values  # an array of tables ([[notify]])
+            else:
+                raw.setdefault(section, {}).update(values)
         self.config = tmp / f"{name}.toml"
         self.config.write_text(toml(raw))
         self.log = tmp / f"{name}.log"

@@ -14,6 +14,7 @@ from opsagent.program import Program, arg, derive_reason, flag, option
 from opsagent.retries import doubling, retried
 from opsagent.rucio_login import rucio_client
 from opsagent.schema import Digits, FieldError, pattern, secret, shown
+from opsagent.setting import from_env
 
 __all__ = [
     "Capability",
@@ -35,6 +36,7 @@ __all__ = [
     "derive_reason",
     "doubling",
     "flag",
+    "from_env",
     "hookimpl",
     "option",
     "pattern",

@@ -39,6 +39,10 @@ class Credential:
     #: Where it was found, for messages: ``file /etc/x``, ``environment variable X``...
     source: str = ""
     mode: int | None = None
+    #: For a job's own copy of a file credential (``path`` is then the copy): the live
+    #: file it was taken from.  Whoever renews the credential writes the new one there,
+    #: atomically (a new file in the same directory renamed over it); the next job gets it.
+    origin: Path | None = None
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path else "value=<hidden>"

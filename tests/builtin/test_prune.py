@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsagent.builtin.prune import PruneInput, prune_cache
+from opsagent.builtin.prune import PruneConfig, PruneInput, prune_cache
 from opsagent.job import Job
 from opsagent.schema import FieldError, InputError, json_schema, structure
 from opsagent_fetch_payload_log.cache import Cache
@@ -43,7 +43,15 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     _write(logs / "200" / "4" / "payload.stdout", 20)
     _write(logs / "300" / "5" / "payload.stdout", 1)  # old job holding a link out
     _write(cache / "stray.tmp", 50)  # an old leftover file in the root
-    for old in (logs / "100" / "1", logs / "200", logs / "300" / "5", cache / "stray.tmp"):
+    # Another area of the shared cache: the Rucio snapshots, kept however old.
+    _write(cache / "rucio-snapshots" / "2026-01" / "snapshot.json", 40)
+    for old in (
+        logs / "100" / "1",
+        logs / "200",
+        logs / "300" / "5",
+        cache / "stray.tmp",
+        cache / "rucio-snapshots",
+    ):
         _age(old)
     (logs / "300" / "5" / "out").symlink_to(outside)
     _age(logs / "300" / "5")
@@ -52,24 +60,67 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     return {"cache": cache, "logs": logs, "outside": outside}
 
 
-def _run(cache: Path, **inp: object) -> dict[str, object]:
-    job = Job(id="t", msg_type="prune_cache", cache_dir=cache, time_limit=60)
+def _run(cache: Path, areas: list[str] | None = None, **inp: object) -> dict[str, object]:
+    config = None if areas is None else PruneConfig(areas=areas)
+    job = Job(id="t", msg_type="prune_cache", cache_dir=cache, time_limit=60, config=config)
     outcome = prune_cache(PruneInput(**inp), job)  # type: ignore[arg-type]
     assert outcome.status == "ok"
     return outcome.data
 
 
-def test_old_unheld_entries_go_and_links_are_never_followed(tree: dict[str, Path]) -> None:
-    cache, logs, outside = tree["cache"], tree["logs"], tree["outside"]
+def test_by_default_only_old_panda_log_directories_go_as_the_old_cron_pruned(
+    tree: dict[str, Path],
+) -> None:
+    cache, logs = tree["cache"], tree["logs"]
     data = _run(cache)
     assert sorted(data["removed"]) == [  # type: ignore[arg-type]
         "panda-logs/100/1/",
         "panda-logs/200/",
         "panda-logs/300/5/",
+    ]
+    assert (logs / "100" / "2" / "payload.stdout").exists()
+    assert (cache / "stray.tmp").exists()
+    assert (cache / "rucio-snapshots" / "2026-01" / "snapshot.json").exists()
+
+
+def test_other_areas_only_when_configured(tree: dict[str, Path]) -> None:
+    cache = tree["cache"]
+    data = _run(cache, areas=["panda-logs", "rucio-snapshots"])
+    assert "rucio-snapshots/2026-01/" in data["removed"]  # type: ignore[operator]
+    assert (cache / "stray.tmp").exists()
+    assert (cache / "rucio-snapshots").is_dir()  # an area itself stays
+
+
+def test_an_area_planted_as_a_link_is_not_followed(tmp_path: Path) -> None:
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    _write(outside / "task" / "job" / "precious.log", 7)
+    _age(outside)
+    cache.mkdir()
+    (cache / "panda-logs").symlink_to(outside)
+    data = _run(cache)
+    assert data["removed"] == []
+    assert data["links_left"] == ["panda-logs"]
+    assert (outside / "task" / "job" / "precious.log").exists()
+
+
+@pytest.mark.parametrize("area", ["/etc", "../x", "panda-logs/../..", "", "a//b"])
+def test_an_area_outside_the_cache_is_refused(area: str) -> None:
+    with pytest.raises(FieldError):
+        PruneConfig(areas=[area])
+
+
+def test_old_unheld_entries_go_and_links_are_never_followed(tree: dict[str, Path]) -> None:
+    cache, logs, outside = tree["cache"], tree["logs"], tree["outside"]
+    data = _run(cache, areas=["."])
+    assert sorted(data["removed"]) == [  # type: ignore[arg-type]
+        "panda-logs/100/1/",
+        "panda-logs/200/",
+        "panda-logs/300/5/",
+        "rucio-snapshots/2026-01/",
         "stray.tmp",
     ]
-    assert data["files"] == 2 + 2 + 2 + 1
-    assert data["bytes"] == 1010 + 320 + 1 + 50
+    assert data["files"] == 2 + 2 + 2 + 1 + 1
+    assert data["bytes"] == 1010 + 320 + 1 + 50 + 40
     assert (logs / "100" / "2" / "payload.stdout").exists()
     assert not (logs / "100" / "1").exists()
     assert not (logs / "200").exists()
@@ -134,12 +185,12 @@ def test_directories_and_lock_files_a_running_job_holds_stay(tree: dict[str, Pat
 
 def test_a_link_as_cache_root_is_the_operators_and_is_followed(tmp_path: Path) -> None:
     real = tmp_path / "disk2"
-    _write(real / "area" / "job" / "f", 3)
-    _age(real / "area" / "job")
+    _write(real / "panda-logs" / "job" / "f", 3)
+    _age(real / "panda-logs" / "job")
     (tmp_path / "cache").symlink_to(real)
     data = _run(tmp_path / "cache")
-    assert data["removed"] == ["area/job/"]
-    assert (real / "area").is_dir()
+    assert data["removed"] == ["panda-logs/job/"]
+    assert (real / "panda-logs").is_dir()
 
 
 def test_days_must_be_positive() -> None:

@@ -63,7 +63,7 @@ def test_every_finding_with_json_for_scripts(config):
     assert status == "ok" and detail.startswith("opsagent-testops 0.1: ops_bad, ops_good")
 
     assert f[("ops_good", "declaration")][0] == "ok"
-    assert "time limit 60 s, thread" in f[("ops_good", "declaration")][1]
+    assert "time limit 60 s (declaration), thread" in f[("ops_good", "declaration")][1]
     assert f[("ops_good", "sample 1")] == ("ok", '{"count": 1, "name": "a"}')
     assert f[("ops_good", "sample 2")][0] == "ok"
     status, detail = f[("ops_good", "credential ops_token")]
@@ -146,3 +146,74 @@ def test_live_health_ping_through_the_broker(host_factory, tmp_path):
     assert done.returncode == 1
     status, detail = by_check(json.loads(done.stdout))[("broker", "health_ping")]
     assert status == "fail" and "unreachable" in detail
+
+
+def test_it_says_where_each_setting_came_from_and_the_file_wins(tmp_path):
+    """The old unit's variables are read as the old agent read them; the file wins."""
+    path = tmp_path / "opsagent.toml"
+    path.write_text(toml({
+        "host": {"cache_dir": str(tmp_path / "cache"), "state_dir": str(tmp_path / "state")},
+        "broker": {"queue": "/queue/from.the.file"},
+        "capability.fetch_payload_log": {"account": "from-the-file"},
+    }))
+    old_unit = {
+        "SWF_MONITOR_URL": "https://monitor.example/swf-monitor",
+        "SWFMON_TOKEN": SECRET,
+        "EPICPROD_OPS_QUEUE": "/queue/from.the.environment",
+        "EPICPROD_FETCH_TIMEOUT": "240",
+        "RUCIO_URL": "https://rucio.example:443",
+        "RUCIO_ACCOUNT": "from-the-environment",
+        "X509_USER_PROXY": str(tmp_path / "longproxy-for-rucio"),
+    }
+    env = {**os.environ, **old_unit,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    done = subprocess.run([*OPSAGENT, "--config", str(path), "selftest", "--json",
+                           "--capability", "fetch_payload_log"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    f = by_check(json.loads(done.stdout))
+    assert f[("setting", "broker.queue")] == (
+        "ok", f"'/queue/from.the.file' (config file {path})")
+    assert f[("setting", "monitor.enabled")] == (
+        "ok", "True (environment variable SWF_MONITOR_URL)")
+    assert f[("setting", "monitor.url")][1].endswith("(environment variable SWF_MONITOR_URL)")
+    assert "time limit 240 s (environment variable EPICPROD_FETCH_TIMEOUT)" in (
+        f[("fetch_payload_log", "declaration")][1])
+    assert f[("fetch_payload_log", "setting rucio_url")] == (
+        "ok", "'https://rucio.example:443' (environment variable RUCIO_URL)")
+    assert f[("fetch_payload_log", "setting account")] == (
+        "ok", f"'from-the-file' (config file {path})")
+    status, detail = f[("fetch_payload_log", "credential x509_proxy")]
+    assert status == "fail" and "longproxy-for-rucio" in detail
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_live_notify_test_posts_through_each_rule(host_factory, tmp_path):
+    from opsagent.testing.mattermost import FakeMattermost
+
+    with FakeMattermost() as mm:
+        url = mm.hook("ops")
+        cred = tmp_path / "mattermost_ops"
+        cred.touch(mode=0o600)
+        cred.write_text(url)
+        host = host_factory(extra={
+            "credentials.mattermost_ops": {"file": str(cred)},
+            "notify": [{"name": "ops", "url_credential": "mattermost_ops",
+                        "msg_types": ["submit_*"]}]}).start()
+        done = selftest(host.config, "--live", "--notify-test", "--json", paths=(SITECAPS,))
+        checks = by_check(json.loads(done.stdout))
+        assert checks[("notify", "ops")][0] == "ok"
+        assert checks[("notify", "test ops")] == ("ok", "posted to 127.0.0.1 (HTTP 200)")
+        [posted] = mm.posts("ops")
+        assert posted["text"].startswith(":wave: opsagent selftest: a test notification of "
+                                         "rule ops from host at ")
+        assert posted["props"]["opsagent_id"].startswith("ops/test/")
+        assert url.rsplit("/", 1)[1] not in done.stdout + done.stderr
+
+        mm.set("ops", "disabled")
+        done = selftest(host.config, "--live", "--notify-test", "--json",
+                        "--capability", "health_ping", paths=(SITECAPS,))
+        assert done.returncode == 1
+        status, detail = by_check(json.loads(done.stdout))[("notify", "test ops")]
+        assert status == "fail"
+        assert detail == "127.0.0.1 refused it: HTTP 403 web.incoming_webhook.disabled.app_error"
+        assert selftest(host.config, "--notify-test", paths=(SITECAPS,)).returncode == 2

@@ -3,6 +3,7 @@ message path, so a hung monitor never slows a ping."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -219,3 +220,43 @@ def test_a_hung_monitor_never_slows_a_ping(host_factory, caller_for):
     assert max(slow) < 0.5, "a ping waited behind a monitor post (timeout 2 s)"
     # Nor does a job's end wait for its action-log record (test_echo runs two at a time).
     assert max(jobs) < 1.0, f"a job took {max(jobs):.3f} s with the monitor hung"
+
+
+def test_it_registers_as_the_old_agent_did_subscriber_and_numbered_name(opsagent_harness):
+    """BaseAgent at start: an id from /api/state/next-agent-id/, the name
+    ``prodops-agent-<user>-<id>``, and ``<name>-<queue>`` at /api/subscribers/."""
+    import pwd
+
+    with FakeServer() as mon:
+        mon.route("POST", "/api/state/next-agent-id/",
+                  Response.json({"status": "success", "agent_id": 417}))
+        mon.route("POST", "/api/subscribers/",
+                  Response.json({"subscriber_name": "x"}, 201))
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        opsagent_harness(modules=[opscaps], config={
+            "monitor": {"enabled": True, "url": mon.url, "heartbeat_seconds": 0.2,
+                        "numbered_instance": True}})
+        wait_until(lambda: bodies(mon, HEARTBEAT))
+        name = f"prodops-agent-{pwd.getpwuid(os.geteuid()).pw_name}-417"
+        assert {b["instance_name"] for b in bodies(mon, HEARTBEAT)} == {name}
+        (sub,) = bodies(mon, "/api/subscribers/")
+        assert sub == {"subscriber_name": f"{name}-/queue/epicprod.ops",
+                       "description": "PRODOPS agent subscribing to /queue/epicprod.ops",
+                       "is_active": True, "fraction": 1.0}
+
+
+def test_an_existing_subscriber_or_no_agent_id_keeps_the_configured_name(opsagent_harness):
+    with FakeServer() as mon:
+        mon.route("POST", "/api/state/next-agent-id/", Response.json({"error": "db"}, 500))
+        mon.route("POST", "/api/subscribers/",
+                  Response.json({"subscriber_name": ["subscriber already exists"]}, 400))
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        h = opsagent_harness(modules=[opscaps], config={
+            "host": {"instance": "ops-test"},
+            "monitor": {"enabled": True, "url": mon.url, "heartbeat_seconds": 0.2,
+                        "numbered_instance": True}})
+        wait_until(lambda: bodies(mon, HEARTBEAT))
+        assert bodies(mon, HEARTBEAT)[0]["instance_name"] == "ops-test"
+        assert bodies(mon, "/api/subscribers/")[0]["subscriber_name"] == (
+            "ops-test-/queue/epicprod.ops")
+        assert h.ping()["msg_type"] == "pong"

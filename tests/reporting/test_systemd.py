@@ -61,6 +61,15 @@ def second_instance(tmp: Path) -> Path:
     return unit
 
 
+def takeover(tmp: Path) -> Path:
+    """The unit under the old agent's name, with its drop-in (docs/cutover.md)."""
+    unit = installed(tmp, "epicprod-ops-agent.service")
+    shutil.copytree(
+        UNITS / "epicprod-ops-agent.service.d", tmp / "epicprod-ops-agent.service.d"
+    )
+    return unit
+
+
 def directives(unit: Path) -> dict[str, list[str]]:
     """Every ``Key=value`` of a unit file and its drop-ins, in order (empty resets)."""
     files = [unit, *sorted((unit.parent / f"{unit.name}.d").glob("*.conf"))]
@@ -76,7 +85,7 @@ def directives(unit: Path) -> dict[str, list[str]]:
 
 
 def test_the_unit_and_a_second_instance_verify_without_a_single_warning(tmp_path):
-    for unit in (installed(tmp_path), second_instance(tmp_path)):
+    for unit in (installed(tmp_path), second_instance(tmp_path), takeover(tmp_path)):
         done = analyze("verify", str(unit))
         assert done.returncode == 0, done.stderr
         assert done.stdout + done.stderr == "", f"{unit.name}: {done.stderr}"
@@ -104,7 +113,8 @@ def exposure(unit: Path) -> float:
 
 
 def test_hardening_keeps_the_exposure_at_most_2_5(tmp_path):
-    scores = {u.name: exposure(u) for u in (installed(tmp_path), second_instance(tmp_path))}
+    units = (installed(tmp_path), second_instance(tmp_path), takeover(tmp_path))
+    scores = {u.name: exposure(u) for u in units}
     print(f"systemd-analyze security --offline=true: {scores}")
     assert all(score <= MAX_EXPOSURE for score in scores.values()), scores
     # The same measure tells an unhardened unit apart.
@@ -125,14 +135,24 @@ def test_the_unit_declares_the_lifecycle_and_the_hardening_the_host_relies_on(tm
     assert float(d["TimeoutStopSec"]) > defaults.drain_seconds + defaults.kill_grace_seconds
     assert 0 < float(d["WatchdogSec"]) <= 60
     assert int(d["StartLimitBurst"]) > 0 and int(d["StartLimitIntervalSec"]) > 0
-    assert {v.split(":")[0] for v in all_values["LoadCredential"]} >= {
-        "x509_proxy", "panda_oidc_token", "rucio_userpass"}
+    # Renewed in place, so read where they are at every job, never a copy frozen at start.
+    assert {v.split(":")[0] for v in all_values["LoadCredential"]} == {"rucio_userpass"}
+    env = dict(v.split("=", 1) for v in all_values["Environment"])
+    assert env["X509_USER_PROXY"] == "/etc/opsagent/credentials/x509_proxy"
+    assert env["PANDA_CONFIG_ROOT"] == "/var/lib/%N/panda"  # StateDirectory: writable
     assert d["ProtectSystem"] == "strict" and d["ProtectHome"] == "yes"
     assert d["PrivateTmp"] == "yes" and d["NoNewPrivileges"] == "yes"
     assert d["CapabilityBoundingSet"] == "" and all_values["CapabilityBoundingSet"] == []
     assert set(d["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert all_values["SystemCallFilter"][0] == "@system-service"
     assert "/data/swf-tmp" in d["ReadWritePaths"] and d["StateDirectory"] == "%N"
+    old_name = directives(takeover(tmp_path))
+    assert (old_name["User"][-1], old_name["Group"][-1]) == ("wenauseic", "eic")
+    # Only the operator's token directory of /home, writable for a token written back.
+    assert old_name["ProtectHome"][-1] == "tmpfs"
+    assert old_name["BindPaths"] == ["-/home/wenauseic/.pathena"]
+    assert old_name["LoadCredential"] == []
+    assert old_name["SuccessExitStatus"] == [str(hostmod.EXIT_DELIBERATE)]
     testbed = directives(second_instance(tmp_path))
     assert testbed["ReadWritePaths"] == ["/data/swf-tmp-testbed"]
     assert testbed["LoadCredential"] == ["x509_proxy:/etc/opsagent/credentials/testbed/x509_proxy"]

@@ -104,6 +104,39 @@ def show_env(inp: EnvInput, job: Job) -> Outcome:
 
 
 @attrs.frozen
+class TokenReadInput:
+    seconds: float
+
+
+def read_token(inp: TokenReadInput, job: Job) -> Outcome:
+    """Read the live token file over and over for ``seconds``: what a reader sees across a
+    renewal; ``own``: the job's own copy of it at the end (it never changes)."""
+    import json
+
+    cred = job.credential("testtoken")
+    path = cred.origin or cred.path
+    assert path is not None and cred.path is not None
+    seen: list[str] = []
+    reads = torn = 0
+    end = time.monotonic() + inp.seconds
+    while time.monotonic() < end:
+        reads += 1
+        try:
+            token = json.loads(path.read_bytes())["id_token"]
+        except (ValueError, KeyError, OSError):
+            torn += 1
+            continue
+        digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+        if not seen or seen[-1] != digest:
+            seen.append(digest)
+        time.sleep(0.002)
+    own = json.loads(cred.path.read_bytes())["id_token"]
+    return Outcome.ok(
+        reads=reads, torn=torn, tokens=seen, own=hashlib.sha256(own.encode()).hexdigest()[:16]
+    )
+
+
+@attrs.frozen
 class NoopInput:
     seconds: float = 0.0
 
@@ -202,6 +235,9 @@ def register_capabilities(register):
     register(Capability(msg_type="test_env", input=EnvInput, doer=show_env,
                         credentials=("testcred",),
                         events={"ok": "test_env_shown", "error": "test_env_failed"}))
+    register(Capability(msg_type="test_read_token", input=TokenReadInput, doer=read_token,
+                        credentials=("testtoken",), time_limit=60,
+                        events={"ok": "test_token_read", "error": "test_token_failed"}))
     register(Capability(msg_type="test_flood", input=FloodInput, doer=flood, time_limit=120,
                         events={"ok": "test_flooded", "error": "test_flood_failed"}))
     register(Capability(msg_type="test_fill", input=FillInput, doer=fill,

@@ -55,3 +55,15 @@ def test_journal_sync_measures_each_write_at_both_levels(tmp_path) -> None:
     table = [line for line in journal_sync.markdown(got) if line.startswith("|")]
     assert len(table) == 2 + len(got["ops"])  # the header, its rule, one row per write
     assert list(tmp_path.iterdir()) == [], "each round's journal is removed"
+
+
+def test_notify_cost_times_each_observer_in_the_same_run(tmp_path) -> None:
+    import notify_cost
+
+    got = notify_cost.run(tmp_path, calls=50, rounds=1)
+    assert set(got["job_ended"]) == {"monitor (queue put)", "notify, no rule matches",
+                                     "notify, webhook ok", "notify, webhook hung"}
+    for row in got["job_ended"].values():
+        assert 0 < row["p50_us"] <= row["p99_us"]
+    assert got["job_ended"]["monitor (queue put)"]["x_monitor_p50"] == 1.0
+    assert len([line for line in notify_cost.markdown(got) if line.startswith("|")]) == 6

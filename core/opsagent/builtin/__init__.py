@@ -8,7 +8,7 @@ import attrs
 
 from opsagent.builtin.credentials import MSG_TYPE as CREDENTIAL_CHECK
 from opsagent.builtin.credentials import ExpiryInput, check_expiry
-from opsagent.builtin.prune import PruneInput, prune_cache
+from opsagent.builtin.prune import PruneConfig, PruneInput, prune_cache
 from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
 from opsagent.host.control import Control
@@ -80,15 +80,16 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
         Capability(
             msg_type="prune_cache",
             input=PruneInput,
+            config=PruneConfig,
             doer=prune_cache,
             events={"ok": "cache_pruned", "error": "cache_prune_failed"},
             # One prune at a time, whatever its input.
             dedup_key=lambda _inp: "cache",
             time_limit=3600,
             queue_limit=2,
-            description="Remove job directories and leftovers older than older_than_days under "
-            "the cache root; never follows a link, never touches what a job holds (flock). "
-            "Scheduled daily ([scheduling] prune_cache).",
+            description="Remove job directories and leftovers older than older_than_days in "
+            "the cache's areas (panda-logs unless configured); never follows a link, never "
+            "touches what a job holds (flock). Scheduled daily ([scheduling] prune_cache).",
             samples=({"dry_run": True},),
         )
     )

@@ -1,9 +1,14 @@
-"""``prune_cache``: remove what is old under the cache root, and nothing a job holds.
+"""``prune_cache``: remove what is old in the cache's areas, and nothing a job holds.
 
-Rules, in the cache root (``[host] cache_dir``):
+By default the one area is ``panda-logs``: the old agent's cron pruned
+``panda-logs/<task>/<job>`` directories older than 30 days, and nothing else of the
+shared cache (the Rucio snapshots, other tools' files).  More areas, or ``"."`` for the
+whole cache root, only by ``[capability.prune_cache] areas = [...]``.
 
-* The root's direct children and every dot-directory (``panda-logs``, ``.staging``,
-  ``.locks``, ...) are *areas*: never removed themselves, looked into.
+Rules, in each area (a path under ``[host] cache_dir``, opened without following links):
+
+* The area itself and every dot-directory in it (``.staging``, ``.locks``, ...) are
+  looked into, never removed themselves; with ``"."`` so are the root's direct children.
 * Any other directory whose whole subtree (itself and everything in it) was last
   modified before the cut-off goes as one piece -- a job directory never loses half its
   files.  It is first renamed to ``.pruning-...`` beside itself, then emptied; a
@@ -52,6 +57,29 @@ MIN_DAYS = 1.0
 def _at_least_a_day(_inst: object, attr: attrs.Attribute, value: float) -> None:
     if not value >= MIN_DAYS:
         raise FieldError(attr.name, f"expected a number of days >= {MIN_DAYS:g}, got {value}")
+
+
+def _areas(_inst: object, attr: attrs.Attribute, value: list[str]) -> None:
+    for area in value:
+        parts = area.split("/")
+        if area != "." and (not area or area.startswith("/") or {"", ".", ".."} & set(parts)):
+            raise FieldError(
+                attr.name,
+                f"{area!r}: expected a path relative to the cache root without '.' or '..' "
+                f"components (e.g. 'panda-logs'), or '.' for the whole cache",
+            )
+
+
+@attrs.frozen
+class PruneConfig:
+    """``[capability.prune_cache]``: what the prune may look into."""
+
+    #: Paths under the cache root whose old contents go; ``"."``: the whole cache root.
+    areas: list[str] = attrs.field(
+        factory=lambda: ["panda-logs"],
+        validator=_areas,
+        metadata={"description": "areas under the cache root to prune ('.' for all of it)"},
+    )
 
 
 @attrs.frozen
@@ -229,24 +257,71 @@ class Pruner:
         self.report.bytes += survey.bytes
 
 
-def prune_tree(root: Path, *, older_than_days: float, dry_run: bool = False) -> Report:
-    """Prune ``root`` (see the module's rules); the report lists what went (or would)."""
+def prune_tree(
+    root: Path,
+    *,
+    older_than_days: float,
+    dry_run: bool = False,
+    areas: list[str] | tuple[str, ...] = (".",),
+) -> Report:
+    """Prune ``areas`` of ``root`` (see the module's rules); the report lists what went."""
     pruner = Pruner(time.time() - older_than_days * 86400, dry_run)
     try:
         # The root itself may be a link: it is the operator's choice of disk.
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return pruner.report
     try:
-        pruner.area(fd, "", 0)
+        for area in areas:
+            if area == ".":
+                pruner.area(root_fd, "", 0)
+                continue
+            fd = _open_area(root_fd, area, pruner.report)
+            if fd is None:
+                continue
+            try:
+                pruner.area(fd, area, 1)
+            finally:
+                os.close(fd)
     finally:
-        os.close(fd)
+        os.close(root_fd)
     return pruner.report
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_area(root_fd: int, area: str, report: Report) -> int | None:
+    """The area's directory, each component opened without following a link."""
+    fd = os.dup(root_fd)
+    walked = []
+    for part in area.split("/"):
+        walked.append(part)
+        try:
+            sub = os.open(part, _DIR, dir_fd=fd)
+        except OSError as exc:
+            link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, part)
+            os.close(fd)
+            if link:
+                report.links.append("/".join(walked))
+            elif exc.errno != errno.ENOENT:
+                report.errors.append(f"{'/'.join(walked)}: {exc.strerror}")
+            return None
+        os.close(fd)
+        fd = sub
+    return fd
 
 
 def prune_cache(inp: PruneInput, job: Job) -> Outcome:
     try:
-        report = prune_tree(job.cache_dir, older_than_days=inp.older_than_days, dry_run=inp.dry_run)
+        areas = (job.config or PruneConfig()).areas
+        report = prune_tree(
+            job.cache_dir, older_than_days=inp.older_than_days, dry_run=inp.dry_run, areas=areas
+        )
     except OSError as exc:
         raise JobFailed(f"cannot prune {job.cache_dir}: {exc}") from exc
     job.log.info(

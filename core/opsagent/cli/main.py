@@ -76,7 +76,10 @@ def _redactor(args: argparse.Namespace) -> Any:
     except configuration.ConfigError:
         cfg = configuration.Config()
     redactor = Redactor(creds.secrets_of(cfg.credentials))
-    redactor.learn(cfg.broker.password, os.environ.get("SWF_API_TOKEN"))
+    redactor.learn(
+        cfg.broker.password,
+        *(os.environ.get(v) for v in ("SWF_API_TOKEN", "SWFMON_TOKEN", "SWF_MONITOR_TOKEN")),
+    )
     redactor.install()
     return redactor
 
@@ -97,9 +100,7 @@ def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:
     """MiB of address space of ``cap``'s jobs on this host (0: none; None: not a process job)."""
     if cap.control or cap.isolation != "process":
         return None
-    declared = configuration.overrides(cfg, cap.msg_type, cap.time_limit_env).get(
-        "memory_limit", cap.memory_limit
-    )
+    declared = configuration.overrides(cfg, cap).get("memory_limit", cap.memory_limit)
     return int(cfg.host.job_memory_limit_mb if declared is None else declared)
 
 
@@ -490,6 +491,9 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_selftest(args: argparse.Namespace) -> int:
     from opsagent.cli import selftest
 
+    if args.notify_test and not args.live:
+        print("opsagent selftest: --notify-test posts through the webhooks: add --live")
+        return 2
     try:
         cfg = _config(args)
     except configuration.ConfigError as exc:
@@ -497,13 +501,31 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     else:
         _redactor(args)
         findings = selftest.run(
-            cfg, capability=args.capability, live=args.live, live_timeout=args.timeout
+            cfg,
+            capability=args.capability,
+            live=args.live,
+            live_timeout=args.timeout,
+            notify_test=args.notify_test,
         )
     if args.json:
         print(json.dumps(selftest.to_json(findings), indent=2))
     else:
         print(selftest.table(findings))
     return 1 if selftest.failed(findings) else 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from opsagent.cli import fromenv
+
+    path = Path(args.from_env)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"opsagent config: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    registry = _registry(args)
+    print(fromenv.convert(text, registry.capabilities, str(path)), end="")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -555,6 +577,16 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("msg_type")
     d.add_argument("--json", default="{}", help="the input as a JSON object")
     d.set_defaults(func=cmd_do)
+    cf = sub.add_parser(
+        "config", help="the TOML equivalent of the old agent's environment file"
+    )
+    cf.add_argument(
+        "--from-env",
+        metavar="FILE",
+        required=True,
+        help="a KEY=VALUE file (production.env); read, never executed",
+    )
+    cf.set_defaults(func=cmd_config)
     st = sub.add_parser(
         "selftest",
         help="check plugins, declarations, samples, credentials, programs and directories; "
@@ -563,6 +595,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--capability", metavar="MSG_TYPE", help="check only this capability")
     st.add_argument(
         "--live", action="store_true", help="also a health_ping round trip through the broker"
+    )
+    st.add_argument(
+        "--notify-test",
+        action="store_true",
+        help="with --live: also post a test message through each [[notify]] rule",
     )
     st.add_argument("--timeout", type=float, default=10.0, help="for --live (seconds)")
     st.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")

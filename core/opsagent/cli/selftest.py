@@ -2,6 +2,10 @@
 
 Checked, each reported as ``ok``, ``warn`` or ``fail``:
 
+- every host setting and capability setting not left at its built-in default, with
+  where it came from: the config file or an environment variable (the old agent's
+  ``SWF_MONITOR_URL``, ``RUCIO_URL``, ``EPICPROD_*_TIMEOUT``...); each capability's time
+  limit with its origin; each credential with where it was found;
 - the configuration, and the cache and state directories creatable and writable by the
   running user (the old agent broke in production on exactly this);
 - each plugin loaded on its own, then all of them together (two claiming one msg_type);
@@ -12,9 +16,12 @@ Checked, each reported as ``ok``, ``warn`` or ``fail``:
 - who may call each capability (``allow_users``): every capability open to any broker
   user is listed as a warning, so an operator sees what anyone who can write to the
   queue may ask for;
+- each ``[[notify]]`` rule: its webhook URL credential present and holding a URL (never
+  shown);
 - with ``live``: a ``health_ping`` round trip through the broker to the running host,
   and whether the broker stamps the sender's user on a message (a probe to a queue of
-  the selftest's own): without it every capability with ``allow_users`` refuses all.
+  the selftest's own): without it every capability with ``allow_users`` refuses all;
+  with ``notify_test`` too, a test message posted through each ``[[notify]]`` rule.
 
 Every detail goes through redaction, in case a plugin's check echoes a secret.
 """
@@ -44,6 +51,7 @@ from opsagent.host import plugins
 from opsagent.host.access import Access, AccessError
 from opsagent.isolation.jobs import JobFactory, effective
 from opsagent.job import Job
+from opsagent.setting import origins
 
 EXPIRY_WARNING = creds.EXPIRY_WARNING
 
@@ -106,6 +114,28 @@ def writable(path: Path | str, name: str = "directory") -> Check:
 # -- one capability -----------------------------------------------------------------------
 
 
+def _settings(cfg: configuration.Config) -> list[Check]:
+    """Each effective host setting and where it came from; what was left at its built-in
+    default is not listed (``opsagent selftest --json`` lists everything)."""
+    return [
+        Check.ok(o.key, f"{o.value} ({o.origin})")
+        for o in configuration.setting_origins(cfg)
+        if o.origin != "default"
+    ]
+
+
+def _capability_settings(cap: Capability, cfg: configuration.Config, section: Any) -> list[Check]:
+    """Where the capability's configuration came from, key by key (defaults left out)."""
+    if section is None:
+        return []
+    table = configuration.section_table(cfg, cap.msg_type)
+    return [
+        Check.ok(f"setting {o.key}", f"{o.value} ({o.origin})")
+        for o in origins(section, table, cfg.source)
+        if o.origin != "default"
+    ]
+
+
 def _declaration(cap: Capability, cfg: configuration.Config) -> tuple[Check, Any]:
     try:
         section = (
@@ -121,7 +151,8 @@ def _declaration(cap: Capability, cfg: configuration.Config) -> tuple[Check, Any
     events = ", ".join(f"{k}: {v}" for k, v in sorted(cap.events.items()))
     where = f"{cap.distribution} {cap.version}".strip()
     detail = (
-        f"{where}; time limit {cap.time_limit:g} s, "
+        f"{where}; time limit {cap.time_limit:g} s "
+        f"({configuration.time_limit_origin(cfg, cap)}), "
         f"{'inline' if cap.control else cap.isolation}, concurrency {cap.concurrency}; "
         f"events {events}"
     )
@@ -224,7 +255,7 @@ def check_capability(
     except DeclarationError as exc:
         return [Check.fail("declaration", f"{cfg.source}: [capability.*] override: {exc}")]
     declaration, section = _declaration(cap, cfg)
-    out = [declaration, *_samples(cap)]
+    out = [declaration, *_capability_settings(cap, cfg, section), *_samples(cap)]
     if cap.control:
         return out
     found, usable = _credentials(cap, cfg, now)
@@ -351,12 +382,114 @@ def _stamping(cfg: configuration.Config, timeout: float) -> Check:
     )
 
 
+def _renewal(cfg: configuration.Config, name: str, *, live: bool, now: float) -> list[Check]:
+    """Can the host renew this token: its file, its refresh token or secret, the issuer."""
+    from opsagent.credentials import renewal
+
+    try:
+        r = renewal.Renewer(name, cfg.renewal[name], cfg.credentials)
+    except ValueError as exc:
+        return [Check.fail("configuration", str(exc))]
+    out: list[Check] = []
+    rc = r.cfg
+    parent = r.path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        out.append(Check.fail("directory", f"{parent}: the host cannot write there"))
+    elif parent.stat().st_mode & 0o022:
+        out.append(Check.fail("directory", f"{parent} is writable by others: chmod go-w"))
+    else:
+        out.append(Check.ok("directory", f"{parent}: writable by the host only"))
+    try:
+        token: renewal.TokenFile | None = renewal.TokenFile.parse(r.path.read_bytes())
+    except FileNotFoundError:
+        token = None
+    except (OSError, ValueError) as exc:
+        token = None
+        if rc.grant == "refresh_token":
+            out.append(Check.fail("token", f"{r.path}: {exc}"))
+    if token is None and rc.grant == "refresh_token" and not any(c.name == "token" for c in out):
+        out.append(Check.fail("token", f"{r.path}: no token; the operator must log in"))
+    elif token is not None:
+        left = token.expires_at - now
+        state = "expired" if left <= 0 else f"valid for {left / 60:.0f} min"
+        due = max(0.0, r.due_at(token) - now)
+        detail = f"{state}; renewed by {rc.grant} in {due / 60:.0f} min"
+        if rc.grant == "refresh_token" and not token.data.get("refresh_token"):
+            out.append(Check.fail("token", f"{detail}, but the file has no refresh_token"))
+        elif left <= 0 and rc.grant == "refresh_token":
+            out.append(Check.warn("token", f"{detail} (if its refresh token is still valid)"))
+        else:
+            out.append(Check.ok("token", detail))
+    else:
+        out.append(Check.ok("token", "none yet: the host makes it at start"))
+    if rc.client_secret_credential:
+        try:
+            r.client_secret()
+            out.append(Check.ok("client secret", f"credential {rc.client_secret_credential}"))
+        except renewal.RenewalError as exc:
+            out.append(Check.fail("client secret", str(exc)))
+    if live:
+        import requests
+
+        try:
+            with requests.Session() as session:
+                endpoint = r.token_endpoint(session)
+            out.append(Check.ok("issuer", f"token endpoint {endpoint}"))
+        except renewal.RenewalError as exc:
+            out.append(Check.fail("issuer", str(exc)))
+    return out
+
+
+def _notify(
+    cfg: configuration.Config, urls: dict[str, str], problems: dict[str, str]
+) -> list[Check]:
+    from opsagent.reporting.notifications import shown
+
+    out = []
+    for rule in cfg.notify:
+        if rule.name in problems:
+            out.append(Check.fail(rule.name, problems[rule.name]))
+        else:
+            out.append(
+                Check.ok(
+                    rule.name,
+                    f"{rule.kind} webhook at {shown(urls[rule.name])} (credential "
+                    f"{rule.url_credential}); msg_types {', '.join(rule.msg_types)}; outcomes "
+                    f"{', '.join(rule.outcomes)}",
+                )
+            )
+    return out
+
+
+def _notify_test(cfg: configuration.Config, urls: dict[str, str]) -> list[Check]:
+    """Post a test message through each rule whose URL is known, now."""
+    from opsagent.reporting.notifications import Notifications, shown
+
+    sender = Notifications(
+        [r for r in cfg.notify if r.name in urls],
+        outbox=cfg.state_dir / "notifications.sqlite3",  # not opened: posted directly
+        urls=urls,
+        instance=cfg.host.instance,
+        namespace=cfg.host.namespace,
+    )
+    out = []
+    for name in sender.rules:
+        posted = sender.post_test(name)
+        where = shown(urls[name])
+        if posted.ok:
+            out.append(Check.ok(f"test {name}", f"posted to {where} (HTTP {posted.status})"))
+        else:
+            out.append(Check.fail(f"test {name}", f"{where} refused it: {posted.problem}"))
+    return out
+
+
 def run(
     cfg: configuration.Config,
     *,
     capability: str | None = None,
     live: bool = False,
     live_timeout: float = 10.0,
+    notify_test: bool = False,
     entry_points_: Iterable[EntryPoint] | None = None,
 ) -> list[Finding]:
     """Every finding, in the order a person reads them."""
@@ -367,6 +500,7 @@ def run(
         found.extend(Finding(subject, c) for c in checks)
 
     add("host", [Check.ok("configuration", cfg.source)])
+    add("setting", _settings(cfg))
     add(
         "host",
         [writable(cfg.cache_dir, "cache directory"), writable(cfg.state_dir, "state directory")],
@@ -385,6 +519,12 @@ def run(
     for msg_type, cap in registry.capabilities.items():
         table = configuration.section_table(cfg, msg_type, cap.config_section)
         redactor.learn(*declared_secrets(cap.config, table))
+    from opsagent.host.observers import notify_urls
+    from opsagent.reporting.notifications import url_secrets
+
+    urls, url_problems = notify_urls(cfg)
+    for url in urls.values():
+        redactor.learn(*url_secrets(url))
     redactor.install()
     alone = _each_plugin(eps)
     wanted = registry.capabilities.get(capability) if capability else None
@@ -417,8 +557,14 @@ def run(
             continue
         add(msg_type, check_capability(registry.capabilities[msg_type], cfg, registry, now))
     add("access", _access(cfg, registry, capability))
+    for name in sorted(cfg.renewal) if not capability else ():
+        add(f"renewal {name}", _renewal(cfg, name, live=live, now=now))
+    if cfg.notify and not capability:
+        add("notify", _notify(cfg, urls, url_problems))
     if live:
         add("broker", [_live(cfg, live_timeout), _stamping(cfg, live_timeout)])
+        if notify_test:
+            add("notify", _notify_test(cfg, urls))
     return [
         attrs.evolve(f, check=attrs.evolve(f.check, detail=redactor.scrub(f.check.detail)))
         for f in found

@@ -2,7 +2,11 @@
 
 A source is a file path, an environment variable of the host, or
 ``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``), which is also where a
-name without configuration is looked for.  A job receives only the credentials its
+name without configuration is looked for; failing that, where the old agent's variables
+say (:data:`LEGACY_SOURCES`: ``X509_USER_PROXY``, ``$PANDA_CONFIG_ROOT/.token``,
+``SWFMON_TOKEN``...).  A file is read where it is, each time it is needed: a proxy
+re-made by cron or a token refreshed in place is used by the next job without a restart
+(each job process gets its own copy, :func:`snapshot`).  A job receives only the credentials its
 capability declared, as ``OPSAGENT_CREDENTIAL_<NAME>`` in its environment: the path of
 the file, or for an environment source the value itself.  Values never reach a command
 line, a log line or an event.
@@ -37,6 +41,7 @@ from opsagent.credential_check import (  # noqa: F401 - the host's checks live i
 from opsagent.credential_check import check_file as _check_file
 from opsagent.credential_check import expiry_in as _expiry
 from opsagent.credential_check import read_file as _read
+from opsagent.private import PrivateDir
 
 
 @attrs.frozen
@@ -45,6 +50,40 @@ class CredentialSource:
 
     file: str | None = None
     env: str | None = None
+
+
+#: Where the old agent found each credential: a variable naming the file (``path``), the
+#: directory holding it (``dir``, with the file's name), or holding the value (``value``).
+#: Used for a credential that neither the configuration nor ``$CREDENTIALS_DIRECTORY``
+#: provides, so a host started with the old unit's environment file finds them all.
+LEGACY_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "x509_proxy": (("X509_USER_PROXY", "path", ""),),
+    "panda_oidc_token": (("PANDA_CONFIG_ROOT", "dir", ".token"),),
+    "swf_api_token": (
+        ("SWFMON_TOKEN", "value", ""),
+        ("SWF_MONITOR_TOKEN", "value", ""),
+        ("SWF_API_TOKEN", "value", ""),
+    ),
+    "rucio_userpass": (("JLAB_RUCIO_PASSWORD", "value", ""),),
+}
+
+
+def legacy_source(name: str) -> tuple[CredentialSource, str] | None:
+    """The source the old agent's variables give for ``name`` now, and a description."""
+    for variable, how, leaf in LEGACY_SOURCES.get(name, ()):
+        raw = os.environ.get(variable)
+        if not raw:
+            continue
+        if how == "value":
+            return CredentialSource(env=variable), f"environment variable {variable}"
+        path = Path(raw).expanduser() / leaf if how == "dir" else Path(raw).expanduser()
+        return CredentialSource(file=str(path)), f"file {path.absolute()} (from ${variable})"
+    return None
+
+
+def _legacy_names(name: str) -> str:
+    names = [v for v, _, _ in LEGACY_SOURCES.get(name, ())]
+    return f", or set {' or '.join(names)}" if names else ""
 
 
 def env_name(name: str) -> str:
@@ -61,6 +100,12 @@ def locate(name: str, sources: Mapping[str, CredentialSource]) -> Credential:
     :class:`CredentialRefused` (saying what is unsafe and how to fix it).
     """
     source = sources.get(name, CredentialSource())
+    described = ""
+    if not (source.env or source.file):
+        creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        legacy = None if creds_dir and (Path(creds_dir) / name).exists() else legacy_source(name)
+        if legacy is not None:
+            source, described = legacy
     if source.env:
         value = os.environ.get(source.env)
         if not value:
@@ -73,19 +118,20 @@ def locate(name: str, sources: Mapping[str, CredentialSource]) -> Credential:
             value=value,
             kind=kind,
             expires_at=expires,
-            source=f"environment variable {source.env}",
+            source=described or f"environment variable {source.env}",
         )
     systemd = False
     if source.file:
         # Absolute: jobs run elsewhere, and a child tells a path from a value by its '/'.
         path = Path(source.file).expanduser().absolute()
-        where = f"file {path}"
+        where = described or f"file {path}"
     else:
         creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         if not creds_dir:
             raise CredentialMissing(
                 f"credential {name!r}: not configured; add [credentials.{name}] file = ... "
                 f"or env = ... to the config, or LoadCredential={name}:... to the unit"
+                f"{_legacy_names(name)}"
             )
         path = Path(creds_dir) / name
         where = f"systemd credential {path}"
@@ -280,6 +326,38 @@ def from_env(names: tuple[str, ...], environ: Mapping[str, str]) -> dict[str, Cr
     return out
 
 
+#: Reads of a file being renewed while it is copied, before giving up on a stable copy.
+COPY_TRIES = 5
+
+
+def _stable_read(path: Path) -> bytes:
+    """The file's bytes, read until two reads agree: a renewal that rewrites the file in
+    place (not by rename) is not caught half-way."""
+    last = _read(path.name, path)
+    for _ in range(COPY_TRIES):
+        time.sleep(0.01)
+        again = _read(path.name, path)
+        if again == last:
+            return again
+        last = again
+    raise CredentialRefused(f"{path} kept changing while it was read; try again")
+
+
+def snapshot(creds: Mapping[str, Credential], into: PrivateDir) -> dict[str, Credential]:
+    """Each file credential copied into the private directory ``into`` (0600), as it is
+    now; values are kept as they are.  A job works with its copies, so a credential
+    renewed while it runs does not change under it, and the next job copies the new one.
+    """
+    out = {}
+    for name, cred in creds.items():
+        if cred.path is None:
+            out[name] = cred
+            continue
+        copy = into.write(name, _stable_read(cred.path))
+        out[name] = attrs.evolve(cred, path=copy, origin=cred.origin or cred.path)
+    return out
+
+
 def secrets_of(sources: Mapping[str, CredentialSource]) -> list[str]:
     """Every secret value the configured sources and ``$CREDENTIALS_DIRECTORY`` hold now.
 
@@ -288,7 +366,12 @@ def secrets_of(sources: Mapping[str, CredentialSource]) -> list[str]:
     """
     out: list[str] = []
     paths: list[Path] = []
-    for source in sources.values():
+    every = list(sources.values())
+    for name in LEGACY_SOURCES:
+        legacy = None if name in sources else legacy_source(name)
+        if legacy is not None:
+            every.append(legacy[0])
+    for source in every:
         if source.env:
             value = os.environ.get(source.env)
             if value:

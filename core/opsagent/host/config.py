@@ -6,42 +6,46 @@ agent without a configuration change.  A variable set in the environment wins ov
 built-in default but not over the file.  Each ``[capability.<msg_type>]`` section is
 structured into that capability's own config class; the keys ``time_limit``,
 ``concurrency``, ``queue_limit`` and ``memory_limit`` there override the declaration;
-the old agent's ``EPICPROD_*_TIMEOUT`` variables are mapped onto ``time_limit`` in one
-table, :data:`LEGACY_TIME_LIMITS`.
+a capability declares the old agent's variable for its time limit (``time_limit_env``,
+``EPICPROD_FETCH_TIMEOUT``...), used when its table sets none.  Every field read from
+the environment is declared with :func:`opsagent.setting.from_env`, so
+:func:`setting_origins` can say where each effective setting came from.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from opsagent.capability import DeclarationError, check_memory_limit
+from opsagent.capability import Capability, DeclarationError, check_memory_limit
+from opsagent.credentials.renewal import RenewalConfig
 from opsagent.credentials.store import CredentialSource
 from opsagent.schema import InputError, make_converter, structure
+from opsagent.setting import Origin, from_env, origins
 
 
 class ConfigError(ValueError):
     """A configuration problem, naming the file and the key."""
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _truthy(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _hosts_of(environ: Mapping[str, str]) -> list[str]:
+    host = environ.get("ACTIVEMQ_HOST") or "127.0.0.1"
+    return [f"{host}:{environ.get('ACTIVEMQ_PORT') or '61613'}"]
+
+
 def _default_hosts() -> list[str]:
-    return [f"{_env('ACTIVEMQ_HOST', '127.0.0.1')}:{_env('ACTIVEMQ_PORT', '61613')}"]
+    return _hosts_of(os.environ)
 
 
 def _default_state_dir() -> str:
@@ -58,14 +62,14 @@ USER_HEADERS = ("auto", "JMSXUserID", "_AMQ_VALIDATED_USER")
 class BrokerConfig:
     """``[broker]``: where the requests come from and the events go."""
 
-    hosts: list[str] = attrs.Factory(_default_hosts)
-    user: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_USER") or None)
-    password: str | None = attrs.field(
-        factory=lambda: os.environ.get("ACTIVEMQ_PASSWORD") or None, repr=False
+    hosts: list[str] = from_env(
+        "ACTIVEMQ_HOST", "ACTIVEMQ_PORT", factory=_default_hosts, combine=_hosts_of
     )
-    use_ssl: bool = attrs.Factory(lambda: _env_bool("ACTIVEMQ_USE_SSL", False))
-    ca_certs: str | None = attrs.Factory(lambda: os.environ.get("ACTIVEMQ_SSL_CA_CERTS") or None)
-    queue: str = attrs.Factory(lambda: _env("EPICPROD_OPS_QUEUE", "/queue/epicprod.ops"))
+    user: str | None = from_env("ACTIVEMQ_USER", default=None)
+    password: str | None = from_env("ACTIVEMQ_PASSWORD", default=None, repr=False)
+    use_ssl: bool = from_env("ACTIVEMQ_USE_SSL", default=False, parse=_truthy)
+    ca_certs: str | None = from_env("ACTIVEMQ_SSL_CA_CERTS", default=None)
+    queue: str = from_env("EPICPROD_OPS_QUEUE", default="/queue/epicprod.ops")
     topic: str = "/topic/epictopic"
     heartbeat_ms: int = 30000
     #: Unacknowledged deliveries the broker may hand this host; by default the sum of the
@@ -131,8 +135,10 @@ class HostConfig:
     namespace: str = "prodops"
     #: Also refuse messages that carry no namespace (the old agent accepted them).
     require_namespace: bool = False
-    cache_dir: str = attrs.Factory(lambda: _env("SWF_TMP_DIR", "/data/swf-tmp"))
-    state_dir: str = attrs.Factory(_default_state_dir)
+    cache_dir: str = from_env("SWF_TMP_DIR", default="/data/swf-tmp")
+    state_dir: str = from_env(
+        "STATE_DIRECTORY", factory=_default_state_dir, parse=lambda _: _default_state_dir()
+    )
     max_body_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
     drain_seconds: float = 30.0
@@ -164,19 +170,31 @@ class CapabilitiesConfig:
 class MonitorConfig:
     """``[monitor]``: heartbeats and action-log records to the existing monitor (docs/wire.md).
 
-    Off by default.  Posts go from a background thread through a bounded queue with
-    short timeouts, so a slow or dead monitor never delays a message.
+    On when ``SWF_MONITOR_URL`` or ``SWF_MONITOR_HTTP_URL`` is set, as the old agent's
+    monitor integration was; off otherwise.  Posts go from a background thread through a
+    bounded queue with short timeouts, so a slow or dead monitor never delays a message.
     """
 
-    enabled: bool = False
+    #: Default: on when ``SWF_MONITOR_URL`` or ``SWF_MONITOR_HTTP_URL`` is set.
+    enabled: bool = from_env(
+        "SWF_MONITOR_URL", "SWF_MONITOR_HTTP_URL", default=False, parse=lambda _: True
+    )
     #: Base of the heartbeat API (``<url>/api/systemagents/heartbeat/``).
-    url: str = attrs.Factory(lambda: os.environ.get("SWF_MONITOR_URL", "").rstrip("/"))
+    url: str = from_env("SWF_MONITOR_URL", default="", parse=lambda v: v.rstrip("/"))
     #: Base of the action log (``<http_url>/api/logs/``); default: ``url``.
-    http_url: str = attrs.Factory(lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"))
+    http_url: str = from_env("SWF_MONITOR_HTTP_URL", default="", parse=lambda v: v.rstrip("/"))
     #: The API token: this credential when it is configured or in
-    #: ``$CREDENTIALS_DIRECTORY``, else the environment variable ``SWF_API_TOKEN``.
+    #: ``$CREDENTIALS_DIRECTORY``, else the environment variable ``SWFMON_TOKEN``,
+    #: ``SWF_MONITOR_TOKEN`` or ``SWF_API_TOKEN`` (the first set).
     token_credential: str = "swf_api_token"  # noqa: S105 - a credential name
     agent_type: str = "PRODOPS"
+    #: At start, register ``<instance>-<queue>`` at ``<url>/api/subscribers/``, as the old
+    #: agent did (the monitor's subscriber list shows who consumes the queue).
+    register_subscriber: bool = True
+    #: Report as ``<agent_type>-agent-<user>-<N>`` (``prodops-agent-wenauseic-42``), ``N``
+    #: from ``<url>/api/state/next-agent-id/``, as the old agent named itself; off: as
+    #: ``[host] instance``.
+    numbered_instance: bool = False
     #: ``app_name`` and ``instance_name`` of action-log records, as the old agent sent them.
     log_app_name: str = "epicprod"
     log_instance_name: str = "ops-agent"
@@ -358,6 +376,95 @@ class SchedulingConfig:
             raise ValueError(f"scheduling.probe_seconds: expected > 0, got {self.probe_seconds}")
 
 
+#: Kinds of ``[[notify]]`` target: a Mattermost incoming webhook, or any JSON webhook.
+NOTIFY_KINDS = ("mattermost", "webhook")
+
+
+@attrs.frozen
+class NotifyRule:
+    """``[[notify]]``: post a message when a job whose msg_type and outcome match ends.
+
+    Off the message path: the message is written to an outbox in the state directory
+    and posted from a background thread, retried with back-off, so a slow or dead
+    webhook never delays or fails a job and nothing waiting is lost when the host
+    restarts (docs/notifications.md).
+    """
+
+    #: The rule's name in logs, the outbox and ``selftest``; unique among the rules.
+    name: str
+    #: The credential holding the webhook's URL (the URL is a secret: anyone who has
+    #: it can post).  Resolved like any credential (``[credentials.<name>]``,
+    #: ``$CREDENTIALS_DIRECTORY``); never written in the configuration.
+    url_credential: str
+    #: msg_types whose jobs are told about, as shell globs (``submit_*``; ``*``: every
+    #: job, scheduled ones such as ``prune_cache`` too).
+    msg_types: list[str]
+    #: ``mattermost`` (an incoming webhook) or ``webhook`` (a JSON body of the event).
+    kind: str = "mattermost"
+    #: Outcomes told about (globs too); default: every outcome.
+    outcomes: list[str] = attrs.Factory(lambda: ["*"])
+    #: The message, ``{field}`` replaced by the job's fields (docs/notifications.md); no
+    #: attribute, index, conversion or format spec.
+    template: str = (
+        "{icon} {msg_type} **{outcome}** in {duration} s on {instance} "
+        "(job {job_id}{ids}){reason_line}"
+    )
+    #: Mattermost: the channel to post in instead of the hook's own (``town-square``).
+    channel: str = ""
+    #: Mattermost: the name to post as instead of the hook's own.
+    username: str = "opsagent"
+    #: Mattermost: the picture to post with.
+    icon_url: str = ""
+    #: At most this many messages per ``rate_window_seconds``; the jobs beyond it are
+    #: told in one digest message when the window ends.
+    rate_limit: int = 20
+    #: The rate limit's window (fixed windows, aligned on the epoch).
+    rate_window_seconds: float = 60.0
+    #: Connect and read timeout of each post.
+    timeout_seconds: float = 5.0
+    #: Longest wait between two tries of one message (the first waits 1 s, then doubling;
+    #: a ``Retry-After`` is honoured up to ``expire_seconds``).
+    max_backoff_seconds: float = 60.0
+    #: A message not posted within this many seconds of its job's end is given up (logged).
+    expire_seconds: float = 86400.0
+
+    def __attrs_post_init__(self) -> None:
+        from opsagent.reporting.template import TemplateError, check_template
+
+        label = f"notify {self.name!r}"
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"notify.name {self.name!r}: expected letters, digits, - and _")
+        if self.kind not in NOTIFY_KINDS:
+            raise ValueError(f"{label}: kind {self.kind!r}: expected one of {NOTIFY_KINDS}")
+        if not self.url_credential:
+            raise ValueError(f"{label}: url_credential: name the credential holding the URL")
+        if not self.msg_types or not self.outcomes:
+            raise ValueError(f"{label}: msg_types and outcomes must not be empty")
+        from opsagent.outcome import STATUSES
+
+        unknown = [g for g in self.outcomes if not fnmatch.filter(sorted(STATUSES), g)]
+        if unknown:
+            known = ", ".join(sorted(STATUSES))
+            raise ValueError(f"{label}: outcomes {unknown} match no outcome; known: {known}")
+        try:
+            check_template(self.template)
+        except TemplateError as exc:
+            raise ValueError(f"{label}: template: {exc}") from None
+        if self.rate_limit < 1 or self.rate_window_seconds <= 0:
+            raise ValueError(f"{label}: rate_limit >= 1 and rate_window_seconds > 0 expected")
+        if not 0 < self.timeout_seconds <= 60:
+            raise ValueError(f"{label}: timeout_seconds: expected 0 < t <= 60")
+        if self.max_backoff_seconds < 1 or self.expire_seconds <= 0:
+            raise ValueError(f"{label}: max_backoff_seconds >= 1 and expire_seconds > 0 expected")
+
+
+def _unique_rules(_self: Any, _attr: Any, rules: list[NotifyRule]) -> None:
+    names = [r.name for r in rules]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"notify: rule name(s) used twice: {', '.join(twice)}")
+
+
 @attrs.frozen
 class Config:
     host: HostConfig = attrs.Factory(HostConfig)
@@ -368,7 +475,10 @@ class Config:
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
     chain: list[ChainConfig] = attrs.Factory(list)
+    notify: list[NotifyRule] = attrs.field(factory=list, validator=_unique_rules)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
+    #: ``[renewal.<credential>]``: OIDC token files the host renews before they expire.
+    renewal: dict[str, RenewalConfig] = attrs.Factory(dict)
     #: Raw ``[capability.<msg_type>]`` tables, structured per capability by :func:`section`.
     capability: dict[str, dict[str, Any]] = attrs.Factory(dict)
     #: Raw ``[[program]]`` tables: program capabilities declared here (opsagent.program).
@@ -378,6 +488,8 @@ class Config:
     #: capability whose ``config_section`` names it.
     sections: dict[str, dict[str, Any]] = attrs.Factory(dict)
     source: str = "<defaults>"
+    #: The file's raw tables, to tell what it set from what was defaulted.
+    tables: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
     def cache_dir(self) -> Path:
@@ -405,13 +517,15 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     known = shared_sections()
-    if "sections" in raw and "sections" not in known:
-        # Filled from the shared tables below, never written as such.
-        raise ConfigError(f"{p}: unknown key 'sections'; a shared table is [<name>] itself")
+    for reserved in ("source", "tables") + (() if "sections" in known else ("sections",)):
+        if reserved in raw:
+            # "sections" is filled from the shared tables below, never written as such.
+            raise ConfigError(f"{p}: unknown key {reserved!r}")
     sections = {k: raw.pop(k) for k in list(raw) if k in known and isinstance(raw[k], dict)}
+    tables = {k: v for k, v in raw.items() if isinstance(v, dict)}
     raw["source"] = str(p)
     try:
-        return attrs.evolve(_conv.structure(raw, Config), sections=sections)
+        return attrs.evolve(_conv.structure(raw, Config), sections=sections, tables=tables)
     except Exception as exc:  # noqa: BLE001
         lines: list[str] = []
         from opsagent.schema import _flatten
@@ -480,18 +594,10 @@ def section(config: Config, msg_type: str, cls: type | None, shared: str = "") -
     return section_from_table(section_table(config, msg_type, shared), cls, msg_type, config.source)
 
 
-#: The old agent's time limit variables, each the ``time_limit`` of one capability
-#: unless its ``[capability.<msg_type>]`` table sets one (the file wins, as elsewhere).
-LEGACY_TIME_LIMITS = {
-    "fetch_payload_log": "EPICPROD_FETCH_TIMEOUT",
-    "submit_task": "EPICPROD_SUBMIT_TIMEOUT",
-}
-
-
-def _legacy_time_limit(msg_type: str, name: str | None = None) -> float | None:
-    name = name or LEGACY_TIME_LIMITS.get(msg_type)
+def _time_limit_from_env(cap: Capability) -> float | None:
+    name = cap.time_limit_env
     raw = os.environ.get(name, "").strip() if name else ""
-    if not name or not raw:
+    if not raw:
         return None
     try:
         value = float(raw)
@@ -501,19 +607,44 @@ def _legacy_time_limit(msg_type: str, name: str | None = None) -> float | None:
         # A DeclarationError, as a bad [capability.*] override is: start-up stops with 78.
         raise DeclarationError(
             f"{name}: expected a positive number of seconds, got {raw!r}; fix it, or set "
-            f"time_limit in [capability.{msg_type}]"
+            f"time_limit in [capability.{cap.msg_type}]"
         )
     return value
 
 
-def overrides(config: Config, msg_type: str, time_limit_env: str = "") -> dict[str, Any]:
+def overrides(config: Config, capability: Capability | str) -> dict[str, Any]:
     """The keys of ``[capability.<msg_type>]`` that override the declaration, with the
-    legacy ``EPICPROD_*_TIMEOUT`` variable (the capability's ``time_limit_env``, else
-    :data:`LEGACY_TIME_LIMITS`) as the time limit when the table sets none."""
+    variable the declaration names in ``time_limit_env`` (the old agent's
+    ``EPICPROD_*_TIMEOUT``) as the time limit when the table sets none."""
+    msg_type = capability if isinstance(capability, str) else capability.msg_type
     table = config.capability.get(msg_type, {})
     out = {k: table[k] for k in OVERRIDES if k in table}
-    if "time_limit" not in out:
-        legacy = _legacy_time_limit(msg_type, time_limit_env or None)
-        if legacy is not None:
-            out["time_limit"] = legacy
+    if "time_limit" not in out and not isinstance(capability, str):
+        from_env_ = _time_limit_from_env(capability)
+        if from_env_ is not None:
+            out["time_limit"] = from_env_
+    return out
+
+
+def time_limit_origin(config: Config, capability: Capability) -> str:
+    """Where a capability's effective time limit comes from, for ``opsagent selftest``."""
+    if "time_limit" in config.capability.get(capability.msg_type, {}):
+        return f"config file {config.source}"
+    name = capability.time_limit_env
+    if name and os.environ.get(name, "").strip():
+        return f"environment variable {name}"
+    return "declaration"
+
+
+#: The host's own sections whose effective settings ``opsagent selftest`` lists.
+SECTIONS = ("host", "broker", "monitor", "metrics", "scheduling")
+
+
+def setting_origins(config: Config) -> list[Origin]:
+    """Every host setting with where it came from: config file, environment, default."""
+    out: list[Origin] = []
+    for name in SECTIONS:
+        out += origins(
+            getattr(config, name), config.tables.get(name), config.source, prefix=f"{name}."
+        )
     return out

@@ -32,6 +32,7 @@ from loguru import logger
 from opsagent.builtin.credentials import MSG_TYPE as CREDENTIAL_CHECK
 from opsagent.builtin.credentials import host_credentials
 from opsagent.capability import Capability, DeclarationError
+from opsagent.credentials import renewal
 from opsagent.credentials import store as creds
 from opsagent.credentials.redaction import Redactor
 from opsagent.host import chains, observers, plugins, schedule
@@ -172,6 +173,7 @@ class Host:
         caps = self.jobs.capabilities
         self.access = self._access(caps)
         self._expiry_warned: set[tuple[str, float]] = set()
+        self.renewers = self._renewers()
         self._check_credentials(initial=True)
         self._require_available()
         self._state_lock = self._state_dir()
@@ -201,9 +203,14 @@ class Host:
         ).run
         self.dispatcher = self._dispatcher()
         self.scheduler = self._scheduler(caps, self.journal.path)
-        #: Told of each job's end after its outcome is published (metrics, the monitor).
+        #: Told of each job's end after its outcome is published (metrics, the monitor,
+        #: notifications).
         self.observers = observers.configured(
-            cfg, snapshot=self.snapshot, monitor_token=self.monitor_token, scrub=self.redactor.scrub
+            cfg,
+            snapshot=self.snapshot,
+            monitor_token=self.monitor_token,
+            scrub=self.redactor.scrub,
+            notify_urls=self.notify_urls,
         )
         self._delivering = 0
         self.ready = threading.Event()
@@ -217,6 +224,19 @@ class Host:
 
     # -- the steps of wiring, in order -------------------------------------------------
 
+    def _renewers(self) -> list[renewal.Renewer]:
+        """One thread per ``[renewal.<credential>]``; started with the reporting."""
+        try:
+            return renewal.renewers(
+                self.cfg.renewal, self.cfg.credentials, on_renewed=self._credential_renewed
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+
+    def _credential_renewed(self, name: str) -> None:
+        # On the renewer's thread: the main loop looks at credentials again at once.
+        self._next_credential_check = 0.0
+
     def _redaction(self) -> Redactor:
         """Before anything is logged: every secret the configuration can reach."""
         cfg = self.cfg
@@ -224,6 +244,12 @@ class Host:
         redactor.learn(cfg.broker.password)
         self.monitor_token = observers.monitor_token(cfg) if cfg.monitor.enabled else None
         redactor.learn(self.monitor_token)
+        self.notify_urls = observers.notify_urls(cfg)
+        if cfg.notify:
+            from opsagent.reporting.notifications import url_secrets
+
+            for url in self.notify_urls[0].values():
+                redactor.learn(*url_secrets(url))
         redactor.install()
         return redactor
 
@@ -446,6 +472,7 @@ class Host:
             in_flight=in_flight,
             queued=queued,
             credential_expiry=self.availability.expiries(),
+            renewal={r.name: r.state.to_json() for r in self.renewers},
             counts=_copy_counts(self.dispatcher.counts),
             journal_error=self.journal.error,
         )
@@ -690,6 +717,8 @@ class Host:
             logger.opt(exception=True).error("scheduler tick failed")
 
     def _start_reporting(self) -> None:
+        for renewer in self.renewers:
+            renewer.start()
         for observer in self.observers:
             try:
                 observer.start()
@@ -700,6 +729,8 @@ class Host:
         self.phase = health.EXITED
         for observer in reversed(self.observers):
             observer.stop()
+        for renewer in self.renewers:
+            renewer.stop()
         self.notifier.close()
 
     def drain(self) -> None:

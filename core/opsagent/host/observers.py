@@ -1,7 +1,7 @@
 """Job observers: what the host tells about every ended job (the metrics endpoint, the
-monitor's action log), attached in one list the host walks -- started with it, told of
-each job's end after its outcome is published, stopped with it.  A new kind of report
-is one more observer here, not one more field of the host.
+monitor's action log, completion notifications), attached in one list the host walks --
+started with it, told of each job's end after its outcome is published, stopped with it.
+A new kind of report is one more observer here, not one more field of the host.
 """
 
 from __future__ import annotations
@@ -33,15 +33,39 @@ class Observer(Protocol):
 
 
 def monitor_token(cfg: configuration.Config) -> str | None:
-    """The monitor's API token: its credential when there is one, else ``$SWF_API_TOKEN``."""
+    """The monitor's API token: its credential when there is one, else the old agent's
+    ``$SWFMON_TOKEN``/``$SWF_MONITOR_TOKEN`` (or ``$SWF_API_TOKEN``)."""
     name = cfg.monitor.token_credential
-    if name in cfg.credentials or os.environ.get("CREDENTIALS_DIRECTORY"):
+    try:
+        return creds.resolve(name, cfg.credentials).read()
+    except creds.CredentialMissing:
+        pass
+    except (creds.CredentialError, OSError) as exc:
+        logger.warning("monitor token: {}", exc)
+    for variable in ("SWFMON_TOKEN", "SWF_MONITOR_TOKEN", "SWF_API_TOKEN"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    return None
+
+
+def notify_urls(cfg: configuration.Config) -> tuple[dict[str, str], dict[str, str]]:
+    """``(urls, problems)``: each ``[[notify]]`` rule's webhook URL, read from its
+    credential, or why it cannot be read (the host then refuses to start)."""
+    urls: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for rule in cfg.notify:
         try:
-            return creds.resolve(name, cfg.credentials).read()
+            url = creds.resolve(rule.url_credential, cfg.credentials).read().strip()
         except (creds.CredentialError, OSError) as exc:
-            if name in cfg.credentials:
-                logger.warning("monitor token: {}", exc)
-    return os.environ.get("SWF_API_TOKEN") or None
+            problems[rule.name] = str(exc)
+            continue
+        if not url.startswith(("https://", "http://")) or "\n" in url:
+            problems[rule.name] = (
+                f"credential {rule.url_credential!r} does not hold one http(s) URL"
+            )
+            continue
+        urls[rule.name] = url
+    return urls, problems
 
 
 def configured(
@@ -50,6 +74,7 @@ def configured(
     snapshot: Callable[[], health.Snapshot],
     monitor_token: str | None,
     scrub: Callable[[str], str],
+    notify_urls: tuple[dict[str, str], dict[str, str]] = ({}, {}),
 ) -> list[Observer]:
     """The observers ``cfg`` turns on, in the order they start (and stop in reverse)."""
     out: list[Observer] = []
@@ -67,6 +92,22 @@ def configured(
                 namespace=cfg.host.namespace,
                 token=monitor_token,
                 snapshot=snapshot,
+                scrub=scrub,
+                destination=cfg.broker.queue,
+            )
+        )
+    if cfg.notify:
+        from opsagent.reporting.notifications import Notifications
+
+        urls, problems = notify_urls
+        out.append(
+            Notifications(
+                cfg.notify,
+                outbox=cfg.state_dir / "notifications.sqlite3",
+                urls=urls,
+                problems=problems,
+                instance=cfg.host.instance,
+                namespace=cfg.host.namespace,
                 scrub=scrub,
             )
         )

@@ -105,7 +105,18 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         notes = MemoryNotes()
     job = job_from_spec(spec, cap, os.environ, notes)
-    return execute.call(cap, inp, job).to_json()
+    if not any(c.path is not None for c in job.credentials.values()):
+        return execute.call(cap, inp, job).to_json()
+    # The job's own copies of its file credentials, taken now: a renewal while it runs
+    # does not change them under it; the next job copies the renewed file.
+    from opsagent.credentials import store as creds
+    from opsagent.private import private_dir
+
+    with private_dir(job.env) as copies:
+        held = creds.snapshot(job.credentials, copies)
+        env = {**job.env, **creds.to_env(held)}
+        job = attrs.evolve(job, credentials=held, env=env)
+        return execute.call(cap, inp, job).to_json()
 
 
 def _terminated(signum: int, _frame: Any) -> None:

@@ -41,6 +41,8 @@ CHILD_MODULES = (
     "opsagent.host.config",
     "opsagent.host.journal",
     "opsagent.isolation.proc",
+    "opsagent.credentials.store",
+    "opsagent.private",
     "loguru",
 )
 

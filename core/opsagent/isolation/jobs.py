@@ -32,13 +32,27 @@ from opsagent.host import config as configuration
 from opsagent.isolation import proc
 from opsagent.job import Job, MemoryNotes, Notes
 from opsagent.schema import unstructure
+from opsagent.setting import env_source
 
 
 def effective(cap: Capability, cfg: configuration.Config) -> Capability:
     """The declaration with the host's ``time_limit``/``concurrency``/``queue_limit``/
     ``memory_limit`` overrides (raises :class:`~opsagent.capability.DeclarationError`)."""
-    over = configuration.overrides(cfg, cap.msg_type, cap.time_limit_env)
+    over = configuration.overrides(cfg, cap)
     return attrs.evolve(cap, **over) if over else cap
+
+
+def _from_environment(section: Any, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The section's settings the host took from its environment (``from_env`` fields the
+    table does not set), to hand a job process as if configured: the job's own
+    environment is the host's allow-list, without them."""
+    if section is None:
+        return {}
+    return {
+        f.name: unstructure(getattr(section, f.name))
+        for f in attrs.fields(type(section))
+        if f.name not in table and env_source(f)
+    }
 
 
 def availability(caps: Mapping[str, Capability], cfg: configuration.Config) -> creds.Availability:
@@ -130,6 +144,7 @@ class JobFactory:
             learn(*declared_secrets(cap.config, tables[m]))
             configs[m] = configuration.section_from_table(tables[m], cap.config, m, cfg.source)
             learn(*declared_secrets(cap.config, configs[m]))
+            tables[m] = {**tables[m], **_from_environment(configs[m], tables[m])}
         if credentials is None:
             found = availability(caps, cfg)
             found.refresh()

@@ -35,6 +35,8 @@ class Snapshot:
     queued: Mapping[str, int]
     #: Unix expiry time of each credential that has one.
     credential_expiry: Mapping[str, float] = attrs.Factory(dict)
+    #: Each renewed credential's state (:class:`opsagent.credentials.renewal.RenewalState`).
+    renewal: Mapping[str, Mapping[str, Any]] = attrs.Factory(dict)
     #: The dispatcher's counters (received, accepted, each rejection code...).
     counts: Mapping[str, int] = attrs.Factory(dict)
     #: Why the journal cannot be written (a full disk), None when it can.
@@ -45,6 +47,15 @@ class Snapshot:
         return sum(self.in_flight.values())
 
     @property
+    def renewal_failing(self) -> dict[str, str]:
+        """Credentials whose last renewal failed, with why."""
+        return {
+            name: str(state.get("last_error"))
+            for name, state in self.renewal.items()
+            if state.get("consecutive_failures")
+        }
+
+    @property
     def healthy(self) -> bool:
         """Broker up, journal writable, nothing broken, every capability available (the
         monitor's OK)."""
@@ -53,6 +64,7 @@ class Snapshot:
             and self.journal_error is None
             and not self.broken
             and not self.unavailable
+            and not self.renewal_failing
         )
 
     def line(self) -> str:
@@ -70,6 +82,10 @@ class Snapshot:
             parts.append("unavailable: " + ", ".join(sorted(self.unavailable)))
         if self.broken:
             parts.append("broken: " + ", ".join(self.broken))
+        failing = self.renewal_failing
+        if failing:
+            shown = ", ".join(f"{n} ({why})" for n, why in sorted(failing.items()))
+            parts.append(f"RENEWAL FAILING: {shown}")
         queued = sum(self.queued.values())
         parts.append(f"{self.jobs} job{'s' if self.jobs != 1 else ''} in flight ({queued} queued)")
         return "; ".join(parts)
@@ -77,7 +93,8 @@ class Snapshot:
 
 @attrs.frozen
 class JobEnd:
-    """One job that ended, as observers (metrics, the monitor's action log) see it."""
+    """One job that ended, as observers (metrics, the monitor's action log,
+    notifications) see it; its reason and data already scrubbed."""
 
     job_id: str
     msg_type: str
@@ -101,6 +118,10 @@ class JobEnd:
     levelname: str = ""
     #: Whether ``duration`` was measured (a job); a control request's record has none.
     timed: bool = True
+    #: The doer's data fields (those of the terminal event).
+    data: Mapping[str, Any] = attrs.Factory(dict)
+    #: The terminal event's name (``msg_type`` of the event).
+    event: str = ""
 
 
 def counts_of(counts: tuple[str, ...] | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,4 +174,6 @@ def job_end(
         counts=counts_of(cap.counts, outcome.data),
         levelname=levelname,
         timed=timed,
+        data=outcome.data,
+        event=cap.event_for(outcome.status),
     )

@@ -71,6 +71,22 @@ class _Live(Collector):
         for name, when in sorted(snap.credential_expiry.items()):
             expiry.add_metric([name], when)
         yield expiry
+        renewals = CounterMetricFamily(
+            "opsagent_credential_renewals",
+            "Renewals of a credential the host keeps fresh, by result",
+            labels=["credential", "result"],
+        )
+        failing = GaugeMetricFamily(
+            "opsagent_credential_renewal_failing",
+            "1 while the last renewal of the credential failed (the old token is still used)",
+            labels=["credential"],
+        )
+        for name, state in sorted(snap.renewal.items()):
+            renewals.add_metric([name, "ok"], float(state.get("renewals", 0)))
+            renewals.add_metric([name, "failed"], float(state.get("failures", 0)))
+            failing.add_metric([name], 1.0 if state.get("consecutive_failures") else 0.0)
+        yield renewals
+        yield failing
         broken = GaugeMetricFamily("opsagent_plugins_broken", "Plugins that failed to load")
         broken.add_metric([], float(len(snap.broken)))
         yield broken

@@ -48,6 +48,15 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -64,13 +73,17 @@ class Monitor:
         token: str | None,
         snapshot: Callable[[], health.Snapshot],
         scrub: Callable[[str], str] = lambda text: text,
+        destination: str = "",
     ) -> None:
         self.config = config
         self.instance = instance
         self.namespace = namespace
+        #: The queue the host consumes, for the subscriber record.
+        self.destination = destination
         self.snapshot = snapshot
         self.scrub = scrub
         base = config.url or config.http_url
+        self.base = base
         self.heartbeat_url = f"{base}/api/systemagents/heartbeat/"
         self.log_url = f"{config.http_url or config.url}/api/logs/"
         self.headers = {"Authorization": f"Token {token}"} if token else {}
@@ -212,10 +225,52 @@ class Monitor:
 
     # -- the thread -----------------------------------------------------------------
 
+    # -- registration, as the old agent's BaseAgent made it at start ---------------------
+
+    def register(self, session: Any) -> None:
+        """Before the first heartbeat: the numbered name (``numbered_instance``) and the
+        subscriber record of the queue (``register_subscriber``), each best effort."""
+        if self.config.numbered_instance:
+            number = self._next_agent_id(session)
+            if number is not None:
+                user = _user()
+                self.instance = f"{self.config.agent_type.lower()}-agent-{user}-{number}"
+                logger.info("monitor: this host is {} in the monitor", self.instance)
+        if self.config.register_subscriber and self.destination:
+            queue_ = self.destination
+            body = {
+                "subscriber_name": f"{self.instance}-{queue_}",
+                "description": f"{self.config.agent_type} agent subscribing to {queue_}",
+                "is_active": True,
+                "fraction": 1.0,
+            }
+            self._post(session, "subscriber", f"{self.base}/api/subscribers/", body, ok=(400,))
+
+    def _next_agent_id(self, session: Any) -> str | None:
+        t = self.config.timeout_seconds
+        url = f"{self.base}/api/state/next-agent-id/"
+        try:
+            response = session.post(url, headers=self.headers, timeout=(t, t))
+            body = response.json() if response.status_code < 300 else {}
+            response.close()
+        except Exception as exc:  # noqa: BLE001 - best effort: keep the configured name
+            body = {"error": type(exc).__name__}
+        number = body.get("agent_id") if body.get("status") == "success" else None
+        if number is None or not str(number).isdigit():
+            logger.warning(
+                "monitor: no agent id from {} ({}); reporting as {}",
+                _shown(url),
+                body.get("error", "unexpected answer"),
+                self.instance,
+            )
+            return None
+        return str(number)
+
     def _run(self) -> None:
         import requests
 
         session = requests.Session()
+        self.register(session)
         every = self.config.heartbeat_seconds
         next_beat = time.monotonic()
         while True:
@@ -247,14 +302,22 @@ class Monitor:
             logger.opt(exception=True).warning("monitor: could not build a heartbeat")
             return None
 
-    def _post(self, session: Any, what: str, url: str, body: dict[str, Any] | None) -> None:
+    def _post(
+        self,
+        session: Any,
+        what: str,
+        url: str,
+        body: dict[str, Any] | None,
+        ok: tuple[int, ...] = (),
+    ) -> None:
         if body is None:
             return
         t = self.config.timeout_seconds
         problem = None
         try:
             response = session.post(url, json=body, headers=self.headers, timeout=(t, t))
-            if response.status_code >= 300:
+            # ``ok``: answers that are not an error here (400: the subscriber exists).
+            if response.status_code >= 300 and response.status_code not in ok:
                 problem = f"HTTP {response.status_code}"
             response.close()
         except Exception as exc:  # noqa: BLE001 - best effort by design

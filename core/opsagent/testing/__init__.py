@@ -15,7 +15,8 @@ host's; :func:`structure`, :func:`config_from_table` and :func:`host_overrides` 
 input and configuration as the host reads them; :func:`start_job_process` to run a job
 in a process of its own as the host does (its notes in a real journal,
 :func:`journal_notes`); :class:`FakeCredentials` (fixture ``opsagent_credentials``),
-loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``), and
+loopback HTTP fakes (:class:`FakeServer`, fixture ``opsagent_http``; :class:`FakeMattermost`,
+Mattermost's incoming webhooks), and
 :func:`processes_with_env` to check that a killed job left no process behind.
 
 With ``opsagent`` itself, this is all a capability's tests need: the host's other
@@ -57,6 +58,7 @@ from opsagent.testing.jobs import (
     make_job,
     start_job_process,
 )
+from opsagent.testing.mattermost import FakeMattermost
 from opsagent.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -79,7 +81,7 @@ class Harness:
         entry_points: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
-        raw: dict[str, dict[str, Any]] = {
+        raw: dict[str, Any] = {
             "host": {
                 "instance": "harness",
                 "cache_dir": str(tmp / "cache"),
@@ -90,7 +92,10 @@ class Harness:
             "broker": {"user": self.HOST_USER},
         }
         for section, values in (config or {}).items():
-            raw.setdefault(section, {}).update(values)
+            if isinstance(values, list):
+                raw[section] = values  # an array of tables ([[notify]])
+            else:
+                raw.setdefault(section, {}).update(values)
         tmp.mkdir(parents=True, exist_ok=True)
         cfg_path = tmp / "opsagent.toml"
         cfg_path.write_text(toml_text(raw))
@@ -210,12 +215,14 @@ class Harness:
 
 
 def toml_text(raw: dict[str, Any]) -> str:
-    """A TOML file of flat tables (``{section: {key: value}}``), for test configurations."""
+    """A TOML file of flat tables (``{section: {key: value}}``), for test configurations;
+    a list of tables (``{"notify": [{...}, {...}]}``) is an array of tables."""
     lines = []
     for section, values in raw.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{section}]]" if isinstance(values, list) else f"[{section}]")
+            for key, value in table.items():
+                lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -300,6 +307,7 @@ __all__ = [
     "Certificate",
     "ConfigError",
     "FakeCredentials",
+    "FakeMattermost",
     "FakeServer",
     "Harness",
     "InputError",

@@ -234,4 +234,4 @@ def host_overrides(
     """What the host sets over ``capability``'s declaration (``time_limit``,
     ``concurrency``...) from a ``[capability.<msg_type>]`` table and its environment."""
     config = configuration.Config(capability={capability.msg_type: dict(table or {})})
-    return configuration.overrides(config, capability.msg_type, capability.time_limit_env)
+    return configuration.overrides(config, capability)

@@ -120,6 +120,26 @@ def test_error_without_a_job_directory_creates_one_holding_only_error(prepared: 
     assert slot.attempts() == 1
 
 
+def test_an_attempt_in_progress_is_not_a_failure_until_it_fails_or_dies(
+    prepared: Cache,
+) -> None:
+    slot = prepared.slot("1", "2")
+    work = prepared.work_area("1", "2")
+    slot.write_error(work, 2, "rucio: no replica for epic:x.log.tgz")
+    slot.write_running(work, 3, "xrdcp from root://se//x")
+    job = prepared.logs / "1" / "2"
+    assert sorted(os.listdir(job)) == [".error", ".running"]
+    # The web view reads .error: two failures, while the third attempt runs.
+    assert json.loads((job / ".error").read_text())["attempts"] == 2
+    assert slot.failures() == 2
+    # An attempt that died leaving .running counts as failed for the next one.
+    assert slot.attempts() == 3
+    slot.write_error(work, 3, "xrdcp rc=54: gone")
+    work.close()
+    assert os.listdir(job) == [".error"]
+    assert (slot.failures(), slot.attempts()) == (3, 3)
+
+
 def test_error_beside_a_complete_copy_leaves_the_copy_alone(prepared: Cache) -> None:
     slot = prepared.slot("1", "2")
     fill(prepared, slot, b"kept\n")

@@ -285,3 +285,54 @@ def test_the_host_kills_a_hung_fetch_at_its_time_limit_and_error_tells_why(
     assert processes_mentioning(f"127.0.0.1:{silent_server.port}") == []
     staging = Path(h.config.host.cache_dir) / "panda-logs/.staging"
     assert os.listdir(staging) == []
+
+
+def web_view(job_dir: Path) -> str:
+    """What the job page does on a visit, by the web tier's rule: ``.done`` serves the log;
+    ``.error`` with ``attempts >= 3`` refuses ("failed N times"); anything else requests
+    a fetch (again)."""
+    if (job_dir / ".done").is_file():
+        return "serve"
+    try:
+        attempts = json.loads((job_dir / ".error").read_text())["attempts"]
+    except FileNotFoundError:
+        return "fetch"
+    return f"failed {attempts} times" if attempts >= 3 else "fetch"
+
+
+def test_the_web_view_counts_only_failed_attempts_even_while_the_third_runs(
+    opsagent_harness, rucio: Rucio, proxy_file: Path, silent_server: SilentServer
+) -> None:  # type: ignore[no-untyped-def]
+    rse = rucio.add_rse("root", "127.0.0.1", silent_server.port)
+    hung = f"panda.hung.{time.monotonic_ns()}.log.tgz"
+    rucio.register_elsewhere(hung, f"root://127.0.0.1:{silent_server.port}//hung/{hung}", rse=rse)
+    h = opsagent_harness(
+        modules=[capability],
+        config={
+            "credentials.x509_proxy": {"file": str(proxy_file)},
+            "capability.fetch_payload_log": fetch_section(rucio, time_limit=4, xrdcp_timeout=60),
+        },
+    )
+    job_dir = Path(h.config.host.cache_dir) / "panda-logs/1001/4242"
+    ids = {"jeditaskid": "1001", "pandaid": "4242"}
+    for n in (1, 2):
+        answer = h.send(
+            "fetch_payload_log", {"scope": rucio.scope, "lfn": f"missing.{n}.log.tgz", **ids}
+        )
+        assert (answer.get("outcome"), answer.get("attempts")) == ("error", n), answer
+        assert web_view(job_dir) == "fetch"
+    third = h.publish("fetch_payload_log", {"scope": rucio.scope, "lfn": hung, **ids})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not silent_server.accepted:
+        time.sleep(0.02)
+    assert silent_server.accepted, "the third attempt never reached xrdcp"
+    # The third attempt is running: two failures so far, and the page says so.
+    running = json.loads((job_dir / ".running").read_text())
+    assert running["attempt"] == 3 and running["step"].startswith("xrdcp from ")
+    assert json.loads((job_dir / ".error").read_text())["attempts"] == 2
+    assert web_view(job_dir) == "fetch"
+    answer = h.wait_for(third, 30)
+    assert answer["outcome"] == "timeout"
+    assert json.loads((job_dir / ".error").read_text())["attempts"] == 3
+    assert web_view(job_dir) == "failed 3 times"
+    assert not (job_dir / ".running").exists()

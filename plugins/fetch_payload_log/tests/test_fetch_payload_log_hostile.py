@@ -259,11 +259,11 @@ def test_sigkill_mid_extraction_leaves_no_directory_without_done_and_the_rerun_c
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert partial is not None, victim.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-    # What a reader sees: the attempt recorded, no log file without .done.
-    assert os.listdir(cache / JOB) == [".error"]
-    body = json.loads((cache / JOB / ".error").read_text())
-    assert body["attempts"] == 1
-    assert body["last_error"].startswith(f"did not finish: extracting {rucio.scope}:{lfn}")
+    # What a reader sees: the attempt in progress, no failure counted yet, no log file
+    # without .done.
+    assert os.listdir(cache / JOB) == [".running"]
+    body = json.loads((cache / JOB / ".running").read_text())
+    assert (body["attempt"], body["step"]) == (1, f"extracting {rucio.scope}:{lfn}")
     assert any(n.startswith("w-") for n in os.listdir(staging))
     # The redelivered request cleans the leftovers and finishes the job.
     rerun = subprocess.run(

@@ -58,6 +58,7 @@ def declaration() -> Capability:
         doer=fetch,
         events={"ok": "payload_log_ready", "error": "payload_log_failed"},
         time_limit=180,
+        time_limit_env="EPICPROD_FETCH_TIMEOUT",
         # The Rucio password is needed only with auth_type = userpass (test servers).
         credentials=("x509_proxy", PASSWORD),
         optional_credentials=(PASSWORD,),

@@ -39,6 +39,10 @@ DIR_MODE = 0o2775
 FILE_MODE = 0o644
 DONE = ".done"
 ERROR = ".error"
+#: The attempt in progress: ``{"attempt": n, "step": ..., "ts": ...}``.  The web view
+#: reads only ``.error``, whose count therefore moves only when an attempt has failed;
+#: ``.running`` left by a job killed outright is counted as one failure by the next.
+RUNNING = ".running"
 #: A work area still under its creation name this long is a leftover of a crash.
 UNCLAIMED_AFTER = 600.0
 #: A replaced job directory is kept this long for readers that had it open.
@@ -413,15 +417,9 @@ class Slot:
         finally:
             os.close(fd)
 
-    def attempts(self) -> int:
-        """Attempts recorded in ``.error`` (0 when there is none; 1 when it is unreadable)."""
-        fd = self._job_dir()
-        if fd is None:
-            return 0
-        try:
-            raw = read_marker(fd, ERROR)
-        finally:
-            os.close(fd)
+    def failures(self) -> int:
+        """Failed attempts recorded in ``.error`` (0 when none; 1 when it is unreadable)."""
+        raw = self._read(ERROR)
         if raw is None:
             return 0
         try:
@@ -432,23 +430,56 @@ class Slot:
             return 1
         return value
 
+    def unfinished(self) -> bool:
+        """Whether an attempt left ``.running`` behind (it is still going, or it died)."""
+        return self._read(RUNNING) is not None
+
+    def attempts(self) -> int:
+        """Failed attempts so far, for a caller holding the job's lock: those in ``.error``,
+        plus one for an attempt that died without recording its end (``.running``)."""
+        return self.failures() + (1 if self.unfinished() else 0)
+
+    def _read(self, name: str) -> bytes | None:
+        fd = self._job_dir()
+        if fd is None:
+            return None
+        try:
+            return read_marker(fd, name)
+        finally:
+            os.close(fd)
+
+    def write_running(self, work: WorkArea, attempt: int, step: str) -> None:
+        """Record the attempt in progress and its step, leaving ``.error`` as it is."""
+        body = json.dumps({"attempt": attempt, "step": step, "ts": utc_now()})
+        self._write_marker(work, RUNNING, body.encode())
+
     def write_error(self, work: WorkArea, attempts: int, reason: str) -> None:
-        """Record a failed (or unfinished) attempt in ``.error``; the log, if any, stays."""
+        """Record a failed attempt in ``.error`` (and end ``.running``); the log, if any,
+        stays."""
         body = json.dumps({"attempts": attempts, "last_error": reason, "ts": utc_now()})
+        self._write_marker(work, ERROR, body.encode())
         fd = self._job_dir()
         if fd is not None:
             try:
-                write_file(fd, ERROR, body.encode(), sync=False)
-                return
-            except IsADirectoryError:
-                pass  # a planted directory named .error: rebuild the job directory
+                remove(fd, RUNNING)
             finally:
                 os.close(fd)
-        # No real job directory: build one holding only .error and put it in place.
+
+    def _write_marker(self, work: WorkArea, name: str, body: bytes) -> None:
+        fd = self._job_dir()
+        if fd is not None:
+            try:
+                write_file(fd, name, body, sync=False)
+                return
+            except IsADirectoryError:
+                pass  # a planted directory under the marker's name: rebuild the job directory
+            finally:
+                os.close(fd)
+        # No real job directory: build one holding only the marker and put it in place.
         remove(work.fd, "error-dir")
         efd = make_job_dir(work.fd, "error-dir", self.gid)
         try:
-            write_file(efd, ERROR, body.encode(), sync=False)
+            write_file(efd, name, body, sync=False)
         finally:
             os.close(efd)
         if atomic.place(work.fd, "error-dir", self.task_fd, self.name):

@@ -7,20 +7,14 @@ host's: 180 s, ``time_limit`` here, or the old ``EPICPROD_FETCH_TIMEOUT``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-from opsagent import FieldError
+from opsagent import FieldError, from_env
 
 AUTH_TYPES = ("x509", "userpass")
 #: The credential holding the Rucio password (``auth_type = "userpass"``).
 PASSWORD = "rucio_userpass"  # noqa: S105 - a credential's name, not a secret
-
-
-def _env(name: str, default: str) -> Callable[[], str]:
-    return lambda: os.environ.get(name) or default
 
 
 def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
@@ -33,10 +27,7 @@ def _auth_type(_inst: Any, attr: attrs.Attribute, value: str) -> None:
         raise FieldError(attr.name, f"expected one of {', '.join(AUTH_TYPES)}, got {value!r}")
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
+def _seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -51,24 +42,27 @@ class FetchConfig:
     """``[capability.fetch_payload_log]``; the defaults come from the old agent's variables."""
 
     #: Rucio server; ``RUCIO_URL``.
-    rucio_url: str = attrs.Factory(_env("RUCIO_URL", ""))
+    rucio_url: str = from_env("RUCIO_URL", default="")
     #: Rucio authentication server; ``RUCIO_AUTH_URL``, else ``rucio_url``.
-    rucio_auth_url: str = attrs.Factory(_env("RUCIO_AUTH_URL", ""))
+    rucio_auth_url: str = from_env("RUCIO_AUTH_URL", default="")
     #: ``x509`` (the x509_proxy credential; production) or ``userpass`` (test servers:
     #: ``username`` here, the password in the ``rucio_userpass`` credential).
     auth_type: str = attrs.field(default="x509", validator=_auth_type)
-    account: str = attrs.Factory(_env("RUCIO_ACCOUNT", "panda"))
-    vo: str = attrs.Factory(_env("RUCIO_VO", "def"))
+    account: str = from_env("RUCIO_ACCOUNT", default="panda")
+    vo: str = from_env("RUCIO_VO", default="def")
     username: str = ""
     #: Deprecated: configure the ``rucio_userpass`` credential instead; used only when
     #: that credential is not configured.
     password: str = attrs.field(default="", repr=False, metadata={"secret": True})
     #: CA certificates for an https Rucio server (file or directory); ``X509_CERT_DIR``.
-    ca_cert: str | None = attrs.Factory(lambda: os.environ.get("X509_CERT_DIR") or None)
+    ca_cert: str | None = from_env("X509_CERT_DIR", default=None)
     rucio_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: xrdcp's own limit, over all replicas tried; ``EPICPROD_XRDCP_TIMEOUT``.
-    xrdcp_timeout: float = attrs.field(
-        factory=lambda: _seconds("EPICPROD_XRDCP_TIMEOUT", 120.0), validator=_positive
+    xrdcp_timeout: float = from_env(
+        "EPICPROD_XRDCP_TIMEOUT",
+        default=120.0,
+        parse=lambda raw: _seconds("EPICPROD_XRDCP_TIMEOUT", raw),
+        validator=_positive,
     )
     max_tarball_bytes: int = attrs.field(default=4 << 30, validator=_positive)
     max_members: int = attrs.field(default=10_000, validator=_positive)

@@ -6,13 +6,14 @@ at once; resolve the replica with Rucio; copy it with xrdcp into the job's work 
 extract the kept members into a fresh directory there; write ``.done``; swap the
 directory into place.
 
-``.error`` bookkeeping survives a kill: before each step that can hang or fail, the job
-writes ``.error`` with the new attempt count and a reason naming the step ("did not
-finish: ..."), so a job killed at its time limit, or lost with its host, has left the
-right count behind.  A handled failure replaces that reason with the real one; success
-swaps in a directory without ``.error``.  While a fetch runs, ``.error`` therefore
-shows the attempt in progress; ``.done`` is what says a log is there.  When the host
-sends SIGTERM at the limit, the step in progress is interrupted and ``.error`` says so.
+``.error`` counts failed attempts only, as the old agent's did: the web view refuses to
+retry at ``attempts >= 3``, so a count that included the attempt in progress would show
+"failed 3 times" while the third attempt runs.  Before each step that can hang or fail
+the job writes ``.running`` (the attempt's number and step) and leaves ``.error`` alone.
+A handled failure, SIGTERM at the time limit included, writes ``.error`` with one more
+attempt and removes ``.running``; success swaps in a directory with neither.  A job
+killed outright (SIGKILL, lost with its host) leaves ``.running`` behind, and the next
+attempt, holding the job's lock, counts it as one failure.
 """
 
 from __future__ import annotations
@@ -86,8 +87,20 @@ class _Term:
             raise Stopped
 
 
+def _process_age() -> float:
+    """Seconds since this process was started (forked for the job); 0 when unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class _Attempt:
-    """One attempt at fetching: its number, its current step, its provisional ``.error``."""
+    """One attempt at fetching: its number, its current step, recorded in ``.running``."""
 
     def __init__(
         self, slot: Slot, work: WorkArea, attempts: int, limit: float, term: _Term
@@ -104,12 +117,7 @@ class _Attempt:
         self.term.interruptible = False
         self.term.check()
         self.step = step
-        self.slot.write_error(
-            self.work,
-            self.attempts,
-            f"did not finish: {step} (killed at the time limit of {self.limit:g} s, "
-            f"or the host stopped)",
-        )
+        self.slot.write_running(self.work, self.attempts, step)
         self.term.interruptible = True
         self.term.check()
 
@@ -119,8 +127,10 @@ class _Attempt:
         self.term.check()
 
     def stopped_reason(self) -> str:
-        elapsed = time.monotonic() - self.started
-        if elapsed >= 0.9 * self.limit:
+        # The host's clock started when it started the job's process, before this attempt.
+        elapsed = max(time.monotonic() - self.started, _process_age())
+        # Starting the process can take a second on a loaded machine.
+        if elapsed >= self.limit - max(1.0, 0.1 * self.limit):
             return f"timeout: {self.step} did not finish within the time limit of {self.limit:g} s"
         return f"stopped by the host after {elapsed:.0f} s during {self.step}"
 
@@ -164,7 +174,7 @@ def _recorded(cache: Cache, inp: Any) -> int:
     except (CacheError, OSError):
         return 0
     try:
-        return slot.attempts()
+        return slot.failures()
     finally:
         slot.close()
 
@@ -201,7 +211,7 @@ def fetch(inp: Any, job: Job) -> Outcome:
         try:
             lock.acquire(timeout=job.time_limit)
         except TimeoutError as exc:
-            raise JobFailed(str(exc), error=str(exc), attempts=slot.attempts()) from None
+            raise JobFailed(str(exc), error=str(exc), attempts=slot.failures()) from None
         try:
             members = slot.done()
             fresh = lock.waited and slot.done_identity() != before

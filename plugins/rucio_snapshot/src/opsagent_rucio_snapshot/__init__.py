@@ -51,6 +51,7 @@ CAPABILITY = Capability(
     # One event whatever happens: {"msg_type": "rucio_snapshot_ready", "ok": ..., "error"?}.
     events={"ok": "rucio_snapshot_ready", "error": "rucio_snapshot_ready"},
     time_limit=900,
+    time_limit_env="EPICPROD_RUCIO_SNAPSHOT_TIMEOUT",
     credentials=(CREDENTIAL,),
     dedup_key=lambda _inp: "global",  # one snapshot run at a time, whoever asks
     echo=_echo,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from opsagent import FieldError, pattern
+from opsagent import FieldError, from_env, pattern
 
 from opsagent_rucio_snapshot.fields import SCOPE, STAGE, campaign, each
 
@@ -43,9 +43,9 @@ class SnapshotConfig:
     and ``SWF_MONITOR_HTTP_URL`` in the job's environment (see ``[host] env_allow``).
     """
 
-    rucio_url: str = ""
-    rucio_account: str = ""
-    rucio_username: str = ""
+    rucio_url: str = from_env("JLAB_RUCIO_URL", default="")
+    rucio_account: str = from_env("JLAB_RUCIO_ACCOUNT", default="")
+    rucio_username: str = from_env("JLAB_RUCIO_USERNAME", default="")
     rucio_vo: str | None = None
     rucio_tls_verify: bool | None = None
     rucio_ca_bundle: str | None = None
@@ -55,7 +55,7 @@ class SnapshotConfig:
         validator=each(pattern(STAGE, "a stage name like RECO"), non_empty=True),
     )
     campaigns: list[str] = attrs.field(factory=list, validator=each(campaign))
-    catalogue_url: str = ""
+    catalogue_url: str = from_env("SWF_MONITOR_HTTP_URL", default="")
     #: Sent as ``X-Remote-User`` when the request names no ``created_by``.
     catalogue_user: str | None = None
     catalogue_tls_verify: bool | None = None

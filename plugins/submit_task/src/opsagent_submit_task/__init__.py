@@ -57,6 +57,7 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
                 "timeout": "prodtask_submit_failed",
             },
             time_limit=DEFAULT_TIME_LIMIT,
+            time_limit_env="EPICPROD_SUBMIT_TIMEOUT",
             credentials=("panda_oidc_token", "pcs_token"),
             # From the monitor's own host X-Remote-User is enough to record a submission.
             optional_credentials=("pcs_token",),

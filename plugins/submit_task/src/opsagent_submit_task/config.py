@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import attrs
-from opsagent import doubling
+from opsagent import doubling, from_env
 
 #: The declared time limit of a submission (the old agent's 300 s).
 DEFAULT_TIME_LIMIT = 300.0
@@ -44,8 +45,19 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 SETUP_SECONDS = 5.0
 
 
-def _default_panda_sys() -> str:
-    return os.environ.get("PANDA_SYS") or sys.prefix
+#: panda-client's site variables, taken from the host's environment into ``panda_env``
+#: when the section sets none (the old agent's doer inherited them).
+PANDA_SITE_ENV = (
+    "PANDA_URL",
+    "PANDA_URL_SSL",
+    "PANDACACHE_URL",
+    "PANDAMON_URL",
+    "PANDA_VERIFY_HOST",
+)
+
+
+def _site_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: environ[name] for name in PANDA_SITE_ENV if environ.get(name)}
 
 
 def _url(_inst: object, attr: attrs.Attribute, value: str) -> None:
@@ -83,8 +95,9 @@ class SubmitConfig:
     ``PANDA_AUTH_VO=<vo>`` and ``PANDA_CONFIG_ROOT`` itself.
     """
 
-    monitor_url: str = attrs.field(
-        factory=lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"),
+    monitor_url: str = from_env(
+        "SWF_MONITOR_HTTP_URL",
+        default="",
         converter=lambda v: v.rstrip("/") if isinstance(v, str) else v,
         validator=_url,
     )
@@ -92,8 +105,11 @@ class SubmitConfig:
     ca_bundle: str | None = None
     vo: str = "EIC.production"
     #: The environment panda-client is installed in (``$PANDA_SYS``; prun is ``bin/prun``).
-    panda_sys: str = attrs.field(factory=_default_panda_sys)
-    panda_env: dict[str, str] = attrs.field(factory=dict, validator=_panda_env)
+    panda_sys: str = from_env("PANDA_SYS", factory=lambda: sys.prefix)
+    #: Default: the site variables of :data:`PANDA_SITE_ENV` set in the host's environment.
+    panda_env: dict[str, str] = from_env(
+        *PANDA_SITE_ENV, factory=dict, combine=_site_env, validator=_panda_env
+    )
     #: Limit of each catalogue request, in seconds.
     pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
     #: prun's own limit; at the limit prun and everything it started are killed.
