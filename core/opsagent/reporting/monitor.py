@@ -285,7 +285,9 @@ class Monitor:
                 return
             if item is not None:
                 if self._flush_until is not None and (
-                    time.monotonic() > self._flush_until or any(self._failing.values())
+                    time.monotonic() > self._flush_until
+                    or self._failing.get("action log")
+                    or self._failing.get("heartbeat")
                 ):
                     # Stopping, and out of time or the monitor is not answering.
                     self.dropped += 1
