@@ -589,6 +589,7 @@ def _monitor_samples() -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         )
     monitor.pid = _SAMPLE_PID  # type: ignore[assignment]
     beat = monitor.heartbeat()
+    fetch = next(c for c in bundled_capabilities() if c.msg_type == "fetch_payload_log")
     end = health.JobEnd(
         job_id="r-1042",
         msg_type="fetch_payload_log",
@@ -596,6 +597,12 @@ def _monitor_samples() -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         duration=4.2,
         echo={"jeditaskid": "1001", "pandaid": "4242"},
         module="opsagent_fetch_payload_log",
+        action=fetch.action_id,
+        subject_type=fetch.subject_type,
+        subject_key="4242",
+        username="alice",
+        sublevel=fetch.sublevel,
+        live_default=fetch.live_default,
     )
     record = monitor.action_record(end)
     record.update(timestamp="<UTC ISO-8601>", thread="<thread id>")
@@ -793,10 +800,26 @@ def wire_page() -> str:
         "",
         *_json_block(record),
         "",
-        "| msg_type | action (`funcname`, `extra_data.action`) |",
-        "|---|---|",
-        *(f"| `{m}` | `{a}` |" for m, a in monitor.ACTIONS.items()),
-        "| any other | the `action` its capability declares, else its `msg_type` |",
+        "Its `extra_data` begins with the old agent's keys -- `action`, `outcome`,",
+        "`sublevel`, `live_default`, then each when set: `subject_type`, `subject_key`,",
+        f"`username`, `duration_ms`, `reason` (at most {monitor.REASON_MAX} characters)"
+        " -- and the",
+        "job's counts (`Capability.counts`) -- then this host's additions (`msg_type`,",
+        "`job_id`, `agent`, the request's identifying fields), which never overwrite them.",
+        "The message is `<action> <subject_type>:<subject_key> <outcome>` (no subject:",
+        "`<action> <outcome>`), with ` — <reason>` when there is one.",
+        "",
+        "| msg_type | action (`funcname`, `extra_data.action`) | subject_type | sublevel |",
+        "|---|---|---|---|",
+        *(
+            f"| `{c.msg_type}` | `{c.action_id}` | {c.subject_type or '-'} | {c.sublevel} |"
+            for c in bundled_capabilities()
+            if c.action_id != c.msg_type or c.subject_type
+        ),
+        "| any other | its `msg_type` | | |",
+        "",
+        "`health_ping` posts no record; a `shutdown` request posts `agent_shutdown`"
+        " (`WARNING`, `username`: the broker user who sent it).",
         "",
         "`extra_data.outcome` is the job's outcome; `level` is",
         ", ".join(f"{lv} (`{name}`) for `{st}`" for st, (lv, name) in monitor.LEVELS.items())

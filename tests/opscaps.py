@@ -29,6 +29,7 @@ class FetchInput:
     pandaid: Digits
     jeditaskid: Digits
     seconds: float = 0.0
+    requested_by: str | None = None
 
 
 def fetch(inp: FetchInput, job: Job) -> Outcome:
@@ -78,4 +79,6 @@ def register_capabilities(register):
     register(Capability(msg_type="fetch_payload_log", input=FetchInput, doer=fetch,
                         isolation="thread",
                         events={"ok": "payload_log_ready", "error": "payload_log_failed"},
-                        echo=lambda inp: {"pandaid": inp.pandaid, "jeditaskid": inp.jeditaskid}))
+                        echo=lambda inp: {"pandaid": inp.pandaid, "jeditaskid": inp.jeditaskid},
+                        action="payload_log_fetch", subject_type="panda_job",
+                        subject_key=lambda inp: inp.pandaid, sublevel="normal"))

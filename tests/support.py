@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = Path(os.environ.get("OPSAGENT_SERVICES", ROOT / ".services"))
 SITECAPS = ROOT / "tests" / "sitecaps"
 SITEBROKEN = ROOT / "tests" / "sitebroken"
+SITECHAIN = ROOT / "tests" / "sitechain"
 OPSAGENT = [sys.executable, "-m", "opsagent.cli.main"]
 
 

@@ -1,6 +1,7 @@
 """opsagent: a plugin-based host for credentialed production operations."""
 
 from opsagent.capability import Capability
+from opsagent.chain import Chain, Step
 from opsagent.checks import Check
 from opsagent.credential import Credential
 from opsagent.credential_check import CredentialError, check_credential
@@ -17,6 +18,7 @@ from opsagent.setting import from_env
 
 __all__ = [
     "Capability",
+    "Chain",
     "Check",
     "Completed",
     "Credential",
@@ -26,6 +28,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "Outcome",
+    "Step",
     "PrivateDir",
     "Program",
     "arg",

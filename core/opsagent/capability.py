@@ -22,6 +22,8 @@ _MSG_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _NAME = r"^([a-z][a-z0-9_]{0,63})?$"
 _CREDENTIAL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 CONTROL_TYPES = frozenset({"health_ping", "shutdown", "request_status"})
+#: Input fields that name who asked, looked for in this order (``Capability.username``).
+USER_FIELDS = ("requested_by", "owner", "created_by")
 
 
 class DeclarationError(ValueError):
@@ -67,6 +69,10 @@ def _freeze_events(value: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _tuple_of_any(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
@@ -187,6 +193,35 @@ class Capability:
     #: The action id of the job's record in the monitor's action log (``task_submit``,
     #: ``payload_log_fetch``...); empty: the msg_type.
     action: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
+    #: What the action record is about: ``subject_type`` (``panda_job``,
+    #: ``campaign_task``...) and ``subject_key(inp)`` (the pandaid, the task name...);
+    #: the monitor's message reads ``<action> <subject_type>:<subject_key> <outcome>``.
+    subject_type: str = attrs.field(default="", validator=attrs.validators.matches_re(_NAME))
+    subject_key: Callable[[Any], Any] | None = attrs.field(
+        default=None, validator=_optional_function
+    )
+    #: Who the action record names as its user: ``username(inp)``; by default the
+    #: input's ``requested_by``, ``owner`` or ``created_by``, the first one set.
+    username: Callable[[Any], Any] | None = attrs.field(default=None, validator=_optional_function)
+    #: The action record's ``sublevel`` (``low``, ``normal``, ``high``: how much the
+    #: monitor's stream shows it) and ``live_default`` (shown in its live view).
+    sublevel: str = attrs.field(
+        default="low", validator=attrs.validators.in_(("low", "normal", "high"))
+    )
+    live_default: bool = False
+    #: Fields of the outcome's data copied into the action record's ``extra_data`` (the
+    #: old agent's "counts"); ``None``: every number among them.
+    counts: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_tuple_of_str)
+    )
+    #: ``quiet(inp, outcome)`` true: the job's end is journaled and acknowledged but
+    #: neither its event nor its action record goes out (a periodic capture that found
+    #: nothing to capture); never for a request someone waits on.
+    quiet: Callable[[Any, Outcome], bool] | None = attrs.field(
+        default=None, validator=_optional_function
+    )
+    #: A chain's steps (see :func:`opsagent.chain.Chain`); empty for any other capability.
+    steps: tuple[Any, ...] = attrs.field(default=(), converter=_tuple_of_any)
     echo: Callable[[Any], dict[str, Any]] | None = None
     #: Fields an event of an outcome carries unless the doer's data sets them: a
     #: ``timeout`` or ``error`` the host itself ended (a killed job, a crash) then still
@@ -286,3 +321,26 @@ class Capability:
         if self.extra_time is None or inp is None:
             return self.time_limit
         return self.time_limit + max(0.0, float(self.extra_time(inp)))
+
+    @property
+    def action_id(self) -> str:
+        """The id of this capability's action records: ``action``, else its msg_type."""
+        return self.action or self.msg_type
+
+    def subject_of(self, inp: Any) -> str:
+        """The ``subject_key`` of one input's action record ("" when none is declared)."""
+        if self.subject_key is None:
+            return ""
+        key = self.subject_key(inp)
+        return "" if key is None else str(key)
+
+    def username_of(self, inp: Any) -> str:
+        """The ``username`` of one input's action record (see ``username``)."""
+        if self.username is not None:
+            who = self.username(inp)
+            return "" if who is None else str(who)
+        for name in USER_FIELDS:
+            who = getattr(inp, name, None)
+            if isinstance(who, str) and who:
+                return who
+        return ""

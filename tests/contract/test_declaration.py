@@ -136,3 +136,43 @@ def test_optional_credentials_must_be_declared_credentials():
     assert cap(credentials=("a", "b"), optional_credentials=("b",)).optional_credentials == ("b",)
     with pytest.raises(DeclarationError, match=r"optional_credentials: \['c'\] not among"):
         cap(credentials=("a",), optional_credentials=("c",))
+
+
+def test_a_chain_is_a_capability_whose_steps_are_checked_at_declaration():
+    from opsagent import Chain, Step
+
+    events = {"ok": "c_done", "error": "c_failed"}
+    chain = Chain(msg_type="c", steps=[Step("a"), Step("b", name="b_csv", input={"s": "csv"})],
+                  events=events)
+    assert [s.label for s in chain.steps] == ["a", "b_csv"]
+    assert chain.isolation == "thread" and chain.key_of(None) == "c:chain"
+    with pytest.raises(DeclarationError, match="at least one step"):
+        Chain(msg_type="c", steps=[], events=events)
+    with pytest.raises(DeclarationError, match="names used twice"):
+        Chain(msg_type="c", steps=[Step("a"), Step("a")], events=events)
+    with pytest.raises(DeclarationError, match="cannot be a step of itself"):
+        Chain(msg_type="c", steps=[Step("c")], events=events)
+    with pytest.raises(DeclarationError, match="is not a msg_type"):
+        Step("Not-one")
+
+
+def test_the_action_record_names_who_asked_from_the_input_unless_declared():
+    import attrs
+    from opsagent import Capability
+
+    @attrs.frozen
+    class Inp:
+        task_name: str = "t1"
+        owner: str | None = None
+        created_by: str | None = "cron"
+
+    cap = Capability(msg_type="x", input=Inp, doer=lambda i, j: None,
+                     events={"ok": "x_done", "error": "x_failed"}, action="x_act",
+                     subject_type="campaign_task", subject_key=lambda i: i.task_name)
+    assert cap.username_of(Inp()) == "cron"
+    assert cap.username_of(Inp(owner="alice")) == "alice"
+    assert (cap.action_id, cap.subject_of(Inp())) == ("x_act", "t1")
+    named = attrs.evolve(cap, username=lambda i: "someone", action="")
+    assert (named.username_of(Inp()), named.action_id) == ("someone", "x")
+    with pytest.raises(ValueError):
+        attrs.evolve(cap, sublevel="urgent")

@@ -56,7 +56,7 @@ def test_heartbeats_and_action_log_follow_the_wire_contract(opsagent_harness, mo
         assert headers["Authorization"] == "Token monitor-api-token-1234"
 
         answer = h.send("fetch_payload_log", {"pandaid": 4242, "jeditaskid": "1001",
-                                              "seconds": 0.6})
+                                              "seconds": 0.6, "requested_by": "alice"})
         assert answer["outcome"] == "ok"
         assert any(b["operational_state"] == "PROCESSING" for b in bodies(mon, HEARTBEAT))
         h.send("ops_work", {"fail": True})
@@ -66,18 +66,74 @@ def test_heartbeats_and_action_log_follow_the_wire_contract(opsagent_harness, mo
         assert fetched["app_name"] == "epicprod" and fetched["instance_name"] == "ops-agent"
         assert fetched["funcname"] == "payload_log_fetch" and fetched["lineno"] == 0
         assert fetched["levelname"] == "INFO"
+        assert fetched["module"] == "epicprod_ops_agent"
+        assert fetched["message"] == "payload_log_fetch panda_job:4242 ok"
         extra = fetched["extra_data"]
-        assert extra["action"] == "payload_log_fetch" and extra["outcome"] == "ok"
+        # The old agent's extra_data, key for key, then this host's additions.
+        legacy = {k: extra[k] for k in ("action", "outcome", "sublevel", "live_default",
+                                        "subject_type", "subject_key", "username")}
+        assert legacy == {"action": "payload_log_fetch", "outcome": "ok", "sublevel": "normal",
+                          "live_default": False, "subject_type": "panda_job",
+                          "subject_key": "4242", "username": "alice"}
+        assert list(extra)[:8] == [*legacy, "duration_ms"]
+        assert "reason" not in extra
         assert extra["pandaid"] == "4242" and extra["jeditaskid"] == "1001"
         assert 600 <= extra["duration_ms"] < 5000
         assert failed["levelname"] == "ERROR" and failed["extra_data"]["outcome"] == "error"
         assert failed["extra_data"]["action"] == "ops_work"
         assert failed["extra_data"]["reason"] == "asked to fail"
+        # No subject, no user: the old agent left the keys out, and the words.
+        assert failed["message"] == "ops_work error — asked to fail"
+        assert not {"subject_type", "subject_key", "username"} & set(failed["extra_data"])
 
         h.stop()
         last = bodies(mon, HEARTBEAT)[-1]
         assert (last["status"], last["operational_state"], last["mq_connected"]) == (
             "EXITED", "EXITED", False)
+
+
+def test_a_record_keeps_the_old_fields_from_echoed_ones_and_cuts_the_reason():
+    monitor = Monitor(MonitorConfig(enabled=True, url="http://127.0.0.1:9"), instance="i",
+                      namespace="prodops", token=None, snapshot=snapshot)
+    end = JobEnd(job_id="j", msg_type="catalog_sync", status="error", duration=2.0499,
+                 reason="x" * 400, action="catalog_sync", username="nightly",
+                 sublevel="high", live_default=True,
+                 counts={"steps": 14, "failed": ["b"], "outcome": "forged"},
+                 echo={"action": "forged", "username": "forged", "task_name": "t"})
+    record = monitor.action_record(end)
+    extra = record["extra_data"]
+    assert (extra["action"], extra["outcome"], extra["username"]) == (
+        "catalog_sync", "error", "nightly")
+    assert extra["reason"] == "x" * 300 and extra["duration_ms"] == 2049
+    assert (extra["steps"], extra["failed"], extra["task_name"]) == (14, ["b"], "t")
+    assert record["message"] == "catalog_sync error — " + "x" * 300
+    assert (record["level"], record["levelname"]) == (40, "ERROR")
+    configured = Monitor(MonitorConfig(enabled=True, url="http://127.0.0.1:9",
+                                       log_module="ops", log_app_name="a"),
+                         instance="i", namespace="p", token=None, snapshot=snapshot)
+    assert (configured.action_record(end)["module"], configured.action_record(end)["app_name"]
+            ) == ("ops", "a")
+
+
+def test_a_shutdown_over_the_bus_posts_agent_shutdown_naming_who_asked(opsagent_harness):
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        mon.route("POST", LOGS, Response.json({"ok": True}, 201))
+        h = opsagent_harness(modules=[opscaps], config={
+            "monitor": {"enabled": True, "url": mon.url}})
+        h.publish("health_ping", reply_to="/queue/harness.pings")
+        h.publish("shutdown", {"reason": "maintenance"}, broker_user=h.HOST_USER)
+        h._thread.join(30)
+        assert h.exit_status == 100
+        (record,) = bodies(mon, LOGS)
+        assert record["funcname"] == "agent_shutdown"
+        assert (record["level"], record["levelname"]) == (30, "WARNING")
+        extra = record["extra_data"]
+        assert (extra["action"], extra["outcome"], extra["username"]) == (
+            "agent_shutdown", "ok", h.HOST_USER)
+        assert (extra["sublevel"], extra["live_default"]) == ("high", True)
+        assert record["message"] == "agent_shutdown ok"
+        assert "duration_ms" not in extra  # not a timed job, as the old agent sent it
 
 
 def snapshot() -> Snapshot:
@@ -103,7 +159,7 @@ def test_a_hung_monitor_costs_callers_nothing_and_the_queue_stays_bounded():
         monitor.start()
         wait_until(lambda: mon.requests_to("POST", HEARTBEAT))  # the thread is now stuck
         end = JobEnd(job_id="j", msg_type="submit_task", status="unrecorded", duration=1.5,
-                     reason="record failed", echo={"task_name": "t1"})
+                     reason="record failed", echo={"task_name": "t1"}, action="task_submit")
         started = time.perf_counter()
         for _ in range(200):
             monitor.job_ended(end)

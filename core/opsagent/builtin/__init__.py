@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import attrs
 
+from opsagent.builtin.credentials import MSG_TYPE as CREDENTIAL_CHECK
+from opsagent.builtin.credentials import ExpiryInput, check_expiry
 from opsagent.builtin.prune import PruneConfig, PruneInput, prune_cache
 from opsagent.capability import Capability
 from opsagent.hookspecs import hookimpl
@@ -74,6 +76,10 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             doer=shutdown,
             control=True,
             events={"ok": "shutdown_ack", "error": "shutdown_ack"},
+            # The old agent's record of a deliberate stop, naming the broker user who asked.
+            action="agent_shutdown",
+            sublevel="high",
+            live_default=True,
             time_limit=1,
             description="Deliberate stop: stop intake, drain, exit 100 (systemd leaves it down).",
             samples=({},),
@@ -108,5 +114,28 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             "the cache's areas (panda-logs unless configured); never follows a link, never "
             "touches what a job holds (flock). Scheduled daily ([scheduling] prune_cache).",
             samples=({"dry_run": True},),
+        )
+    )
+    register(
+        Capability(
+            msg_type=CREDENTIAL_CHECK,
+            input=ExpiryInput,
+            doer=check_expiry,
+            # In the host: its config is the host's view of its credentials.
+            isolation="thread",
+            events={
+                "ok": "credential_expiry_checked",
+                "warning": "credential_expiry_checked",
+                "error": "credential_expiry_check_failed",
+            },
+            dedup_key=lambda _inp: "all",
+            time_limit=60,
+            sublevel="high",
+            live_default=True,
+            description="Every credential this host knows (configured or declared by a "
+            "capability), checked as opsagent selftest checks it: "
+            "{credentials: [{credential, status, days_left}]}; outcome ok, warning (one "
+            "expires within warning_days) or error (expired, missing, refused).",
+            samples=({}, {"warning_days": 7}),
         )
     )

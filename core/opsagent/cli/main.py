@@ -86,14 +86,15 @@ def _redactor(args: argparse.Namespace) -> Any:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    """Every capability: the installed plugins' and the configuration's ``[[program]]``s."""
+    """Every capability: the installed plugins' and the configuration's ``[[program]]``s
+    and ``[[chain]]``s."""
     from opsagent.host import plugins
 
     try:
         cfg = _config(args)
     except configuration.ConfigError:
         cfg = configuration.Config()
-    return plugins.load(strict=False, programs=cfg.program, source=cfg.source)
+    return plugins.load(strict=False, programs=cfg.program, chains=cfg.chain, source=cfg.source)
 
 
 def _memory_limit(cap: Any, cfg: configuration.Config) -> int | None:

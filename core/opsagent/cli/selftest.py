@@ -53,8 +53,7 @@ from opsagent.isolation.jobs import JobFactory, effective
 from opsagent.job import Job
 from opsagent.setting import origins
 
-#: A credential closer than this to its expiry is a warning.
-EXPIRY_WARNING = 86400.0
+EXPIRY_WARNING = creds.EXPIRY_WARNING
 
 
 @attrs.frozen
@@ -191,28 +190,13 @@ def _credentials(
     out: list[Check] = []
     usable: dict[str, creds.Credential] = {}
     for name in cap.credentials:
-        label = f"credential {name}"
-        optional = name in cap.optional_credentials
-        try:
-            cred = creds.locate(name, cfg.credentials)
-        except creds.CredentialMissing as exc:
-            if optional:
-                out.append(Check.ok(label, f"optional, not configured ({exc})"))
-            else:
-                out.append(Check.fail(label, str(exc)))
-            continue
-        except creds.CredentialError as exc:
-            out.append(Check.fail(label, str(exc)))
-            continue
-        detail = cred.describe(now)
-        if cred.expired(now):
-            out.append(Check.fail(label, f"{detail}; renew it"))
-            continue
-        usable[name] = cred
-        if cred.expires_at is not None and cred.expires_at - now < EXPIRY_WARNING:
-            out.append(Check.warn(label, f"{detail}; renew it soon"))
-        else:
-            out.append(Check.ok(label, detail))
+        found = creds.expiry(
+            name, cfg.credentials, now=now, optional=name in cap.optional_credentials
+        )
+        if found.usable is not None:
+            usable[name] = found.usable
+        check = {"ok": Check.ok, "warning": Check.warn, "error": Check.fail}[found.level]
+        out.append(check(f"credential {name}", found.detail))
     return out, usable
 
 

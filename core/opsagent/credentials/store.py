@@ -151,6 +151,58 @@ def resolve(
     return cred
 
 
+#: A credential closer than this to its expiry is a warning (``opsagent selftest``, the
+#: ``credential_expiry_check`` capability, the host's log).
+EXPIRY_WARNING = 86400.0
+
+
+@attrs.frozen
+class Expiry:
+    """How one credential stands: ``ok``, ``warning`` (expires within the warning
+    time), ``expired``, ``missing``, ``refused`` (unsafe or unreadable) or ``absent``
+    (optional and not configured)."""
+
+    credential: str
+    status: str
+    detail: str
+    days_left: float | None = None
+    usable: Credential | None = None
+
+    @property
+    def level(self) -> str:
+        """``ok``, ``warning`` or ``error``."""
+        if self.status in ("ok", "absent"):
+            return "ok"
+        return "warning" if self.status == "warning" else "error"
+
+
+def expiry(
+    name: str,
+    sources: Mapping[str, CredentialSource],
+    *,
+    now: float | None = None,
+    optional: bool = False,
+    warning: float = EXPIRY_WARNING,
+) -> Expiry:
+    """The one expiry check of a credential (see :class:`Expiry`)."""
+    now = time.time() if now is None else now
+    try:
+        cred = locate(name, sources)
+    except CredentialMissing as exc:
+        if optional:
+            return Expiry(name, "absent", f"optional, not configured ({exc})")
+        return Expiry(name, "missing", str(exc))
+    except CredentialError as exc:
+        return Expiry(name, "refused", str(exc))
+    detail = cred.describe(now)
+    left = None if cred.expires_at is None else round((cred.expires_at - now) / 86400, 2)
+    if cred.expired(now):
+        return Expiry(name, "expired", f"{detail}; renew it", left)
+    if cred.expires_at is not None and cred.expires_at - now < warning:
+        return Expiry(name, "warning", f"{detail}; renew it soon", left, cred)
+    return Expiry(name, "ok", detail, left, cred)
+
+
 # -- what a capability gets ---------------------------------------------------------------
 
 

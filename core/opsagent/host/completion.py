@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -60,6 +61,9 @@ class Completion:
         self._unrecorded: list[tuple[Ticket, Outcome, bool]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: ``(job_id, outcome) -> bool``: an end the host keeps quiet besides those its
+        #: capability does (a schedule's ``quiet_unless``).
+        self.quiet_rule: Callable[[str, Outcome], bool] | None = None
 
     # -- the completion thread -----------------------------------------------------
 
@@ -227,6 +231,7 @@ class Completion:
                     duration,
                     outcome.reason,
                 )
+            ticket.quiet = self._quiet(ticket, outcome)
             # One frame per event: a batch job has one per item (Capability.items).
             raw = tuple(
                 self.encode_event(body, outcome) for body in self.events_of(ticket, outcome)
@@ -243,6 +248,22 @@ class Completion:
             return
         self._write([(ticket, outcome, raw)])
 
+    def _quiet(self, ticket: Ticket, outcome: Outcome) -> bool:
+        """``Capability.quiet`` or :attr:`quiet_rule` says so, and nobody waits on a
+        reply."""
+        if ticket.reply_destinations:
+            return False
+        quiet = ticket.cap.quiet
+        try:
+            if quiet is not None and quiet(ticket.inp, outcome):
+                return True
+            return self.quiet_rule is not None and self.quiet_rule(ticket.job_id, outcome)
+        except Exception:  # noqa: BLE001 - a broken rule publishes, as if there were none
+            logger.opt(exception=True).bind(job_id=ticket.job_id).warning(
+                "quiet() of {} raised; the end is published", ticket.cap.msg_type
+            )
+            return False
+
     def _write(self, batch: list[tuple[Ticket, Outcome, tuple[bytes, ...]]]) -> None:
         """Publish, record, acknowledge ``batch``; its tickets leave the ledger after,
         unless the journal refuses the record: then they wait, unacknowledged, for
@@ -258,10 +279,12 @@ class Completion:
                 self.ledger.free_key(ticket)
                 destinations = self.ledger.destinations(ticket)
                 for frame in raw:
-                    messages.append((self.topic, frame))
+                    if not ticket.quiet:
+                        messages.append((self.topic, frame))
                     messages.extend((dest, frame) for dest in destinations)
             try:
-                self.transport.send_many(messages)
+                if messages:
+                    self.transport.send_many(messages)
                 published = True
             except TransportError as exc:
                 # Left unacknowledged: the broker redelivers after the reconnect and the
@@ -298,6 +321,9 @@ class Completion:
         tickets = [t for t, _o, _raw in batch]
         for ticket in tickets:
             self.ledger.release(ticket)
+        tickets = [t for t in tickets if not t.internal]
+        if not tickets:
+            return
         acked = self.transport.ack_many([d for t in tickets for d in t.deliveries])
         at = 0
         for ticket in tickets:

@@ -212,6 +212,8 @@ class MonitorConfig:
     #: ``app_name`` and ``instance_name`` of action-log records, as the old agent sent them.
     log_app_name: str = "epicprod"
     log_instance_name: str = "ops-agent"
+    #: ``module`` of action-log records, as the old agent sent it.
+    log_module: str = "epicprod_ops_agent"
     heartbeat_seconds: float = 30.0
     #: Connect and read timeout of each post.
     timeout_seconds: float = 3.0
@@ -288,10 +290,39 @@ class ScheduleConfig:
     jitter: float = 0.0
     #: After a restart that missed runs, run once at once (never more than once).
     catch_up: bool = True
+    #: With ``every``: seconds after each multiple of it (``every = 30``, ``offset = 1``:
+    #: 1 s after each half minute of the wall clock).
+    offset: float = 0.0
+    #: With ``every``: false runs every ``every`` seconds from the host's start (after
+    #: ``initial_delay``) instead of on multiples of it.
+    grid: bool = True
+    #: No run before the host has been up this many seconds.
+    initial_delay: float = 0.0
+    #: Environment variables, the first one set wins, that give ``every`` in seconds; 0 or
+    #: less turns the schedule off (the old agent's ``EPICPROD_*`` loop variables).
+    every_env: list[str] = attrs.Factory(list)
+    #: Environment variables, the first one set wins, that give ``initial_delay``.
+    initial_delay_env: list[str] = attrs.Factory(list)
+    #: A run that succeeds sends no event and no action record unless its outcome's data
+    #: field of this name is true (the periodic capture that captured nothing); a failed
+    #: run always does.
+    quiet_unless: str = ""
 
     def __attrs_post_init__(self) -> None:
         if (self.every is None) == (self.cron is None):
             raise ValueError(f"schedule {self.label}: set exactly one of every or cron")
+        if self.every is None and (self.offset or not self.grid or self.every_env):
+            raise ValueError(
+                f"schedule {self.label}: offset, grid and every_env go with every, not cron"
+            )
+        if self.initial_delay < 0:
+            raise ValueError(
+                f"schedule {self.label}: initial_delay must be >= 0, got {self.initial_delay}"
+            )
+        if self.every is not None and not 0 <= self.offset < self.every:
+            raise ValueError(
+                f"schedule {self.label}: offset must be >= 0 and below every, got {self.offset}"
+            )
         if self.every is not None and self.every <= 0:
             raise ValueError(f"schedule {self.label}: every must be > 0, got {self.every}")
         if self.cron is not None:
@@ -308,6 +339,40 @@ class ScheduleConfig:
     @property
     def label(self) -> str:
         return self.name or self.msg_type
+
+
+@attrs.frozen
+class StepConfig:
+    """One step of a ``[[chain]]``: a capability and its input."""
+
+    #: The step's capability.
+    msg_type: str
+    #: The fixed part of its input (the chain's ``created_by`` is added when it takes one).
+    input: dict[str, Any] = attrs.Factory(dict)
+    #: The step's name in the chain's summary and job ids; default: ``msg_type``.
+    name: str = ""
+
+
+@attrs.frozen
+class ChainConfig:
+    """``[[chain]]``: a capability whose steps are other capabilities (see chains).
+
+    Declared here without writing a package; the same as a ``Chain(...)`` a package
+    registers.  Its input is ``created_by`` (optional), passed to each step that takes it.
+    """
+
+    #: The chain's own msg_type.
+    msg_type: str
+    #: Its steps, in order: ``{msg_type = ..., input = {...}, name = ...}``.
+    steps: list[StepConfig]
+    #: Event names by outcome; default ``<msg_type>_done`` / ``<msg_type>_failed``.
+    events: dict[str, str] = attrs.Factory(dict)
+    #: The action id of its summary record; default: ``msg_type``.
+    action: str = ""
+    #: The chain as a whole runs no step past this many seconds (each step has its own).
+    time_limit: float = 86400.0
+    #: What ``opsagent plugins`` and the generated docs say of it.
+    description: str = ""
 
 
 @attrs.frozen
@@ -470,6 +535,7 @@ class Config:
     scheduling: SchedulingConfig = attrs.Factory(SchedulingConfig)
     mcp: McpConfig = attrs.Factory(McpConfig)
     schedule: list[ScheduleConfig] = attrs.Factory(list)
+    chain: list[ChainConfig] = attrs.Factory(list)
     notify: list[NotifyRule] = attrs.field(factory=list, validator=_unique_rules)
     credentials: dict[str, CredentialSource] = attrs.Factory(dict)
     #: ``[renewal.<credential>]``: OIDC token files the host renews before they expire.

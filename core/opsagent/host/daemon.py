@@ -29,12 +29,14 @@ from typing import Any, TypeVar
 import attrs
 from loguru import logger
 
+from opsagent.builtin.credentials import MSG_TYPE as CREDENTIAL_CHECK
+from opsagent.builtin.credentials import host_credentials
 from opsagent.capability import Capability, DeclarationError
 from opsagent.credentials import renewal
 from opsagent.credentials import store as creds
 from opsagent.credentials.redaction import Redactor
+from opsagent.host import chains, observers, plugins, schedule
 from opsagent.host import config as configuration
-from opsagent.host import observers, plugins, schedule
 from opsagent.host.access import Access, AccessError
 from opsagent.host.completion import Completion
 from opsagent.host.control import Control
@@ -56,7 +58,7 @@ EXIT_UNREACHABLE = 75
 #: Seconds between two STATUS= refreshes (each reads the ledger).
 STATUS_EVERY = 1.0
 #: A credential closer than this to its expiry is warned about (once).
-EXPIRY_WARNING = 86400.0
+EXPIRY_WARNING = creds.EXPIRY_WARNING
 
 
 class StartupError(RuntimeError):
@@ -191,6 +193,14 @@ class Host:
         self._ending: set[str] = set()
         self._ending_lock = threading.Lock()
         self.workers = self._workers()
+        self.workers.chains = chains.ChainRunner(
+            capabilities=caps,
+            journal=self.journal,
+            ledger=self.ledger,
+            submit=self.workers.submit,
+            finish=self.end_job,
+            unavailable=self.availability.unavailable,
+        ).run
         self.dispatcher = self._dispatcher()
         self.scheduler = self._scheduler(caps, self.journal.path)
         #: Told of each job's end after its outcome is published (metrics, the monitor,
@@ -254,10 +264,12 @@ class Host:
                     deny=cfg.capabilities.deny,
                     require=cfg.capabilities.require,
                     programs=cfg.program,
+                    chains=cfg.chain,
                     source=cfg.source,
                 )
             except plugins.PluginError as exc:
                 raise StartupError(str(exc), EXIT_CONFIG) from exc
+        self._chain_steps(registry)
         for b in registry.broken:
             logger.error(
                 "plugin {} ({} {}) is broken and was skipped: {}",
@@ -267,6 +279,19 @@ class Host:
                 b.error,
             )
         return registry
+
+    def _chain_steps(self, registry: plugins.Registry) -> None:
+        """Say at start-up which chain steps this host cannot run."""
+        for cap in registry.capabilities.values():
+            for step in cap.steps:
+                if step.msg_type not in registry.capabilities:
+                    logger.error(
+                        "chain {}: step {} needs capability {}, which this host does not "
+                        "offer; that step will fail",
+                        cap.msg_type,
+                        step.label,
+                        step.msg_type,
+                    )
 
     def _job_factory(self) -> jobs.JobFactory:
         """The one maker of jobs; the registry's capabilities become the declarations
@@ -285,6 +310,11 @@ class Host:
         except configuration.ConfigError as exc:
             raise StartupError(str(exc), EXIT_CONFIG) from exc
         self.registry.capabilities.update(factory.capabilities)
+        if CREDENTIAL_CHECK in factory.capabilities:
+            # Its jobs see the host's credentials as the host does, and nothing else.
+            factory.configs[CREDENTIAL_CHECK] = host_credentials(
+                self.cfg.credentials, factory.capabilities
+            )
         return factory
 
     def _access(self, caps: dict[str, Capability]) -> Access:
@@ -363,6 +393,7 @@ class Host:
             # One mapping, kept current by the credential checks in the main loop.
             unavailable=self.availability.unavailable,
             access=self.access,
+            on_control=self.control_ended,
         )
 
     def _scheduler(self, caps: dict[str, Capability], journal_path: Path) -> schedule.Scheduler:
@@ -388,6 +419,7 @@ class Host:
             raise StartupError(f"{self.cfg.source}: {exc}", EXIT_CONFIG) from exc
         # Deliveries reaching this host tell a standby on an exclusive queue it is active.
         self.dispatcher.on_received = scheduler.heard
+        self.completion.quiet_rule = scheduler.quiet
         return scheduler
 
     @property
@@ -520,21 +552,45 @@ class Host:
         finally:
             with self._ending_lock:
                 self._ending.discard(ticket.job_id)
-        if not self.observers:
+        if ticket.on_end is not None:
+            ticket.on_end(outcome)
+        if not self.observers or ticket.quiet:
             return
         started = ticket.started_at
-        end = health.JobEnd(
-            job_id=ticket.job_id,
-            msg_type=ticket.cap.msg_type,
-            status=outcome.status,
-            duration=0.0 if started is None else time.monotonic() - started,
-            reason=outcome.reason,
-            echo=ticket.echo,
-            module=ticket.cap.entry_point,
-            data=outcome.data,
-            event=ticket.cap.event_for(outcome.status),
-            action=ticket.cap.action,
+        self.tell_observers(
+            health.job_end(
+                ticket.cap,
+                ticket.inp,
+                outcome,
+                job_id=ticket.job_id,
+                duration=0.0 if started is None else time.monotonic() - started,
+                echo=ticket.echo,
+            )
         )
+
+    def control_ended(
+        self, cap: Capability, inp: Any, outcome: Outcome, job_id: str, user: str | None
+    ) -> None:
+        """A control request was answered: reported like a job when its capability
+        declares an action (``shutdown``: ``agent_shutdown``, naming the broker user who
+        asked); a ``health_ping`` is not."""
+        if not cap.action or not self.observers:
+            return
+        self.tell_observers(
+            health.job_end(
+                cap,
+                inp,
+                self.redactor.outcome(outcome),
+                job_id=job_id,
+                duration=0.0,
+                echo={},
+                username=user or "",
+                levelname="WARNING",
+                timed=False,
+            )
+        )
+
+    def tell_observers(self, end: health.JobEnd) -> None:
         for observer in self.observers:
             try:
                 observer.job_ended(end)

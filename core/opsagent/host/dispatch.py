@@ -49,6 +49,7 @@ class Dispatcher:
         control: Control,
         unavailable: dict[str, str],
         access: Access | None = None,
+        on_control: Callable[..., None] | None = None,
     ) -> None:
         self.registry = registry
         self.transport = transport
@@ -61,6 +62,9 @@ class Dispatcher:
         self.max_body = max_body
         self.control = control
         self.access = access or Access()
+        #: Told of each answered control request: (capability, input, outcome, job id,
+        #: broker user).
+        self.on_control = on_control
         # Shared with the host, which updates it as credentials expire and are renewed.
         self.unavailable = unavailable
         self.accepting = True
@@ -227,6 +231,11 @@ class Dispatcher:
         except TransportError as exc:
             logger.warning("could not reply to {}: {}", env.msg_type, exc)
         self.transport.ack(delivery)
+        if self.on_control is not None:
+            try:
+                self.on_control(cap, inp, outcome, delivery.message_id, delivery.user)
+            except Exception:  # noqa: BLE001 - a report never fails a control request
+                logger.opt(exception=True).warning("reporting {} failed", cap.msg_type)
 
     def _accept(self, delivery: Delivery, env: Envelope, cap: Capability, inp: Any) -> None:
         job_id = env.request_id or delivery.message_id

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from opsagent.capability import Capability
+from opsagent.outcome import Outcome
 from opsagent.transport.base import Delivery
+
+#: The "delivery" of a job the host asked for itself (a chain's step): there is no
+#: message to acknowledge.
+INTERNAL = Delivery(body=b"", message_id="internal")
 
 
 class Flag:
@@ -65,6 +71,17 @@ class Ticket:
     replied: bool = False
     #: :func:`opsagent.host.journal.digest` of ``inp``: what a copy of the request must match.
     digest: str | None = None
+    #: Told the outcome once the job's end is handed to completion (a chain waiting
+    #: for its step).
+    on_end: Callable[[Outcome], None] | None = None
+    #: The end goes out neither as an event nor as an action record
+    #: (``Capability.quiet``); it is journaled and acknowledged all the same.
+    quiet: bool = False
+
+    @property
+    def internal(self) -> bool:
+        """A job the host asked for itself: no message to acknowledge."""
+        return self.delivery is INTERNAL
 
     def other_than(self, msg_type: str | None, digest: str | None) -> bool:
         """True when a request for ``msg_type`` with an input of ``digest`` is other work

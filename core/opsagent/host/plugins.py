@@ -158,6 +158,27 @@ def _register_program(
     registry.capabilities[cap.msg_type] = cap
 
 
+def _register_chain(registry: Registry, table: Any, source: str, strict: bool) -> None:
+    from opsagent.host import chains
+
+    try:
+        cap = chains.from_config(table)
+        other = registry.capabilities.get(cap.msg_type)
+        if other is not None:
+            raise DeclarationError(
+                f"msg_type {cap.msg_type!r} is claimed by both {other.distribution} "
+                f"{other.version} and a [[chain]] of {source}"
+            )
+    except Exception as exc:  # noqa: BLE001 - one broken declaration never stops the host
+        if strict:
+            raise PluginError(f"[[chain]] {table.msg_type} ({source}) is broken: {exc}") from exc
+        registry.broken.append(
+            Broken(table.msg_type, "[[chain]]", source, str(exc), traceback.format_exc())
+        )
+        return
+    registry.capabilities[cap.msg_type] = attrs.evolve(cap, version=source)
+
+
 def load(
     *,
     strict: bool = False,
@@ -167,6 +188,7 @@ def load(
     entry_points_: Iterable[EntryPoint] | None = None,
     extra_modules: Iterable[tuple[str, Any]] = (),
     programs: Iterable[Any] = (),
+    chains: Iterable[Any] = (),
     source: str = "<config>",
 ) -> Registry:
     """Load every capability package; see the module docstring for the policy.
@@ -178,7 +200,8 @@ def load(
     A ``require``d msg_type that is missing raises :class:`PluginError`.
     ``extra_modules`` are ``(name, module)`` pairs registered like entry points (tests).
     ``programs`` are the configuration's ``[[program]]`` tables (from ``source``), each
-    compiled to a capability or recorded as broken like a plugin.
+    compiled to a capability or recorded as broken like a plugin; so are ``chains``, its
+    ``[[chain]]`` tables (after the programs: a chain's steps may be programs).
     """
     pm = manager()
     registry = Registry(pm=pm)
@@ -210,6 +233,8 @@ def load(
             )
     for index, table in enumerate(programs):
         _register_program(registry, index, table, source, strict)
+    for chain in chains:
+        _register_chain(registry, chain, source, strict)
     allow_set, deny_set = set(allow), set(deny)
     if "health_ping" in deny_set:
         raise PluginError(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sqlite3
 import time
@@ -81,24 +82,61 @@ def with_builtin(cfg: Config, capabilities: Mapping[str, Capability]) -> list[Sc
     return out
 
 
-def next_slot(sched: ScheduleConfig, after: float) -> float:
-    """The first slot strictly after ``after`` (epoch seconds)."""
+def next_slot(sched: ScheduleConfig, after: float, origin: float | None = None) -> float:
+    """The first slot strictly after ``after`` (epoch seconds); ``every`` slots are
+    ``origin + k * every`` (default origin: the schedule's ``offset``)."""
     if sched.every is not None:
-        return (math.floor(after / sched.every) + 1) * sched.every
+        base = sched.offset if origin is None else origin
+        return base + (math.floor((after - base) / sched.every) + 1) * sched.every
     from croniter import croniter
 
     start = datetime.fromtimestamp(after).astimezone()
     return float(croniter(sched.cron or "", start).get_next(float))
 
 
-def last_slot(sched: ScheduleConfig, at: float) -> float:
+def last_slot(sched: ScheduleConfig, at: float, origin: float | None = None) -> float:
     """The latest slot at or before ``at``."""
     if sched.every is not None:
-        return math.floor(at / sched.every) * sched.every
+        base = sched.offset if origin is None else origin
+        return base + math.floor((at - base) / sched.every) * sched.every
     from croniter import croniter
 
     start = datetime.fromtimestamp(math.floor(at) + 1).astimezone()
     return float(croniter(sched.cron or "", start).get_prev(float))
+
+
+def _seconds_from(names: list[str], label: str, what: str) -> tuple[float, str] | None:
+    """The first of the variables ``names`` that is set, as seconds, and its name."""
+    for name in names:
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            return float(raw), name
+        except ValueError:
+            raise ScheduleError(
+                f"schedule {label}: {name}={raw!r} is not a number of seconds ({what})"
+            ) from None
+    return None
+
+
+def from_environment(sched: ScheduleConfig) -> ScheduleConfig | None:
+    """``sched`` with ``every`` and ``initial_delay`` from its variables when set; None
+    when a variable turns it off (0 or less)."""
+    changes: dict[str, Any] = {}
+    every = _seconds_from(sched.every_env, sched.label, "every")
+    if every is not None:
+        value, name = every
+        if value <= 0:
+            logger.info("schedule {}: off ({}={:g})", sched.label, name, value)
+            return None
+        changes["every"] = value
+        if sched.offset >= value:
+            changes["offset"] = 0.0
+    delay = _seconds_from(sched.initial_delay_env, sched.label, "initial_delay")
+    if delay is not None:
+        changes["initial_delay"] = max(0.0, delay[0])
+    return attrs.evolve(sched, **changes) if changes else sched
 
 
 def job_id(name: str, slot: float) -> str:
@@ -216,6 +254,9 @@ class Entry:
     cap: Capability
     body: dict[str, Any]
     dedup_key: str | None
+    #: ``every`` slots are ``origin + k * every``: the offset on the wall-clock grid, or
+    #: the host's start plus ``initial_delay`` (``grid = false``).
+    origin: float = 0.0
     slot: float = 0.0
     fire_at: float = 0.0
     catch_up: bool = False
@@ -258,16 +299,22 @@ class Scheduler:
         self._was_active: bool | None = None
         now = clock()
         for e in self.entries:
-            e.slot = next_slot(e.sched, now)
+            start_at = now + e.sched.initial_delay
+            relative = e.sched.every is not None and not e.sched.grid
+            e.origin = start_at if relative else e.sched.offset
+            # The first slot at or after start_at.
+            e.slot = start_at if relative else next_slot(e.sched, start_at - 0.001, e.origin)
             e.fire_at = e.slot + random.uniform(0, e.sched.jitter)  # noqa: S311 - not crypto
             last = book.last(e.name)
             if last is None:
                 continue
             e.last_job = last[1]
-            missed = last_slot(e.sched, now)
+            if relative:
+                continue  # counted from this start: nothing was missed
+            missed = last_slot(e.sched, now, e.origin)
             if e.sched.catch_up and missed > last[0]:
                 # One run for everything missed while the host was down, never a burst.
-                e.slot, e.fire_at, e.catch_up = missed, now, True
+                e.slot, e.fire_at, e.catch_up = missed, start_at, True
 
     # -- standby ---------------------------------------------------------------------
 
@@ -349,7 +396,7 @@ class Scheduler:
         try:
             self.send(body)
         except Exception as exc:  # noqa: BLE001 - the broker is down: try the slot again soon
-            if e.fire_at + RETRY_EVERY < next_slot(e.sched, e.slot):
+            if e.fire_at + RETRY_EVERY < next_slot(e.sched, e.slot, e.origin):
                 logger.warning("schedule {}: could not send {}: {}; retrying", e.name, jid, exc)
                 e.fire_at = now + RETRY_EVERY
             else:
@@ -370,9 +417,21 @@ class Scheduler:
 
     def _advance(self, e: Entry, now: float) -> None:
         # From now, not from the slot: a host that was suspended does not fire a burst.
-        e.slot = next_slot(e.sched, max(now, e.slot))
+        e.slot = next_slot(e.sched, max(now, e.slot), e.origin)
         e.fire_at = e.slot + random.uniform(0, e.sched.jitter)  # noqa: S311 - not crypto
         e.catch_up = False
+
+    def quiet(self, job_id: str, outcome: Any) -> bool:
+        """Whether a scheduled run's end goes out neither as an event nor as an action
+        record (its schedule's ``quiet_unless``: it succeeded and that field of its data is
+        not true)."""
+        if not job_id.startswith("schedule."):
+            return False
+        name = job_id[len("schedule.") :].rpartition(".")[0]
+        for e in self.entries:
+            if e.name == name and e.sched.quiet_unless:
+                return bool(outcome.succeeded and not outcome.data.get(e.sched.quiet_unless))
+        return False
 
     def upcoming(self) -> dict[str, float]:
         return {e.name: e.slot for e in self.entries}
@@ -384,7 +443,10 @@ def resolve(
     """Check each schedule against the capabilities; raise :class:`ScheduleError`."""
     out: list[Entry] = []
     seen: set[str] = set()
-    for s in schedules:
+    for configured in schedules:
+        s = from_environment(configured)
+        if s is None:
+            continue
         if s.label in seen:
             raise ScheduleError(f"schedule {s.label}: two schedules have this name; set name = ...")
         seen.add(s.label)

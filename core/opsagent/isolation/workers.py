@@ -196,6 +196,9 @@ class Workers:
         self.lanes = {
             m: Lane(cap, self._run, finish, ledger) for m, cap in caps.items() if not cap.control
         }
+        #: Runs a chain's job (``Capability.steps``) in the host: set by the host, which
+        #: has what its steps need (:class:`opsagent.host.chains.ChainRunner`).
+        self.chains: Callable[[Ticket], Outcome | None] | None = None
 
     def submit(self, ticket: Ticket) -> bool:
         """Queue ``ticket``; False when the capability's queue is full."""
@@ -223,6 +226,10 @@ class Workers:
                 f"not run: the host's journal cannot be written ({exc}); send it again "
                 f"once the host's state directory has room"
             )
+        if ticket.cap.steps:
+            if self.chains is None:
+                return Outcome.error("this host runs no chains (no chain runner)")
+            return self.chains(ticket)
         if ticket.cap.isolation == "thread":
             return self._run_thread(ticket)
         return self._run_process(ticket)
@@ -310,6 +317,7 @@ class Workers:
             cap = ticket.cap
             if (
                 cap.isolation == "thread"
+                and not cap.steps  # each step has its own limit; see host.chains
                 and ticket.started_at is not None
                 and not ticket.ended
                 and now - ticket.started_at > cap.time_limit_for(ticket.inp) + cap.backstop

@@ -103,9 +103,77 @@ class JobEnd:
     reason: str | None = None
     echo: Mapping[str, Any] = attrs.Factory(dict)
     module: str = ""
+    #: What the monitor's action record says (``Capability.action``, ``subject_type``...):
+    #: the action id (empty: the msg_type), its subject, who asked.
+    action: str = ""
+    subject_type: str = ""
+    subject_key: str = ""
+    username: str = ""
+    sublevel: str = "low"
+    live_default: bool = False
+    #: Fields of the outcome's data the record carries (``Capability.counts``).
+    counts: Mapping[str, Any] = attrs.Factory(dict)
+    #: The record's level name when not the outcome's (``WARNING`` for a deliberate
+    #: ``shutdown``).
+    levelname: str = ""
+    #: Whether ``duration`` was measured (a job); a control request's record has none.
+    timed: bool = True
     #: The doer's data fields (those of the terminal event).
     data: Mapping[str, Any] = attrs.Factory(dict)
     #: The terminal event's name (``msg_type`` of the event).
     event: str = ""
-    #: The capability's declared action-log id (``Capability.action``), if any.
-    action: str = ""
+
+
+def counts_of(counts: tuple[str, ...] | None, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of an outcome's ``data`` an action record carries: those named, or
+    (``None``) every number."""
+    if counts is None:
+        return {
+            k: v for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    return {k: data[k] for k in counts if k in data}
+
+
+def job_end(
+    cap: Any,
+    inp: Any,
+    outcome: Any,
+    *,
+    job_id: str,
+    duration: float,
+    echo: Mapping[str, Any],
+    username: str | None = None,
+    levelname: str = "",
+    timed: bool = True,
+) -> JobEnd:
+    """The :class:`JobEnd` of one job of capability ``cap`` (its declaration says what
+    the action record names)."""
+    try:
+        subject_key = cap.subject_of(inp)
+    except Exception:  # noqa: BLE001 - a record without its subject beats none
+        subject_key = ""
+    if username is None:
+        try:
+            username = cap.username_of(inp)
+        except Exception:  # noqa: BLE001
+            username = ""
+    return JobEnd(
+        job_id=job_id,
+        msg_type=cap.msg_type,
+        status=outcome.status,
+        duration=duration,
+        reason=outcome.reason,
+        echo=echo,
+        module=cap.entry_point,
+        action=cap.action_id,
+        subject_type=cap.subject_type,
+        subject_key=subject_key,
+        username=username,
+        sublevel=cap.sublevel,
+        live_default=cap.live_default,
+        counts=counts_of(cap.counts, outcome.data),
+        levelname=levelname,
+        timed=timed,
+        data=outcome.data,
+        event=cap.event_for(outcome.status),
+    )

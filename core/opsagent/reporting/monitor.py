@@ -24,13 +24,6 @@ from loguru import logger
 from opsagent.host.config import MonitorConfig
 from opsagent.reporting import health
 
-#: Action ids of the old agent's log records, by msg_type; other capabilities use the
-#: ``action`` they declare, else their msg_type.
-ACTIONS = {
-    "fetch_payload_log": "payload_log_fetch",
-    "submit_task": "task_submit",
-    "rucio_snapshot_update": "rucio_sweep",
-}
 LEVELS = {
     "ok": (20, "INFO"),
     "skipped": (20, "INFO"),
@@ -39,6 +32,9 @@ LEVELS = {
     "unverified": (30, "WARNING"),
 }
 ERROR_LEVEL = (40, "ERROR")
+LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+#: The most of a reason an action record carries, as the old agent cut it.
+REASON_MAX = 300
 
 _STOP = object()
 
@@ -97,6 +93,8 @@ class Monitor:
         self.failed = 0
         self._failing: dict[str, bool] = {}
         self._thread: threading.Thread | None = None
+        #: Set by stop(): records waiting are posted until this moment, then dropped.
+        self._flush_until: float | None = None
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
 
@@ -111,18 +109,24 @@ class Monitor:
         self._put(("log", self.action_record(end)))
 
     def stop(self) -> None:
-        """Send the EXITED heartbeat (bounded in time) and end the thread."""
+        """Post the records still waiting (for at most ``timeout_seconds``: a
+        deliberate ``shutdown``'s own record is among them), send the EXITED heartbeat
+        (bounded in time) and end the thread."""
         if self._thread is None:
             return
-        # The EXITED heartbeat goes next: what is still waiting is dropped.
+        self._flush_until = time.monotonic() + self.config.timeout_seconds
         while True:
             try:
-                self.queue.get_nowait()
-                self.dropped += 1
-            except queue.Empty:
+                self.queue.put_nowait(_STOP)
                 break
-        self.queue.put_nowait(_STOP)
-        # At most the post in progress and the EXITED heartbeat.
+            except queue.Full:
+                try:  # make room: the oldest record goes
+                    self.queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+        # At most the post in progress and the EXITED heartbeat, when the monitor does
+        # not answer (then what waits is dropped).
         self._thread.join(2 * self.config.timeout_seconds + 1)
         self._thread = None
 
@@ -157,31 +161,53 @@ class Monitor:
         }
 
     def action_record(self, end: health.JobEnd) -> dict[str, Any]:
-        action = end.action or ACTIONS.get(end.msg_type, end.msg_type)
+        """The old agent's ``_log_action`` record of one job (docs/wire.md): ``extra_data``
+        with ``action``, ``outcome``, ``sublevel``, ``live_default``, then when set
+        ``subject_type``, ``subject_key``, ``username``, ``duration_ms``, ``reason`` (at most
+        :data:`REASON_MAX` characters) and the job's counts; then this host's additions
+        (``msg_type``, ``job_id``, ``agent``, the request's identifying fields), which
+        never overwrite those."""
+        action = end.action or end.msg_type
         level, levelname = LEVELS.get(end.status, ERROR_LEVEL)
-        duration_ms = round(end.duration * 1000)
-        message = f"{action} {end.status} in {end.duration:.3f} s"
-        ids = " ".join(f"{k}={v}" for k, v in end.echo.items())
-        if ids:
-            message += f" ({ids})"
-        if end.reason:
-            message += f": {end.reason}"
-        extra = {
+        if end.levelname:
+            level, levelname = LEVEL_NUMBERS.get(end.levelname, level), end.levelname
+        reason = self.scrub(end.reason)[:REASON_MAX] if end.reason else ""
+        subject_key = self.scrub(end.subject_key)
+        # As the old agent wrote it: the subject only when it has a key, no empty words.
+        subject = f"{end.subject_type}:{subject_key}" if subject_key else ""
+        message = " ".join(x for x in (action, subject, end.status) if x)
+        if reason:
+            message += f" — {reason}"
+        extra: dict[str, Any] = {
             "action": action,
             "outcome": end.status,
-            "duration_ms": duration_ms,
+            "sublevel": end.sublevel,
+            "live_default": end.live_default,
+        }
+        # Each only when set, as the old agent sent them.
+        for key, value in (
+            ("subject_type", end.subject_type),
+            ("subject_key", subject_key),
+            ("username", self.scrub(end.username)),
+        ):
+            if value:
+                extra[key] = value
+        if end.timed:
+            extra["duration_ms"] = int(end.duration * 1000)
+        if reason:
+            extra["reason"] = reason
+        # Counts, then what this host adds: the reserved keys above are never overwritten.
+        added = {
+            **end.counts,
             "msg_type": end.msg_type,
             "job_id": end.job_id,
             "agent": self.instance,
-            # Echoed from the request: scrubbed like the reason.
-            **{
-                k: self.scrub(v) if isinstance(v, str) else v
-                for k, v in end.echo.items()
-                if k not in ("action", "outcome")
-            },
+            **end.echo,
         }
-        if end.reason:
-            extra["reason"] = self.scrub(end.reason)
+        for k, v in added.items():
+            if k not in extra:
+                # Echoed from the request or the doer: scrubbed like the reason.
+                extra[k] = self.scrub(v) if isinstance(v, str) else v
         return {
             "app_name": self.config.log_app_name,
             "instance_name": self.config.log_instance_name,
@@ -189,7 +215,7 @@ class Monitor:
             "level": level,
             "levelname": levelname,
             "message": self.scrub(message),
-            "module": end.module or "opsagent",
+            "module": self.config.log_module,
             "funcname": action,
             "lineno": 0,
             "process": self.pid,
@@ -258,7 +284,15 @@ class Monitor:
                 session.close()
                 return
             if item is not None:
-                self._post(session, "action log", self.log_url, item[1])
+                if self._flush_until is not None and (
+                    time.monotonic() > self._flush_until
+                    or self._failing.get("action log")
+                    or self._failing.get("heartbeat")
+                ):
+                    # Stopping, and out of time or the monitor is not answering.
+                    self.dropped += 1
+                else:
+                    self._post(session, "action log", self.log_url, item[1])
             if time.monotonic() >= next_beat:
                 self._post(session, "heartbeat", self.heartbeat_url, self._safe_heartbeat())
                 next_beat = time.monotonic() + every

@@ -64,6 +64,11 @@ def declaration() -> Capability:
         optional_credentials=(PASSWORD,),
         dedup_key=lambda inp: f"{inp.jeditaskid}/{inp.pandaid}",
         echo=lambda inp: {"pandaid": inp.pandaid, "jeditaskid": inp.jeditaskid},
+        # The old agent's action record (username: requested_by).
+        action="payload_log_fetch",
+        subject_type="panda_job",
+        subject_key=lambda inp: inp.pandaid,
+        sublevel="normal",
         config=FetchConfig,
         programs=("xrdcp",),
         description=(

@@ -55,6 +55,10 @@ CAPABILITY = Capability(
     credentials=(CREDENTIAL,),
     dedup_key=lambda _inp: "global",  # one snapshot run at a time, whoever asks
     echo=_echo,
+    # The old agent's action record (username: created_by).
+    action="rucio_sweep",
+    sublevel="high",
+    live_default=True,
     concurrency=1,
     config=SnapshotConfig,
     description="Refresh the Rucio snapshots of the production campaigns under "

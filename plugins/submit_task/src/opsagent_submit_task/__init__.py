@@ -64,8 +64,13 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             dedup_key=lambda inp: inp.task_name,
             # One key space with submit_evgen_task: the two never run at once for a task.
             dedup_space="submit",
-            action="task_submit",
             echo=lambda inp: {"task_name": inp.task_name},
+            # The old agent's action record (username: owner).
+            action="task_submit",
+            subject_type="campaign_task",
+            subject_key=lambda inp: inp.task_name,
+            sublevel="high",
+            live_default=True,
             config=SubmitConfig,
             programs=("prun",),
             description="Submit a catalogue production task to PanDA with the operator's token "
