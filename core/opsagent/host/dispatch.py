@@ -280,7 +280,8 @@ class Dispatcher:
             attempt=entry.attempts,
             # Started here before, or delivered before to a consumer that left no record
             # here (another host, a standby's peer): it may have run part way.
-            interrupted=entry.state == "running" or (delivery.redelivered and entry.attempts == 1),
+            interrupted=entry.state == "running"
+            or ((delivery.redelivered or delivery.maybe_redelivered) and entry.attempts == 1),
         )
         other = self.ledger.admit(ticket)
         if other is not None:

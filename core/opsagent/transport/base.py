@@ -19,6 +19,11 @@ class Delivery:
     ``user`` is the broker user that sent it, as the broker stamped it (never a field of
     the body, never a header the broker passes through from the client); ``None`` when
     the broker stamped none.
+
+    ``maybe_redelivered`` is true when the message may have been delivered before even
+    though ``redelivered`` says not: on ActiveMQ Artemis a message that a SIGKILLed
+    consumer had started came back to the standby once in 300 without the flag
+    (tests/system/test_standby.py), so there the host cannot trust its absence.
     """
 
     body: bytes
@@ -27,6 +32,7 @@ class Delivery:
     headers: Mapping[str, str] = attrs.Factory(dict)
     token: Any = None
     user: str | None = None
+    maybe_redelivered: bool = False
 
 
 OnDelivery = Callable[[Delivery], None]

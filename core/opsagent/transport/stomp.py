@@ -127,6 +127,7 @@ class _Listener(stomp.ConnectionListener):
             body=frame.body if isinstance(frame.body, bytes) else frame.body.encode(),
             message_id=headers.get("message-id", ""),
             redelivered=headers.get("redelivered") == "true",
+            maybe_redelivered=self.owner.kind == "artemis",
             headers=headers,
             token=(
                 headers.get("ack") or headers.get("message-id"),
