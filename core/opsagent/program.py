@@ -295,6 +295,12 @@ class Program:
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict)
     event: Callable[..., Any] | None = None
     action: str = ""
+    #: The action record's subject (``Capability.subject_type``; ``subject_key``: the
+    #: input field that names it), ``sublevel`` and ``live_default``, as the old agent's.
+    subject_type: str = ""
+    subject_key: str = ""
+    sublevel: str = "low"
+    live_default: bool = False
     config: type | None = None
     #: The shared table ``config`` is read from first (``[epicprod]``), see Capability.
     config_section: str = ""
@@ -423,6 +429,10 @@ class Program:
             dedup_key=None if key is None else _KeyOf(self, key),
             dedup_space=space,
             action=self.action,
+            subject_type=self.subject_type,
+            subject_key=_FieldOf(self.subject_key) if self.subject_key else None,
+            sublevel=self.sublevel,
+            live_default=self.live_default,
             echo=_EchoOf(self.echo) if self.echo else None,
             concurrency=self.concurrency,
             queue_limit=self.queue_limit,
@@ -566,6 +576,14 @@ class _EchoOf:
 
     def __call__(self, inp: Any) -> dict[str, Any]:
         return {n: getattr(inp, n) for n in self.names}
+
+
+@attrs.frozen
+class _FieldOf:
+    name: str
+
+    def __call__(self, inp: Any) -> Any:
+        return getattr(inp, self.name, None)
 
 
 # -- the doer --------------------------------------------------------------------------------

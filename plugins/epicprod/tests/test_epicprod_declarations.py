@@ -166,3 +166,16 @@ def test_quiet_capture_is_the_old_snappers_rule():
     assert not opsagent_epicprod.quiet_capture(periodic, Outcome.error("failed"))
     assert not opsagent_epicprod.quiet_capture(periodic, Outcome.timeout("timed out after 30s"))
     assert not opsagent_epicprod.quiet_capture(manual, Outcome.ok(captured=False))
+
+
+@pytest.mark.parametrize("msg_type, sublevel, live_default", [
+    ("association_sweep", "high", True),
+    ("evgen_rucio_update", "high", True),
+    ("catalog_import", "high", True),
+    ("questionnaire_import", "normal", True),
+    ("questionnaire_automatch", "normal", True),
+    ("rucio_arrivals_sweep", "low", False),
+])
+def test_action_records_keep_the_old_sublevel_and_live_default(msg_type, sublevel, live_default):
+    cap = CAPS[msg_type]
+    assert (cap.sublevel, cap.live_default) == (sublevel, live_default)
