@@ -819,11 +819,34 @@ def wire_page() -> str:
         "| any other | its `msg_type` | | |",
         "",
         "`health_ping` posts no record; a `shutdown` request posts `agent_shutdown`"
-        " (`WARNING`, `username`: the broker user who sent it).",
+        " (`WARNING`, `username`: the broker user who sent it). A capability declared"
+        " with `record = \"failed\"` (`assessment_completed`, as the old agent) posts a"
+        " record only when its job did not succeed; a quiet end (`Capability.quiet`, a"
+        " schedule's `quiet_unless`) posts none.",
+
         "",
         "`extra_data.outcome` is the job's outcome; `level` is",
         ", ".join(f"{lv} (`{name}`) for `{st}`" for st, (lv, name) in monitor.LEVELS.items())
         + f", {monitor.ERROR_LEVEL[0]} (`{monitor.ERROR_LEVEL[1]}`) otherwise.",
+        "",
+        "A Capcom notice, `POST <http_url>/api/capcom/notices/ingest/`, for each notice a"
+        " job's outcome carries (`opsagent.Notice`; `delivery_daily_rebuild`'s), after its"
+        " record:",
+        "",
+        *_json_block(
+            {
+                "source": "swf-campaign-delivery",
+                "severity": "info",
+                "title": "Campaign delivery updated through Dec 2 ET · 26.10.0: 40 files",
+                "url": "https://epic-devcloud.org/prod/snapper/epicprod/campaign/",
+                "dedup_key": "delivery-daily:2026-12-02",
+            }
+        ),
+        "",
+        "`severity` is `info` or `warning`; `detail` is there when the notice has one; a"
+        " `url` the capability gave as a path is on `[monitor] public_url`. One attempt,"
+        " never resent, as the old agent posted them; the capability itself holds no"
+        " monitor token.",
     ]
     return "\n".join(out) + "\n"
 

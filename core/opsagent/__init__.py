@@ -8,7 +8,7 @@ from opsagent.credential_check import CredentialError, check_credential
 from opsagent.hookspecs import hookimpl
 from opsagent.isolation.proc import Completed, run
 from opsagent.job import Job
-from opsagent.outcome import JobFailed, Outcome
+from opsagent.outcome import JobFailed, Notice, Outcome
 from opsagent.private import PrivateDir
 from opsagent.program import Program, arg, derive_reason, flag, option
 from opsagent.retries import doubling, retried
@@ -27,6 +27,7 @@ __all__ = [
     "FieldError",
     "Job",
     "JobFailed",
+    "Notice",
     "Outcome",
     "Step",
     "PrivateDir",

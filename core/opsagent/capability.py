@@ -209,6 +209,12 @@ class Capability:
         default="low", validator=attrs.validators.in_(("low", "normal", "high"))
     )
     live_default: bool = False
+    #: Which ends get an action record: ``always``, or ``failed`` (only an outcome that is
+    #: not a success -- the old agent's ``assessment_enforce``).  The event goes out either
+    #: way.
+    record: str = attrs.field(
+        default="always", validator=attrs.validators.in_(("always", "failed"))
+    )
     #: Fields of the outcome's data copied into the action record's ``extra_data`` (the
     #: old agent's "counts"); ``None``: every number among them.
     counts: tuple[str, ...] | None = attrs.field(

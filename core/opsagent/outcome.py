@@ -21,6 +21,53 @@ def _items(value: Any) -> tuple[Outcome, ...]:
     return tuple(value)
 
 
+#: Severities the monitor's Capcom notice store takes.
+SEVERITIES = ("info", "warning")
+#: Longest title and detail the host posts (cut, not refused: a notice is best effort).
+TITLE_MAX = 300
+DETAIL_MAX = 2000
+
+
+def _title(value: Any) -> str:
+    return str(value)[:TITLE_MAX]
+
+
+def _detail(value: Any) -> str:
+    return str(value)[:DETAIL_MAX]
+
+
+@attrs.frozen
+class Notice:
+    """A Capcom notice a job asks the host to post to the monitor once it has ended
+    (``POST <monitor>/api/capcom/notices/ingest/`` with the monitor's token, one attempt,
+    never resent -- as the old agent posted them; docs/wire.md, "The monitor").
+
+    The capability holds no monitor token: the host posts it, with the action record,
+    and only when the job's end is reported at all (a quiet end posts nothing).
+    ``url`` starting with ``/`` is a path on the monitor's public address
+    (``[monitor] public_url``); ``dedup_key`` is the monitor's, e.g.
+    ``delivery-daily:2026-12-02``.
+    """
+
+    source: str = attrs.field(validator=attrs.validators.matches_re(r"[A-Za-z0-9_.:-]{1,100}"))
+    severity: str = attrs.field(validator=attrs.validators.in_(SEVERITIES))
+    title: str = attrs.field(converter=_title)
+    url: str = attrs.field(validator=attrs.validators.matches_re(r"(/|https://)[^\s]{0,500}"))
+    dedup_key: str = attrs.field(validator=attrs.validators.matches_re(r"[^\s]{1,200}"))
+    detail: str = attrs.field(default="", converter=_detail)
+
+    def to_json(self) -> dict[str, str]:
+        return attrs.asdict(self)
+
+
+def _notices(value: Any) -> tuple[Notice, ...]:
+    out = tuple(value)
+    for n in out:
+        if not isinstance(n, Notice):
+            raise TypeError(f"Outcome.notices: expected Notice, got {type(n).__name__}")
+    return out
+
+
 class JobFailed(Exception):
     """Raised by a doer to end its job with outcome ``error`` and a reason a person can act on.
 
@@ -44,6 +91,9 @@ class Outcome:
     #: One outcome per item of a batch input, in the order of ``Capability.items``
     #: (see there); an item past the end gets this outcome.
     items: tuple[Outcome, ...] = attrs.field(default=(), converter=_items)
+    #: Capcom notices the host posts to the monitor after the job's end (see
+    #: :class:`Notice`); the event does not carry them.
+    notices: tuple[Notice, ...] = attrs.field(default=(), converter=_notices)
 
     @classmethod
     def ok(cls, **data: Any) -> Outcome:
@@ -91,9 +141,12 @@ class Outcome:
         out: dict[str, Any] = {"status": self.status, "reason": self.reason, "data": self.data}
         if self.items:
             out["items"] = [item.to_json() for item in self.items]
+        if self.notices:
+            out["notices"] = [n.to_json() for n in self.notices]
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Outcome:
         items = tuple(cls.from_json(item) for item in obj.get("items") or ())
-        return cls(obj["status"], obj.get("reason"), dict(obj.get("data") or {}), items)
+        notices = tuple(Notice(**n) for n in obj.get("notices") or ())
+        return cls(obj["status"], obj.get("reason"), dict(obj.get("data") or {}), items, notices)

@@ -64,7 +64,7 @@ import attrs
 from opsagent.capability import Capability, DeclarationError
 from opsagent.checks import Check
 from opsagent.job import Job
-from opsagent.outcome import STATUSES, Outcome
+from opsagent.outcome import STATUSES, Notice, Outcome
 from opsagent.schema import unstructure
 
 # Through the export surface (the bounded runner is re-exported there before this
@@ -294,6 +294,13 @@ class Program:
     echo: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_dict)
     event: Callable[..., Any] | None = None
+    #: ``notice(inp, outcome)`` (Python declarations only): the Capcom notice(s) the host
+    #: posts to the monitor for this end (:class:`~opsagent.Notice`, a list, or
+    #: ``None``); called for every outcome, a time-out or a refused argv too.
+    notice: Callable[[Any, Outcome], Any] | None = None
+    #: ``Capability.quiet``: ``quiet(inp, outcome)`` true keeps this end's event and
+    #: action record in (a periodic capture that captured nothing).
+    quiet: Callable[[Any, Outcome], bool] | None = None
     action: str = ""
     #: The action record's subject (``Capability.subject_type``; ``subject_key``: the
     #: input field that names it), ``sublevel`` and ``live_default``, as the old agent's.
@@ -301,6 +308,9 @@ class Program:
     subject_key: str = ""
     sublevel: str = "low"
     live_default: bool = False
+    #: ``Capability.record``: ``always``, or ``failed`` (an action record only when the
+    #: program did not succeed).
+    record: str = "always"
     config: type | None = None
     #: The shared table ``config`` is read from first (``[epicprod]``), see Capability.
     config_section: str = ""
@@ -433,6 +443,8 @@ class Program:
             subject_key=_FieldOf(self.subject_key) if self.subject_key else None,
             sublevel=self.sublevel,
             live_default=self.live_default,
+            record=self.record,
+            quiet=self.quiet,
             echo=_EchoOf(self.echo) if self.echo else None,
             concurrency=self.concurrency,
             queue_limit=self.queue_limit,
@@ -596,6 +608,21 @@ class ProgramDoer:
     program: Program
 
     def __call__(self, inp: Any, job: Job) -> Outcome:
+        outcome = self._run(inp, job)
+        notice = self.program.notice
+        if notice is None:
+            return outcome
+        try:
+            made = notice(inp, outcome)
+        except Exception as exc:  # noqa: BLE001 - a notice is never worth the job's outcome
+            job.log.warning("{}: no Capcom notice: {!r}", self.program.label, exc)
+            return outcome
+        if made is None:
+            return outcome
+        made = (made,) if isinstance(made, Notice) else tuple(made)
+        return attrs.evolve(outcome, notices=(*outcome.notices, *made))
+
+    def _run(self, inp: Any, job: Job) -> Outcome:
         p = self.program
         try:
             argv = p.argv_of(inp, job)

@@ -47,6 +47,17 @@ def test_outcomes_are_scrubbed_in_reason_and_nested_data():
     assert r.outcome(untouched) is untouched
 
 
+def test_a_notices_title_and_detail_are_scrubbed_and_the_notice_kept():
+    r = Redactor(["s3cret-value-123"])
+    notice = opsagent.Notice(source="s", severity="warning", title="failed (s3cret-value-123)",
+                             url="/logs/", dedup_key="k", detail="token s3cret-value-123")
+    clean = r.outcome(Outcome("error", "r", {}, (), (notice,)))
+    assert [(n.title, n.detail) for n in clean.notices] == [
+        (f"failed ({MASK})", f"token {MASK}")]
+    kept = Outcome("ok", None, {}, (), (attrs.evolve(notice, title="t", detail=""),))
+    assert r.outcome(kept) is kept
+
+
 def test_log_records_and_tracebacks_are_scrubbed():
     r = Redactor(["s3cret-value-123"])
     out = io.StringIO()

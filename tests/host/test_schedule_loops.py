@@ -104,24 +104,37 @@ def test_schedule_options_are_checked():
         configuration.ScheduleConfig(msg_type="x", every=5, initial_delay=-1)
 
 
-@pytest.mark.broker
-def test_a_periodic_capture_is_reported_only_when_it_captured_or_failed(host_factory,
-                                                                         caller_for):
+def snapper_host(host_factory, mon: FakeServer):
+    """A host (not started) with only capture_system_snap, the documented schedules with
+    a capture every 2 s, the stub doer as the web tier's interpreter, reporting to
+    ``mon``; and the stub's folder."""
+    host = host_factory(
+        paths=(), env={"EPICPROD_SNAPPER_OPPORTUNITY_SECONDS": "2",
+                       "EPICPROD_SNAPPER_INITIAL_DELAY": "0",
+                       "EPICPROD_SYSTEM_STATUS_INTERVAL": "0"},
+        extra={"capabilities": {"allow": ["capture_system_snap"]},
+               "monitor": {"enabled": True, "url": mon.url}})
+    root = host.tmp / "swf-monitor"
+    root.mkdir()
+    host.config.write_text(
+        host.config.read_text()
+        + f'[epicprod]\nmonitor_root = "{root}"\npython = "{STUB}"\n' + snippet())
+    return host, root
+
+
+def monitor_fake() -> FakeServer:
     mon = FakeServer()
     mon.route("POST", "/api/systemagents/heartbeat/", Response.json({}, 201))
     mon.route("POST", "/api/logs/", Response.json({}, 201))
+    return mon
+
+
+@pytest.mark.broker
+def test_a_periodic_capture_is_reported_only_when_it_captured_or_failed(host_factory,
+                                                                         caller_for):
+    mon = monitor_fake()
     with mon.start():
-        host = host_factory(
-            paths=(), env={"EPICPROD_SNAPPER_OPPORTUNITY_SECONDS": "2",
-                           "EPICPROD_SNAPPER_INITIAL_DELAY": "0",
-                           "EPICPROD_SYSTEM_STATUS_INTERVAL": "0"},
-            extra={"capabilities": {"allow": ["capture_system_snap"]},
-                   "monitor": {"enabled": True, "url": mon.url}})
-        root = host.tmp / "swf-monitor"
-        root.mkdir()
-        host.config.write_text(
-            host.config.read_text()
-            + f'[epicprod]\nmonitor_root = "{root}"\npython = "{STUB}"\n' + snippet())
+        host, root = snapper_host(host_factory, mon)
         plan = root / "plan.json"
 
         def answer(stdout: str = "", exit_status: int = 0) -> int:
@@ -175,3 +188,57 @@ def test_a_periodic_capture_is_reported_only_when_it_captured_or_failed(host_fac
         actions = [r.json()["extra_data"] for r in mon.requests_to("POST", "/api/logs/")]
         assert {a["action"] for a in actions} == {"snapper_capture"}
         assert sorted(a["outcome"] for a in actions)[:2] == ["error", "ok"]
+
+
+def test_a_run_that_fails_while_the_host_stops_is_quiet_where_its_schedule_asks(loops):
+    from opsagent import Outcome
+
+    make, _sent, _clock = loops
+    scheduler = make()
+    stopping = [False]
+    scheduler.stopping = lambda: stopping[0]
+    failed = Outcome.error("ERROR: no snapshot")
+    snap, status = "schedule.snapper_periodic.1021", "schedule.system_status_periodic.1030"
+    assert not scheduler.quiet(snap, failed)
+    stopping[0] = True
+    assert scheduler.quiet(snap, failed)
+    assert not scheduler.quiet(status, failed)  # its schedule does not ask for it
+    assert not scheduler.quiet("req-1", failed)  # a request is always answered
+    assert not scheduler.quiet(snap, Outcome.ok(captured=True))
+
+
+@pytest.mark.broker
+def test_a_capture_failing_as_the_host_stops_leaves_no_event_and_no_record(host_factory,
+                                                                             caller_for):
+    mon = monitor_fake()
+    with mon.start():
+        host, root = snapper_host(host_factory, mon)
+        # Every capture fails after 1.5 s (its database went away).
+        (root / "plan.json").write_text(json.dumps({"*": {
+            "sleep": 1.5, "exit": 1, "stderr": "ERROR: the database went away\n"}}))
+        calls = root / "calls.jsonl"
+        host.start()
+        caller = caller_for(host)
+        end = time.monotonic() + 30
+        # The first failure, while the host runs, is reported as ever.
+        while not [e for e in caller.events if e.get("ok") is False]:
+            assert time.monotonic() < end, "no event for a failed capture"
+            time.sleep(0.05)
+        # The next capture starts; the host is told to stop while it runs.
+        while len(calls.read_text().splitlines()) < 2:
+            assert time.monotonic() < end, "no second capture"
+            time.sleep(0.02)
+        host.stop()
+        assert host.proc.returncode == 0
+        time.sleep(0.5)  # anything the stopping host published has reached the caller
+        records = [r.json()["extra_data"] for r in mon.requests_to("POST", "/api/logs/")]
+    db = sqlite3.connect(host.tmp / "state" / "journal.sqlite3")
+    ended = db.execute("SELECT id, outcome FROM jobs WHERE state = 'finished' "
+                       "ORDER BY id").fetchall()
+    db.close()
+    # Both failures are in the journal; only the first went out.
+    assert [json.loads(o)["status"] for _id, o in ended] == ["error", "error"], ended
+    failures = [e for e in caller.events if e.get("msg_type") == "snapper_capture_ready"]
+    assert [e["job_id"] for e in failures] == [ended[0][0]]
+    assert [(r["action"], r["outcome"], r["job_id"]) for r in records
+            if r["action"] == "snapper_capture"] == [("snapper_capture", "error", ended[0][0])]

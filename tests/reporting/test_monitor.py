@@ -115,6 +115,99 @@ def test_a_record_keeps_the_old_fields_from_echoed_ones_and_cuts_the_reason():
             ) == ("ops", "a")
 
 
+NOTICES = "/api/capcom/notices/ingest/"
+
+
+def test_a_jobs_notices_are_posted_once_after_its_record_with_the_monitors_token():
+    from opsagent import Notice
+
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        mon.route("POST", LOGS, Response.json({"ok": True}, 201))
+        # The first notice is refused: it is not sent again (one attempt, as the old agent).
+        answers = iter([Response.json({"detail": "busy"}, 503), Response.json({"ok": True})])
+        mon.route("POST", NOTICES, lambda _req: next(answers))
+        config = MonitorConfig(enabled=True, url=mon.url,
+                               public_url="https://mon.example/prod")
+        monitor = Monitor(config, instance="i", namespace="prodops",
+                          token="monitor-api-token-1234", snapshot=snapshot)
+        monitor.start()
+        notices = (
+            Notice(source="swf-campaign-delivery", severity="info", title="updated",
+                   url="/snapper/epicprod/campaign/", dedup_key="delivery-daily:2026-12-02"),
+            Notice(source="swf-campaign-delivery", severity="warning", title="failed",
+                   url="https://elsewhere.example/logs/", dedup_key="delivery-daily-fail:x",
+                   detail="rc=2"),
+        )
+        monitor.job_ended(JobEnd(job_id="j", msg_type="delivery_daily_rebuild", status="ok",
+                                 duration=1.0, notices=notices))
+        wait_until(lambda: len(mon.requests_to("POST", NOTICES)) == 2)
+        time.sleep(0.3)
+        monitor.stop()
+    posted = mon.requests_to("POST", NOTICES)
+    assert len(posted) == 2
+    assert all(r.headers["Authorization"] == "Token monitor-api-token-1234" for r in posted)
+    assert [r.json() for r in posted] == [
+        {"source": "swf-campaign-delivery", "severity": "info", "title": "updated",
+         "url": "https://mon.example/prod/snapper/epicprod/campaign/",
+         "dedup_key": "delivery-daily:2026-12-02"},
+        {"source": "swf-campaign-delivery", "severity": "warning", "title": "failed",
+         "url": "https://elsewhere.example/logs/", "dedup_key": "delivery-daily-fail:x",
+         "detail": "rc=2"},
+    ]
+    assert len(mon.requests_to("POST", LOGS)) == 1
+    assert monitor.failed == 1
+
+
+def test_a_capability_recorded_only_when_it_fails_posts_no_record_of_a_success():
+    from opsagent import Capability, Outcome
+    from opsagent.reporting.health import job_end
+
+    @attrs.frozen
+    class In:
+        job_id: str = "1"
+
+    cap = Capability(msg_type="assessment_completed", input=In, doer=lambda i, j: None,
+                     events={"ok": "x", "error": "x", "timeout": "x"}, record="failed")
+    ends = [job_end(cap, In(), outcome, job_id=f"j{n}", duration=1.0, echo={})
+            for n, outcome in enumerate((Outcome.ok(), Outcome.error("enforce failed"),
+                                         Outcome.timeout("timed out after 300s")))]
+    assert [e.recorded for e in ends] == [False, True, True]
+    with FakeServer() as mon:
+        mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))
+        mon.route("POST", LOGS, Response.json({"ok": True}, 201))
+        monitor = Monitor(MonitorConfig(enabled=True, url=mon.url), instance="i",
+                          namespace="prodops", token=None, snapshot=snapshot)
+        monitor.start()
+        for end in ends:
+            monitor.job_ended(end)
+        wait_until(lambda: len(bodies(mon, LOGS)) == 2)
+        monitor.stop()
+    assert [b["extra_data"]["outcome"] for b in bodies(mon, LOGS)] == ["error", "timeout"]
+    with pytest.raises(ValueError):
+        attrs.evolve(cap, record="never")
+
+
+def test_a_notice_is_checked_where_it_is_made():
+    from opsagent import Notice, Outcome
+
+    good = {"source": "swf-campaign-delivery", "severity": "info", "title": "t" * 400,
+            "url": "/logs/", "dedup_key": "delivery-daily:2026-12-02", "detail": "d" * 3000}
+    made = Notice(**good)
+    assert len(made.title) == 300 and len(made.detail) == 2000
+    for field, bad in (("severity", "error"), ("url", "javascript:alert(1)"),
+                       ("url", "http://plain.example/"), ("dedup_key", "two words"),
+                       ("source", "a b"), ("dedup_key", "")):
+        with pytest.raises(ValueError):
+            Notice(**{**good, field: bad})
+    with pytest.raises(TypeError, match="expected Notice"):
+        Outcome("ok", notices=[good])
+    # Across the isolated child and through the journal: the notices come back as made.
+    outcome = Outcome("ok", None, {"n": 1}, (), (made,))
+    assert Outcome.from_json(outcome.to_json()) == outcome
+    assert "notices" not in Outcome.ok().to_json()
+
+
 def test_a_shutdown_over_the_bus_posts_agent_shutdown_naming_who_asked(opsagent_harness):
     with FakeServer() as mon:
         mon.route("POST", HEARTBEAT, Response.json({"ok": True}, 201))

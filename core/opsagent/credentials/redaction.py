@@ -247,13 +247,18 @@ class Redactor:
         reason = self.scrub(outcome.reason) if outcome.reason else outcome.reason
         data = self.scrub_data(outcome.data)
         items = tuple(self.outcome(item) for item in outcome.items)
+        notices = tuple(
+            attrs.evolve(n, title=self.scrub(n.title), detail=self.scrub(n.detail))
+            for n in outcome.notices
+        )
         if (
             reason == outcome.reason
             and data is outcome.data
             and all(a is b for a, b in zip(items, outcome.items, strict=True))
+            and notices == outcome.notices
         ):
             return outcome
-        return Outcome(outcome.status, reason, data, items)
+        return Outcome(outcome.status, reason, data, items, notices)
 
     def install(self) -> None:
         """Scrub every loguru record of this process from now on."""

@@ -195,8 +195,13 @@ class MonitorConfig:
     )
     #: Base of the heartbeat API (``<url>/api/systemagents/heartbeat/``).
     url: str = from_env("SWF_MONITOR_URL", default="", parse=lambda v: v.rstrip("/"))
-    #: Base of the action log (``<http_url>/api/logs/``); default: ``url``.
+    #: Base of the action log (``<http_url>/api/logs/``) and of the Capcom notices
+    #: (``<http_url>/api/capcom/notices/ingest/``); default: ``url``.
     http_url: str = from_env("SWF_MONITOR_HTTP_URL", default="", parse=lambda v: v.rstrip("/"))
+    #: Base of the links in Capcom notices that give a path (``/logs/``), the address
+    #: people reach the monitor at (``https://epic-devcloud.org/prod``); default:
+    #: ``http_url``.
+    public_url: str = attrs.field(default="", converter=lambda v: str(v).rstrip("/"))
     #: The API token: this credential when it is configured or in
     #: ``$CREDENTIALS_DIRECTORY``, else the environment variable ``SWFMON_TOKEN``,
     #: ``SWF_MONITOR_TOKEN`` or ``SWF_API_TOKEN`` (the first set).
@@ -236,6 +241,10 @@ class MonitorConfig:
             )
         if self.queue_limit < 1:
             raise ValueError(f"monitor.queue_limit: expected >= 1, got {self.queue_limit}")
+        if self.public_url and not self.public_url.startswith(("https://", "http://")):
+            raise ValueError(
+                f"monitor.public_url: expected an http(s) address, got {self.public_url!r}"
+            )
 
 
 def _loopback(address: str) -> bool:
@@ -307,6 +316,10 @@ class ScheduleConfig:
     #: field of this name is true (the periodic capture that captured nothing); a failed
     #: run always does.
     quiet_unless: str = ""
+    #: A run that fails while the host is stopping sends no event and no action record:
+    #: the next run is the replacement host's (the old snapper's rule, for a capture that
+    #: fails because the machine is going down).  The failure is still in the journal.
+    quiet_while_stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
         if (self.every is None) == (self.cron is None):

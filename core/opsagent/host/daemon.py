@@ -420,6 +420,7 @@ class Host:
         # Deliveries reaching this host tell a standby on an exclusive queue it is active.
         self.dispatcher.on_received = scheduler.heard
         self.completion.quiet_rule = scheduler.quiet
+        scheduler.stopping = lambda: self.phase == health.STOPPING
         return scheduler
 
     @property

@@ -23,7 +23,7 @@ the host starts with the rest.  A job process rebuilds its capability from the t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -110,6 +110,11 @@ class ProgramTable:
     fields: dict[str, Any] = attrs.Factory(dict)
     #: The action id of its records; default: the msg_type.
     action: str = ""
+    #: The records' ``sublevel`` (``low``, ``normal``, ``high``) and ``live_default``.
+    sublevel: Literal["low", "normal", "high"] = "low"
+    live_default: bool = False
+    #: ``always``, or ``failed``: a record only when the program did not succeed.
+    record: Literal["always", "failed"] = "always"
     #: Configured values for ``"{name}"`` placeholders.
     values: dict[str, str] = attrs.Factory(dict)
     #: The program's name in the job log.
@@ -231,6 +236,9 @@ def from_table(table: Mapping[str, Any]) -> Program:
         echo=tuple(t.echo),
         fields=t.fields,
         action=t.action,
+        sublevel=t.sublevel,
+        live_default=t.live_default,
+        record=t.record,
         values=t.values,
         name=t.name,
         concurrency=t.concurrency,

@@ -294,6 +294,9 @@ class Scheduler:
         self.exclusive = exclusive
         self.probe_seconds = probe_seconds
         self.clock = clock
+        #: Whether the host is stopping (set by the host): a schedule's
+        #: ``quiet_while_stopping`` keeps a run that fails then quiet.
+        self.stopping: Callable[[], bool] = lambda: False
         self._heard = -math.inf
         self._next_probe = 0.0
         self._was_active: bool | None = None
@@ -423,14 +426,18 @@ class Scheduler:
 
     def quiet(self, job_id: str, outcome: Any) -> bool:
         """Whether a scheduled run's end goes out neither as an event nor as an action
-        record (its schedule's ``quiet_unless``: it succeeded and that field of its data is
-        not true)."""
+        record: its schedule's ``quiet_unless`` (it succeeded and that field of its data is
+        not true), or its ``quiet_while_stopping`` (it failed while the host stops: the
+        next run is the replacement host's)."""
         if not job_id.startswith("schedule."):
             return False
         name = job_id[len("schedule.") :].rpartition(".")[0]
         for e in self.entries:
-            if e.name == name and e.sched.quiet_unless:
-                return bool(outcome.succeeded and not outcome.data.get(e.sched.quiet_unless))
+            if e.name != name:
+                continue
+            if outcome.succeeded:
+                return bool(e.sched.quiet_unless and not outcome.data.get(e.sched.quiet_unless))
+            return bool(e.sched.quiet_while_stopping and self.stopping())
         return False
 
     def upcoming(self) -> dict[str, float]:

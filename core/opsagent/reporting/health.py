@@ -122,6 +122,10 @@ class JobEnd:
     data: Mapping[str, Any] = attrs.Factory(dict)
     #: The terminal event's name (``msg_type`` of the event).
     event: str = ""
+    #: Capcom notices the job asked to be posted (``Outcome.notices``).
+    notices: tuple[Any, ...] = ()
+    #: Whether the monitor gets an action record of this end (``Capability.record``).
+    recorded: bool = True
 
 
 def counts_of(counts: tuple[str, ...] | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,4 +180,6 @@ def job_end(
         timed=timed,
         data=outcome.data,
         event=cap.event_for(outcome.status),
+        notices=outcome.notices,
+        recorded=cap.record == "always" or not outcome.succeeded,
     )

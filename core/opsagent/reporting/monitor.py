@@ -86,6 +86,8 @@ class Monitor:
         self.base = base
         self.heartbeat_url = f"{base}/api/systemagents/heartbeat/"
         self.log_url = f"{config.http_url or config.url}/api/logs/"
+        self.notice_url = f"{config.http_url or config.url}/api/capcom/notices/ingest/"
+        self.public_url = config.public_url or config.http_url or config.url
         self.headers = {"Authorization": f"Token {token}"} if token else {}
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_limit)
         self.dropped = 0
@@ -105,8 +107,13 @@ class Monitor:
         self._thread.start()
 
     def job_ended(self, end: health.JobEnd) -> None:
-        """Queue the action-log record of one job; dropped when the queue is full."""
-        self._put(("log", self.action_record(end)))
+        """Queue the action-log record of one job, then its Capcom notices; each dropped
+        when the queue is full.  An end its capability records only when it fails
+        (``Capability.record``) posts no record when it succeeded."""
+        if end.recorded:
+            self._put(("log", self.action_record(end)))
+        for notice in end.notices:
+            self._put(("notice", self.notice_body(notice)))
 
     def stop(self) -> None:
         """Post the records still waiting (for at most ``timeout_seconds``: a
@@ -223,6 +230,16 @@ class Monitor:
             "extra_data": extra,
         }
 
+    def notice_body(self, notice: Any) -> dict[str, Any]:
+        """The body of one Capcom notice (``opsagent.Notice``): a ``url`` that is a path
+        is on the monitor's public address; ``detail`` only when there is one."""
+        body = notice.to_json()
+        if body["url"].startswith("/"):
+            body["url"] = self.public_url + body["url"]
+        if not body["detail"]:
+            del body["detail"]
+        return body
+
     # -- the thread -----------------------------------------------------------------
 
     # -- registration, as the old agent's BaseAgent made it at start ---------------------
@@ -291,6 +308,9 @@ class Monitor:
                 ):
                     # Stopping, and out of time or the monitor is not answering.
                     self.dropped += 1
+                elif item[0] == "notice":
+                    # One attempt, never resent (the old agent's rule).
+                    self._post(session, "Capcom notice", self.notice_url, item[1])
                 else:
                     self._post(session, "action log", self.log_url, item[1])
             if time.monotonic() >= next_beat:

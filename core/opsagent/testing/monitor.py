@@ -25,6 +25,10 @@ The monitor's side channels (``Authorization: Token <t>`` required, else 401):
 - ``POST /api/capcom/notices/ingest/`` with ``{source, severity, title, detail?, url,
   dedup_key}``; ``severity`` ``info`` or ``warning``.
 
+And what a host with ``[monitor] enabled`` posts besides, without auth: heartbeats and
+subscriber records (answered, not kept), action records to ``/api/logs/`` (kept:
+:meth:`FakeMonitor.action_records`).
+
 :attr:`FakeMonitor.calls` lists the side-channel POSTs in the order they arrived, so a
 test asserts their order and bodies.
 """
@@ -43,7 +47,7 @@ STATES = frozenset({"running", "accepted", "verified", "unverified", "failed", "
 
 @attrs.frozen
 class Call:
-    """One side-channel POST: ``kind`` is ``state`` or ``notice``."""
+    """One side-channel POST: ``kind`` is ``state``, ``notice`` or ``log``."""
 
     kind: str
     body: dict[str, Any]
@@ -76,6 +80,10 @@ class FakeMonitor:
         s.route("GET", "/pcs/api/prod-tasks/<name>/", self._detail)
         s.route("POST", "/api/panda/task-operations/<operation_id>/state/", self._state)
         s.route("POST", "/api/capcom/notices/ingest/", self._notice)
+        # What a host with [monitor] enabled posts besides: heartbeats, action records.
+        s.route("POST", "/api/systemagents/heartbeat/", Response.json({"ok": True}, 201))
+        s.route("POST", "/api/subscribers/", Response.json({"ok": True}, 201))
+        s.route("POST", "/api/logs/", self._log)
 
     @property
     def url(self) -> str:
@@ -241,6 +249,21 @@ class FakeMonitor:
         with self._lock:
             self.calls.append(Call("state", body, req.params["operation_id"], req.received))
         return Response.json({"id": req.params["operation_id"], "status": body["status"]})
+
+    def action_records(self) -> list[dict[str, Any]]:
+        """The bodies of the action records posted to ``/api/logs/`` (no auth, as the
+        old agent's)."""
+        with self._lock:
+            return [c.body for c in self.calls if c.kind == "log"]
+
+    def _log(self, req: Request) -> Response:
+        try:
+            body = req.json()
+        except ValueError:
+            return Response.json({"detail": "expected JSON"}, 400)
+        with self._lock:
+            self.calls.append(Call("log", body, None, req.received))
+        return Response.json({"id": len(self.calls)}, 201)
 
     def _notice(self, req: Request) -> Response:
         if self._token_user(req) is None:

@@ -166,6 +166,8 @@ def test_quiet_capture_is_the_old_snappers_rule():
     assert not opsagent_epicprod.quiet_capture(periodic, Outcome.error("failed"))
     assert not opsagent_epicprod.quiet_capture(periodic, Outcome.timeout("timed out after 30s"))
     assert not opsagent_epicprod.quiet_capture(manual, Outcome.ok(captured=False))
+    # The capability's own rule: a periodic capture cron sends is as quiet as the host's.
+    assert CAPS["capture_system_snap"].quiet is opsagent_epicprod.quiet_capture
 
 
 @pytest.mark.parametrize("msg_type, sublevel, live_default", [
@@ -175,7 +177,19 @@ def test_quiet_capture_is_the_old_snappers_rule():
     ("questionnaire_import", "normal", True),
     ("questionnaire_automatch", "normal", True),
     ("rucio_arrivals_sweep", "low", False),
+    # The monitor's catalogue of action ids (ACTION_DEFAULTS in swf-monitor's
+    # monitor_app/epicprod_logging.py, "MUST mirror the call sites").
+    ("epic_prod_past_import", "high", True),
+    ("sync_epicprod_inventory", "low", False),
+    ("refresh_system_status", "low", False),
+    ("questionnaire_match_update", "low", False),
+    ("campaign_progress_refresh", "low", False),
 ])
 def test_action_records_keep_the_old_sublevel_and_live_default(msg_type, sublevel, live_default):
     cap = CAPS[msg_type]
     assert (cap.sublevel, cap.live_default) == (sublevel, live_default)
+
+
+def test_only_a_failed_enforcement_is_recorded_as_the_old_agent_did():
+    assert CAPS["assessment_completed"].record == "failed"
+    assert {t for t, c in CAPS.items() if c.record != "always"} == {"assessment_completed"}

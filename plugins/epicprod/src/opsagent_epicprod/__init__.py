@@ -27,7 +27,7 @@ from opsagent import (
     pattern,
 )
 
-from opsagent_epicprod import fields
+from opsagent_epicprod import delivery, fields
 from opsagent_epicprod.config import EpicprodConfig
 
 __all__ = [
@@ -181,8 +181,9 @@ def quiet_capture(inp: SnapIn, outcome: Outcome) -> bool:
     """The old snapper's rule (LEGACY.md, handler 6): a capture's event and action record
     are sent only when it was manual, failed, or captured something.  True for the one
     that stays quiet: a periodic (``manual: false``) capture that ended ``ok`` having
-    captured nothing.  The hook for the periodic schedule (issue 18, part 4): every job
-    still ends with its event here until the host honours it."""
+    captured nothing.  ``capture_system_snap``'s ``quiet``, whoever sent the periodic
+    capture (the host's schedule, a cron job); a request that waits for a reply is always
+    answered."""
     return not inp.manual and outcome.status == "ok" and not outcome.data.get("captured")
 
 
@@ -339,6 +340,7 @@ PROGRAMS: tuple[Program, ...] = (
         echo=("scope", "manual"),
         fields={"error": ""},
         event=_snap_event,
+        quiet=quiet_capture,
         relay="on_failure",
         action="snapper_capture",
         name="capture-system-snap",
@@ -492,6 +494,8 @@ PROGRAMS: tuple[Program, ...] = (
         events=_done("epic_prod_past_import"),
         summary="last_line",
         action="past_import",
+        sublevel="high",
+        live_default=True,
         name="epic-prod-past-import",
         samples=({},),
     ),
@@ -518,6 +522,7 @@ PROGRAMS: tuple[Program, ...] = (
         stdout="summary_line",
         result="summary",
         events=_done("delivery_daily_rebuild"),
+        notice=delivery.notice,
         action="delivery_daily_rebuild",
         name="delivery-daily-rebuild",
         samples=({},),
@@ -541,6 +546,8 @@ PROGRAMS: tuple[Program, ...] = (
         dedup_key="assessment_enforce:{job_id}",
         events=_done("assessment_completed"),
         action="assessment_enforce",
+        # The old agent recorded it only when the enforcement failed or timed out.
+        record="failed",
         name="assessment-enforce",
         samples=({"job_id": "42", "status": "completed", "timing": {"elapsed_s": 12.5}},),
     ),

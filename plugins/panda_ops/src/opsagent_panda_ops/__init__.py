@@ -197,6 +197,9 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             dedup_key=lambda inp: f"{inp.operation}:{inp.jedi_task_id}",
             dedup_space="panda_op",
             action="panda_task_operation",
+            # The monitor's action catalogue: reaches everyone, live by default.
+            sublevel="high",
+            live_default=True,
             echo=lambda inp: {
                 "operation_id": inp.operation_id,
                 "task_name": inp.task_name,
@@ -240,6 +243,9 @@ def register_capabilities(register: Callable[[Capability], None]) -> None:
             dedup_key=lambda inp: inp.batch_id,
             dedup_space="panda_bulk",
             action="panda_task_operation",
+            # The monitor's action catalogue: reaches everyone, live by default.
+            sublevel="high",
+            live_default=True,
             echo=lambda inp: {"batch_id": inp.batch_id, "operation": inp.operation},
             config=PandaConfig,
             description="Pause or resume many PanDA tasks, one command a second, each read "
@@ -280,6 +286,8 @@ def _register_evgen(register: Callable[[Capability], None]) -> None:
             # One key space with submit_task: the two never run at once for a task.
             dedup_space="submit",
             action="evgen_task_submit",
+            sublevel="high",
+            live_default=True,
             echo=lambda inp: {"task_name": inp.task_name},
             config=evgen.EvgenConfig,
             description="Submit a catalogue task's EVGEN spec to PanDA through panda-client "
