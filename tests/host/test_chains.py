@@ -161,6 +161,26 @@ def test_a_step_whose_work_a_request_is_already_doing_is_skipped(host_factory, c
     assert len(runs(host, "b")) == 1
 
 
+def test_a_step_that_cannot_run_still_ends_as_a_step_of_its_own(host_factory, caller_for):
+    with monitor() as mon:
+        host = host_factory(paths=SITES, extra={"monitor": {"enabled": True, "url": mon.url}})
+        host.start()
+        caller = caller_for(host)
+        rid = caller.send("test_chain_locked", reply=False)
+        event = caller.wait_event(rid, timeout=60)
+        assert event["failed"] == ["step_locked"] and event["outcome"] == "error", event
+        # Not run, yet journaled, announced and recorded like any step.
+        locked = caller.wait_event(f"{rid}/2.step_locked")
+        assert locked["msg_type"] == "test_locked_step_failed" and locked["ok"] is False
+        assert locked["error"].startswith("not run: test_locked_step is unavailable: ")
+        assert "test_absent_token" in locked["error"]
+        assert locked["chain_job_id"] == rid
+        assert journal(host, f"{rid}/2.step_locked") == ("finished", 1)
+        assert runs(host, "l") == [] and len(runs(host, "c")) == 1
+        wait_until(lambda: any(r["extra_data"].get("job_id") == f"{rid}/2.step_locked"
+                               for r in records(mon)), what="the step's record")
+
+
 def test_a_step_input_the_step_refuses_fails_the_chain_before_any_step(host_factory,
                                                                         caller_for):
     host = host_factory(paths=SITES).start()

@@ -70,6 +70,17 @@ def register_capabilities(register):
         events={"ok": "test_step_done", "error": "test_step_failed"},
         dedup_key=lambda inp: inp.name, echo=lambda inp: {"name": inp.name},
         subject_type="test_step", subject_key=lambda inp: inp.name, concurrency=2))
+    # A step whose credential this host does not have: unavailable, never run.
+    register(Capability(
+        msg_type="test_locked_step", input=StepInput, doer=step, time_limit=20,
+        events={"ok": "test_locked_step_done", "error": "test_locked_step_failed"},
+        credentials=("test_absent_token",)))
+    register(Chain(
+        msg_type="test_chain_locked",
+        steps=[Step("test_step", name="step_a", input={"name": "a"}),
+               Step("test_locked_step", name="step_locked", input={"name": "l"}),
+               Step("test_step", name="step_c", input={"name": "c"})],
+        events={"ok": "test_chain_locked_done", "error": "test_chain_locked_failed"}))
     register(_chain("test_chain", "ok", "ok", "ok"))
     register(_chain("test_chain_failing", "ok", "fail", "ok"))
     register(_chain("test_chain_hanging", "ok", "hang", "ok"))

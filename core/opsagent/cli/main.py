@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -411,12 +412,18 @@ def cmd_ping(args: argparse.Namespace) -> int:
         client.close()
 
 
+class _NotRun(Exception):
+    """``opsagent do`` did not run the capability: what to print, and the exit status."""
+
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 def cmd_do(args: argparse.Namespace) -> int:
-    from opsagent.capability import DeclarationError
     from opsagent.credentials.redaction import scrub_stdio
-    from opsagent.host import events
     from opsagent.reporting import logs
-    from opsagent.schema import InputError, structure
 
     logs.setup(level="INFO")
     try:
@@ -424,14 +431,45 @@ def cmd_do(args: argparse.Namespace) -> int:
     except configuration.ConfigError as exc:
         print(f"opsagent: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    declared = _registry(args).get(args.msg_type)
+    registry = _registry(args)
+    declared = registry.get(args.msg_type)
     if declared is None or declared.control:
         print(f"opsagent: no capability {args.msg_type!r} to run locally", file=sys.stderr)
         return 1
-    msg_type = declared.msg_type
     redactor = _redactor(args)
     # What a thread doer prints goes through redaction too, as in the daemon.
     scrub_stdio(redactor)
+    raw = json.loads(args.json) if args.json else {}
+    job_id = f"do-{os.getpid()}"
+    try:
+        if declared.steps:
+            outcome = _do_chain(cfg, registry.capabilities, declared, raw, redactor, job_id)
+        else:
+            outcome = _do_one(cfg, declared, raw, redactor, job_id, {})
+    except _NotRun as exc:
+        if exc.body is not None:
+            print(json.dumps(exc.body, indent=2))
+        else:
+            print(f"opsagent: {exc}", file=sys.stderr)
+        return exc.status
+    return EXIT_STATUS.get(outcome.status, 1)
+
+
+def _do_one(
+    cfg: configuration.Config,
+    declared: Any,
+    raw: dict[str, Any],
+    redactor: Any,
+    job_id: str,
+    echo: dict[str, Any],
+) -> Any:
+    """Run one capability here as the host would and print its events; its outcome.
+    Raises :class:`_NotRun` when it cannot run (bad input, unavailable, bad config)."""
+    from opsagent.capability import DeclarationError
+    from opsagent.host import events
+    from opsagent.schema import InputError, structure
+
+    msg_type = declared.msg_type
     available = jobs.availability({msg_type: declared}, cfg)
     available.refresh()
     for cred in available.found.values():
@@ -444,33 +482,23 @@ def cmd_do(args: argparse.Namespace) -> int:
             cfg, {msg_type: declared}, credentials=available.usable, learn=redactor.learn
         )
     except (configuration.ConfigError, DeclarationError) as exc:
-        print(f"opsagent: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise _NotRun(EXIT_CONFIG, f"configuration error: {exc}") from None
     cap = factory.capability(msg_type)
-    raw = json.loads(args.json) if args.json else {}
     try:
         inp = structure(raw, cap.input)
     except InputError as exc:
-        print(
-            json.dumps(
-                {
-                    "msg_type": "request_rejected",
-                    "request": cap.msg_type,
-                    "code": "invalid",
-                    "reason": str(exc),
-                    "errors": exc.errors,
-                },
-                indent=2,
-            )
-        )
-        return EXIT_STATUS["rejected"]
+        rejected = {
+            "msg_type": "request_rejected",
+            "request": cap.msg_type,
+            "code": "invalid",
+            "reason": str(exc),
+            "errors": exc.errors,
+        }
+        raise _NotRun(EXIT_STATUS["rejected"], str(exc), rejected) from None
     if msg_type in available.unavailable:
-        print(
-            f"opsagent: {msg_type} is unavailable: {available.unavailable[msg_type]}",
-            file=sys.stderr,
+        raise _NotRun(
+            EXIT_STATUS["error"], f"{msg_type} is unavailable: {available.unavailable[msg_type]}"
         )
-        return EXIT_STATUS["error"]
-    job_id = f"do-{os.getpid()}"
     if cap.isolation == "thread":
         outcome = _do_in_thread(factory, cap, inp, job_id)
     else:
@@ -479,7 +507,7 @@ def cmd_do(args: argparse.Namespace) -> int:
     bodies = events.job_events(
         cap,
         outcome,
-        cap.echo_of(inp),
+        {**cap.echo_of(inp), **echo},
         inp,
         job_id=job_id,
         sender=cfg.host.instance,
@@ -487,7 +515,71 @@ def cmd_do(args: argparse.Namespace) -> int:
     )
     for body in bodies:
         print(json.dumps(body, indent=2))
-    return EXIT_STATUS.get(outcome.status, 1)
+    return outcome
+
+
+def _do_chain(
+    cfg: configuration.Config,
+    registry: Mapping[str, Any],
+    chain: Any,
+    raw: dict[str, Any],
+    redactor: Any,
+    job_id: str,
+) -> Any:
+    """Run a chain here: each step in order with ``opsagent do``'s one-capability run
+    (each step's events printed as it ends), then the chain's event.  Nothing is
+    journaled: a step that was interrupted is not resumed, and no dedup key is held
+    against a host running the same work."""
+    from opsagent.host import chains, events
+    from opsagent.outcome import Outcome
+    from opsagent.schema import InputError, structure
+
+    try:
+        inp = structure(raw, chain.input)
+    except InputError as exc:
+        rejected = {
+            "msg_type": "request_rejected",
+            "request": chain.msg_type,
+            "code": "invalid",
+            "reason": str(exc),
+            "errors": exc.errors,
+        }
+        raise _NotRun(EXIT_STATUS["rejected"], str(exc), rejected) from None
+    plan = chains.plan(chain, inp, registry)
+    if isinstance(plan, Outcome):
+        outcome = plan
+    else:
+        results = []
+        for n, planned in enumerate(plan, 1):
+            sid = chains.step_id(job_id, n, planned.step)
+            if planned.cap is None:
+                step_outcome = Outcome.error(f"not run: {planned.missing}")
+            else:
+                try:
+                    step_outcome = _do_one(
+                        cfg,
+                        planned.cap,
+                        planned.body,
+                        redactor,
+                        sid,
+                        {"chain": chain.msg_type, "chain_job_id": job_id},
+                    )
+                except _NotRun as exc:
+                    step_outcome = Outcome.error(f"not run: {exc}")
+            print(f"opsagent: step {sid} ended {step_outcome.status}", file=sys.stderr)
+            results.append(chains.step_result(planned, sid, step_outcome))
+        outcome = chains.summary(len(plan), results)
+    for body in events.job_events(
+        chain,
+        outcome,
+        chain.echo_of(inp),
+        inp,
+        job_id=job_id,
+        sender=cfg.host.instance,
+        namespace=cfg.host.namespace,
+    ):
+        print(json.dumps(body, indent=2))
+    return outcome
 
 
 def _do_in_thread(factory: jobs.JobFactory, cap: Any, inp: Any, job_id: str) -> Any:

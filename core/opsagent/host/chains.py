@@ -75,29 +75,7 @@ class ChainRunner:
     def plan(self, chain: Capability, inp: Any) -> list[Planned] | Outcome:
         """Each step with its structured input, or the chain's error outcome when one
         step's input is invalid (then no step runs)."""
-        given = {k: v for k, v in unstructure(inp).items() if v is not None}
-        out: list[Planned] = []
-        for step in chain.steps:
-            cap = self.capabilities.get(step.msg_type)
-            if cap is None or cap.control or cap.steps:
-                why = (
-                    "a chain or control capability cannot be a step"
-                    if cap is not None
-                    else f"no capability {step.msg_type!r} on this host"
-                )
-                out.append(Planned(step, None, missing=why))
-                continue
-            takes = {f.name for f in attrs.fields(cap.input)}
-            body = {**{k: v for k, v in given.items() if k in takes}, **step.input}
-            try:
-                step_inp = structure(body, cap.input)
-            except InputError as exc:
-                return Outcome.error(
-                    f"invalid input for step {step.label} ({step.msg_type}): {exc}; no step ran",
-                    errors=exc.errors,
-                )
-            out.append(Planned(step, cap, step_inp, body))
-        return out
+        return plan(chain, inp, self.capabilities)
 
     def run(self, ticket: Ticket) -> Outcome | None:
         """The chain job of ``ticket``: its outcome, or None to hand it back."""
@@ -116,27 +94,8 @@ class ChainRunner:
             if outcome is None:
                 log.info("chain {} handed back at step {} ({})", ticket.job_id, n, sid)
                 return None
-            results.append(
-                {
-                    "step": planned.step.label,
-                    "msg_type": planned.step.msg_type,
-                    "job_id": sid,
-                    "outcome": outcome.status,
-                    **({"reason": outcome.reason} if outcome.reason else {}),
-                }
-            )
-        failed = [r["step"] for r in results if r["outcome"] not in SUCCESSES]
-        data = {
-            "steps": len(plan),
-            "failed": failed,
-            # The old agent's name for the steps that failed.
-            "raised": failed,
-            "skipped": [r["step"] for r in results if r["outcome"] == "skipped"],
-            "results": results,
-        }
-        if failed:
-            return Outcome.error(f"step(s) failed: {', '.join(failed)}", **data)
-        return Outcome.ok(**data)
+            results.append(step_result(planned, sid, outcome))
+        return summary(len(plan), results)
 
     def _step(self, chain: Ticket, sid: str, planned: Planned, deadline: float) -> Outcome | None:
         log = logger.bind(job_id=sid, msg_type=planned.step.msg_type)
@@ -150,15 +109,16 @@ class ChainRunner:
         if entry is not None and entry.state == "finished" and entry.outcome is not None:
             log.info("chain step {} ended {} before; not run again", sid, entry.outcome.status)
             return entry.outcome
+        refused = None
         if time.monotonic() > deadline:
-            return Outcome.error(
+            refused = Outcome.error(
                 f"not run: the chain {chain.cap.msg_type} ran past its time limit of "
                 f"{chain.cap.time_limit:g} s"
             )
-        reason = self.unavailable.get(cap.msg_type)
-        if reason is not None:
+        elif cap.msg_type in self.unavailable:
+            reason = self.unavailable[cap.msg_type]
             log.warning("chain step {} not run: {} is unavailable: {}", sid, cap.msg_type, reason)
-            return Outcome.error(f"not run: {cap.msg_type} is unavailable: {reason}")
+            refused = Outcome.error(f"not run: {cap.msg_type} is unavailable: {reason}")
         entry = self.journal.accept(sid, cap.msg_type, key, planned.body, input_digest)
         if entry.state == "finished" and entry.outcome is not None:
             return entry.outcome
@@ -187,6 +147,10 @@ class ChainRunner:
             interrupted=entry.state == "running",
             on_end=on_end,
         )
+        if refused is not None:
+            # Not run, yet a step like any other: journaled, its event and its record.
+            self.finish(step, refused)
+            return refused
         other = self.ledger.admit(step)
         if other is not None:
             outcome = Outcome.skipped(
@@ -213,6 +177,65 @@ class ChainRunner:
             if not step.ended and self.ledger.get(sid) is None:
                 return None  # handed back
         return ended[0]
+
+
+def plan(
+    chain: Capability, inp: Any, capabilities: Mapping[str, Capability]
+) -> list[Planned] | Outcome:
+    """Each step of ``chain`` with its structured input (the chain's input fields the
+    step takes, then the step's own), or the chain's error outcome when one step's input
+    is invalid (then no step runs)."""
+    given = {k: v for k, v in unstructure(inp).items() if v is not None}
+    out: list[Planned] = []
+    for step in chain.steps:
+        cap = capabilities.get(step.msg_type)
+        if cap is None or cap.control or cap.steps:
+            why = (
+                "a chain or control capability cannot be a step"
+                if cap is not None
+                else f"no capability {step.msg_type!r} on this host"
+            )
+            out.append(Planned(step, None, missing=why))
+            continue
+        takes = {f.name for f in attrs.fields(cap.input)}
+        body = {**{k: v for k, v in given.items() if k in takes}, **step.input}
+        try:
+            step_inp = structure(body, cap.input)
+        except InputError as exc:
+            return Outcome.error(
+                f"invalid input for step {step.label} ({step.msg_type}): {exc}; no step ran",
+                errors=exc.errors,
+            )
+        out.append(Planned(step, cap, step_inp, body))
+    return out
+
+
+def step_result(planned: Planned, sid: str, outcome: Outcome) -> dict[str, Any]:
+    """One step's line in the chain's ``results``."""
+    return {
+        "step": planned.step.label,
+        "msg_type": planned.step.msg_type,
+        "job_id": sid,
+        "outcome": outcome.status,
+        **({"reason": outcome.reason} if outcome.reason else {}),
+    }
+
+
+def summary(steps: int, results: list[dict[str, Any]]) -> Outcome:
+    """The chain's outcome from its steps' results: ``error`` when one did not succeed
+    (a program's non-zero exit among them, unlike the old chain)."""
+    failed = [r["step"] for r in results if r["outcome"] not in SUCCESSES]
+    data = {
+        "steps": steps,
+        "failed": failed,
+        # The old agent's name for the steps that failed.
+        "raised": failed,
+        "skipped": [r["step"] for r in results if r["outcome"] == "skipped"],
+        "results": results,
+    }
+    if failed:
+        return Outcome.error(f"step(s) failed: {', '.join(failed)}", **data)
+    return Outcome.ok(**data)
 
 
 def from_config(chain: ChainConfig) -> Capability:
