@@ -421,6 +421,18 @@ class _NotRun(Exception):
         self.body = body
 
 
+def _invalid(msg_type: str, exc: Any) -> _NotRun:
+    """A request ``opsagent do`` refuses: the ``request_rejected`` body the host sends."""
+    body = {
+        "msg_type": "request_rejected",
+        "request": msg_type,
+        "code": "invalid",
+        "reason": str(exc),
+        "errors": exc.errors,
+    }
+    return _NotRun(EXIT_STATUS["rejected"], str(exc), body)
+
+
 def cmd_do(args: argparse.Namespace) -> int:
     from opsagent.credentials.redaction import scrub_stdio
     from opsagent.reporting import logs
@@ -487,14 +499,7 @@ def _do_one(
     try:
         inp = structure(raw, cap.input)
     except InputError as exc:
-        rejected = {
-            "msg_type": "request_rejected",
-            "request": cap.msg_type,
-            "code": "invalid",
-            "reason": str(exc),
-            "errors": exc.errors,
-        }
-        raise _NotRun(EXIT_STATUS["rejected"], str(exc), rejected) from None
+        raise _invalid(cap.msg_type, exc) from None
     if msg_type in available.unavailable:
         raise _NotRun(
             EXIT_STATUS["error"], f"{msg_type} is unavailable: {available.unavailable[msg_type]}"
@@ -537,14 +542,7 @@ def _do_chain(
     try:
         inp = structure(raw, chain.input)
     except InputError as exc:
-        rejected = {
-            "msg_type": "request_rejected",
-            "request": chain.msg_type,
-            "code": "invalid",
-            "reason": str(exc),
-            "errors": exc.errors,
-        }
-        raise _NotRun(EXIT_STATUS["rejected"], str(exc), rejected) from None
+        raise _invalid(chain.msg_type, exc) from None
     plan = chains.plan(chain, inp, registry)
     if isinstance(plan, Outcome):
         outcome = plan
