@@ -271,6 +271,28 @@ def test_rucio_failing_mid_sweep_leaves_the_previous_file_intact(
     assert path.read_bytes() == content
 
 
+def test_a_rucio_that_answers_far_more_than_there_is_is_not_believed(
+    make_job, plan: Plan, catalogue: FakeCatalogue, relay: RucioRelay
+) -> None:
+    job = make_job(catalogue_url=catalogue.server.url, rucio_url=relay.url,
+                   max_datasets=len(plan.rows()) * 3)
+    run(job, campaign=VERSION)
+    path = provenance_path(job.cache_dir, VERSION)
+    content = path.read_bytes()
+    # A listing that names every dataset a hundred times: refused past max_datasets.
+    relay.amplify(f"/dids/{SCOPE}/dids/search", 100)
+    err = failed(job, campaign=VERSION)
+    assert f"more than {len(plan.rows()) * 3} datasets (max_datasets)" in err.reason, err.reason
+    assert err.reason.endswith("previous provenance kept")
+    assert path.read_bytes() == content
+    # One dataset with more replica rows than any real one has.
+    relay.amplified.clear()
+    relay.amplify("/replicas/datasets_bulk", 1001)
+    err = failed(job, campaign=VERSION)
+    assert "more than 1000 replica rows for epic:/RECO/" in err.reason, err.reason
+    assert path.read_bytes() == content
+
+
 def test_the_catalogue_failing_leaves_the_previous_file(
     make_job, plan: Plan, catalogue: FakeCatalogue
 ) -> None:

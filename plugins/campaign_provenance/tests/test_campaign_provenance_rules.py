@@ -85,11 +85,13 @@ def test_bad_input_is_refused_with_where_and_what(raw: dict[str, Any], error: st
 def test_config_checks_rses_and_limits() -> None:
     cfg = config_from_table(CAPABILITY, {})
     assert (cfg.rses, cfg.stage, cfg.parallel) == (["BNL-XRD", "EIC-XRD"], "RECO", 16)
+    assert cfg.max_datasets == 200_000
     for table, error in (
         ({"rses": ["../x"]}, "rses"),
         ({"rses": []}, "rses"),
         ({"parallel": 0}, "parallel"),
         ({"stage": "reco/.."}, "stage"),
+        ({"max_datasets": 0}, "max_datasets"),
     ):
         with pytest.raises(ConfigError, match=error):
             config_from_table(CAPABILITY, table)

@@ -42,6 +42,8 @@ class RucioRelay:
         #: From this many requests on, every request is answered ``failing_status``.
         self.failing_from: int | None = None
         self.failing_status = 503
+        #: (fragment, times): the answer to a matching request, its lines repeated.
+        self.amplified: list[tuple[str, int]] = []
         self.seen: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -53,6 +55,17 @@ class RucioRelay:
         ``fragment``."""
         with self._lock:
             self.faults.append((fragment, status))
+
+    def amplify(self, fragment: str, times: int) -> None:
+        """Answer a request whose decoded path+query contains ``fragment`` with the real
+        answer's lines repeated ``times`` times: a hostile server that lists far more
+        than there is (Rucio's listings are one JSON document per line)."""
+        with self._lock:
+            self.amplified.append((fragment, times))
+
+    def _times(self, target: str) -> int:
+        with self._lock:
+            return next((t for f, t in self.amplified if f in target), 1)
 
     def fail_from(self, count: int, status: int = 503) -> None:
         """Answer ``status`` to every request after the first ``count`` from now on: a
@@ -150,6 +163,10 @@ class RucioRelay:
                         if attempt == 2:
                             raise
                 out = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
+                times = relay._times(unquote(self.path))
+                if times > 1 and resp.status == 200:
+                    lines = data.rstrip(b"\n")
+                    data = b"\n".join([lines] * times) + b"\n"
                 self._answer(resp.status, out, data)
 
             def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:

@@ -117,7 +117,14 @@ class Sweep:
             )
         try:
             assignment, records = sweep(
-                rucio, pool, cfg.scope, cfg.stage, version, requests, self.selection
+                rucio,
+                pool,
+                cfg.scope,
+                cfg.stage,
+                version,
+                requests,
+                self.selection,
+                max_datasets=cfg.max_datasets,
             )
         except SweepFailed as exc:
             self.fail(version, f"Rucio: {exc}; previous provenance kept")

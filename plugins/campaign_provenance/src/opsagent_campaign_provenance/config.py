@@ -8,6 +8,8 @@ import attrs
 from opsagent import FieldError, pattern
 from opsagent_rucio_snapshot.fields import SCOPE, STAGE, each
 
+from opsagent_campaign_provenance.sweep import MAX_DATASETS
+
 RSE = r"[A-Z0-9][A-Z0-9_-]{0,63}"
 LIFECYCLE = r"[a-z][a-z_]{0,31}"
 
@@ -66,6 +68,9 @@ class ProvenanceConfig:
     #: Rucio requests in flight at once (each asks for the replicas of up to 100 datasets).
     parallel: int = attrs.field(default=16, validator=_in(1, 256, "requests in flight"))
     request_timeout: float = attrs.field(default=60.0, validator=_positive)
+    #: Datasets one campaign's listing may hold: a Rucio answer beyond it fails the
+    #: sweep (the previous file stays) instead of filling the host's memory.
+    max_datasets: int = attrs.field(default=MAX_DATASETS, validator=_in(1, 10_000_000, "datasets"))
 
     def __attrs_post_init__(self) -> None:
         for side in ("rucio", "catalogue"):

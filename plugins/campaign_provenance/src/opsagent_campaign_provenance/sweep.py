@@ -40,6 +40,15 @@ from opsagent_campaign_provenance.provenance import Assignment, stage_prefix
 from opsagent_campaign_provenance.requested import Requested, Selection
 
 SHOWN_ERRORS = 3
+#: Datasets one campaign's listing may hold (``max_datasets``'s default): Rucio's answers
+#: are not trusted to be small, and everything listed is held until the file is written.
+MAX_DATASETS = 200_000
+#: Replica rows one dataset may have in a bulk answer: one per RSE, a few dozen at most.
+MAX_REPLICAS = 1_000
+
+
+class TooMuch(Exception):
+    """A Rucio answer larger than any real one; the sweep stops rather than hold it."""
 
 
 class SweepFailed(Exception):
@@ -89,7 +98,13 @@ def fetch_bulk(
         dids = [{"scope": scope, "name": d.name} for d in batch]
         for raw in rucio.client().list_dataset_replicas_bulk(dids):
             if isinstance(raw, dict) and raw.get("scope") == scope and raw.get("name") in found:
-                found[raw["name"]].append(replica_record(raw))
+                rows = found[raw["name"]]
+                if len(rows) == MAX_REPLICAS:
+                    raise TooMuch(
+                        f"more than {MAX_REPLICAS} replica rows for {scope}:{raw['name']}; "
+                        "an answer that large is not trusted"
+                    )
+                rows.append(replica_record(raw))
     except Exception as exc:  # noqa: BLE001 - the whole sweep fails with its cause
         stop.set()
         raise SweepFailed(
@@ -121,11 +136,14 @@ def sweep(
     requests: list[Requested],
     selection: Selection,
     batch: int = BATCH,
+    max_datasets: int = MAX_DATASETS,
 ) -> tuple[Assignment, dict[str, dict[str, Any]]]:
-    """The campaign's datasets placed on ``requests``, and their records by DID."""
+    """The campaign's datasets placed on ``requests``, and their records by DID.  A
+    listing of more than ``max_datasets`` datasets fails the sweep."""
     assignment = Assignment.empty(requests)
     futures: list[Future[list[dict[str, Any]]]] = []
     stop = threading.Event()
+    listed_count = 0
     try:
         for prefix in listing_prefixes(stage, version, selection):
             try:
@@ -134,6 +152,12 @@ def sweep(
                 )
                 waiting: list[Listed] = []
                 for listed in _names(rows, prefix):
+                    listed_count += 1
+                    if listed_count > max_datasets:
+                        raise TooMuch(
+                            f"more than {max_datasets} datasets (max_datasets); a listing "
+                            "that large is not trusted"
+                        )
                     if not assignment.place(listed.name, stage_prefix(stage, version), selection):
                         continue
                     waiting.append(listed)
