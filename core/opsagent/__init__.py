@@ -13,7 +13,16 @@ from opsagent.private import PrivateDir
 from opsagent.program import Program, arg, derive_reason, flag, option
 from opsagent.retries import doubling, retried
 from opsagent.rucio_login import rucio_client
-from opsagent.schema import Digits, FieldError, pattern, secret, shown
+from opsagent.schema import (
+    Digits,
+    FieldError,
+    between,
+    http_url,
+    pattern,
+    positive,
+    secret,
+    shown,
+)
 from opsagent.setting import from_env
 
 __all__ = [
@@ -33,14 +42,17 @@ __all__ = [
     "PrivateDir",
     "Program",
     "arg",
+    "between",
     "check_credential",
     "derive_reason",
     "doubling",
     "flag",
     "from_env",
     "hookimpl",
+    "http_url",
     "option",
     "pattern",
+    "positive",
     "retried",
     "rucio_client",
     "run",

@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Callable
 from typing import Any, NewType
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -323,6 +324,36 @@ def pattern(regex: str, what: str) -> Callable[[Any, attrs.Attribute, str], None
 
     check.json_pattern = regex  # type: ignore[attr-defined]
     return check
+
+
+def positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+    """An attrs validator: a number above 0 (``NaN`` is not)."""
+    if not (isinstance(value, int | float) and value > 0):
+        raise FieldError(attr.name, f"expected a positive number, got {value!r}")
+
+
+def between(
+    low: float, high: float, what: str = ""
+) -> Callable[[Any, attrs.Attribute, float], None]:
+    """An attrs validator: ``low <= value <= high``; ``what`` names the unit in the error
+    (``between(1, 256, "requests in flight")``: "expected 1 to 256 requests in flight")."""
+    unit = f" {what}" if what else ""
+
+    def check(_inst: Any, attr: attrs.Attribute, value: float) -> None:
+        if not (isinstance(value, int | float) and low <= value <= high):
+            raise FieldError(attr.name, f"expected {low:g} to {high:g}{unit}, got {value!r}")
+
+    return check
+
+
+def http_url(_inst: Any, attr: attrs.Attribute, value: str) -> None:
+    """An attrs validator: an ``http`` or ``https`` base URL (a host, no query), or ``""``
+    for not set."""
+    if value == "":
+        return
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise FieldError(attr.name, f"expected an http(s) base URL, got {shown(value)}")
 
 
 def _type_schema(t: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 
 import attrs
@@ -176,3 +177,30 @@ def test_the_action_record_names_who_asked_from_the_input_unless_declared():
     assert (named.username_of(Inp()), named.action_id) == ("someone", "x")
     with pytest.raises(ValueError):
         attrs.evolve(cap, sublevel="urgent")
+
+
+def test_the_config_validators_name_the_field_and_what_they_expect():
+    import math
+
+    from opsagent import FieldError, between, http_url, positive
+
+    @attrs.frozen
+    class Settings:
+        timeout: float = attrs.field(default=1.0, validator=positive)
+        parallel: int = attrs.field(default=4, validator=between(1, 256, "requests in flight"))
+        url: str = attrs.field(default="", validator=http_url)
+
+    assert Settings(timeout=0.5, parallel=256, url="https://mon.example/prod")
+    for kw, field, words in (
+        ({"timeout": 0}, "timeout", "expected a positive number, got 0"),
+        ({"timeout": math.nan}, "timeout", "expected a positive number, got nan"),
+        ({"timeout": "1"}, "timeout", "expected a positive number, got '1'"),
+        ({"parallel": 0}, "parallel", "expected 1 to 256 requests in flight, got 0"),
+        ({"parallel": 257}, "parallel", "expected 1 to 256 requests in flight, got 257"),
+        ({"url": "ftp://mon.example"}, "url", "expected an http(s) base URL"),
+        ({"url": "https://mon.example/?next=evil"}, "url", "expected an http(s) base URL"),
+        ({"url": "https:///no-host"}, "url", "expected an http(s) base URL"),
+    ):
+        with pytest.raises(FieldError, match=re.escape(words)) as caught:
+            Settings(**kw)
+        assert caught.value.field == field

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
-from opsagent import FieldError, pattern
+from opsagent import between, pattern, positive
 from opsagent_rucio_snapshot.fields import SCOPE, STAGE, each
 
 from opsagent_campaign_provenance.sweep import MAX_DATASETS
 
 RSE = r"[A-Z0-9][A-Z0-9_-]{0,63}"
 LIFECYCLE = r"[a-z][a-z_]{0,31}"
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise FieldError(attr.name, f"expected a positive number, got {value!r}")
-
-
-def _in(low: float, high: float, what: str) -> Any:
-    def check(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-        if not low <= value <= high:
-            raise FieldError(attr.name, f"expected {low:g} to {high:g} {what}, got {value!r}")
-
-    return check
 
 
 @attrs.frozen
@@ -62,15 +47,17 @@ class ProvenanceConfig:
     catalogue_user: str | None = None
     catalogue_tls_verify: bool | None = None
     catalogue_ca_bundle: str | None = None
-    catalogue_timeout: float = attrs.field(default=30.0, validator=_positive)
-    catalogue_tries: int = attrs.field(default=3, validator=_in(1, 10, "tries"))
-    catalogue_backoff: float = attrs.field(default=1.0, validator=_in(0, 60, "seconds"))
+    catalogue_timeout: float = attrs.field(default=30.0, validator=positive)
+    catalogue_tries: int = attrs.field(default=3, validator=between(1, 10, "tries"))
+    catalogue_backoff: float = attrs.field(default=1.0, validator=between(0, 60, "seconds"))
     #: Rucio requests in flight at once (each asks for the replicas of up to 100 datasets).
-    parallel: int = attrs.field(default=16, validator=_in(1, 256, "requests in flight"))
-    request_timeout: float = attrs.field(default=60.0, validator=_positive)
+    parallel: int = attrs.field(default=16, validator=between(1, 256, "requests in flight"))
+    request_timeout: float = attrs.field(default=60.0, validator=positive)
     #: Datasets one campaign's listing may hold: a Rucio answer beyond it fails the
     #: sweep (the previous file stays) instead of filling the host's memory.
-    max_datasets: int = attrs.field(default=MAX_DATASETS, validator=_in(1, 10_000_000, "datasets"))
+    max_datasets: int = attrs.field(
+        default=MAX_DATASETS, validator=between(1, 10_000_000, "datasets")
+    )
 
     def __attrs_post_init__(self) -> None:
         for side in ("rucio", "catalogue"):

@@ -10,16 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from opsagent import FieldError, from_env
+from opsagent import FieldError, from_env, positive
 
 AUTH_TYPES = ("x509", "userpass")
 #: The credential holding the Rucio password (``auth_type = "userpass"``).
 PASSWORD = "rucio_userpass"  # noqa: S105 - a credential's name, not a secret
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise FieldError(attr.name, f"expected a positive number, got {value!r}")
 
 
 def _auth_type(_inst: Any, attr: attrs.Attribute, value: str) -> None:
@@ -56,18 +51,18 @@ class FetchConfig:
     password: str = attrs.field(default="", repr=False, metadata={"secret": True})
     #: CA certificates for an https Rucio server (file or directory); ``X509_CERT_DIR``.
     ca_cert: str | None = from_env("X509_CERT_DIR", default=None)
-    rucio_timeout: float = attrs.field(default=30.0, validator=_positive)
+    rucio_timeout: float = attrs.field(default=30.0, validator=positive)
     #: xrdcp's own limit, over all replicas tried; ``EPICPROD_XRDCP_TIMEOUT``.
     xrdcp_timeout: float = from_env(
         "EPICPROD_XRDCP_TIMEOUT",
         default=120.0,
         parse=lambda raw: _seconds("EPICPROD_XRDCP_TIMEOUT", raw),
-        validator=_positive,
+        validator=positive,
     )
-    max_tarball_bytes: int = attrs.field(default=4 << 30, validator=_positive)
-    max_members: int = attrs.field(default=10_000, validator=_positive)
-    max_member_bytes: int = attrs.field(default=1 << 30, validator=_positive)
-    max_total_bytes: int = attrs.field(default=4 << 30, validator=_positive)
+    max_tarball_bytes: int = attrs.field(default=4 << 30, validator=positive)
+    max_members: int = attrs.field(default=10_000, validator=positive)
+    max_member_bytes: int = attrs.field(default=1 << 30, validator=positive)
+    max_total_bytes: int = attrs.field(default=4 << 30, validator=positive)
     #: fsync the files, ``.done`` and the directory before they are put in place.
     fsync: bool = True
 

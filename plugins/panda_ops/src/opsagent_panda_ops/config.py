@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
-from urllib.parse import urlsplit
 
 import attrs
+from opsagent import http_url, positive
+from opsagent_submit_task import config as submit_config
 
 #: The operation's own budget, seconds (the old doer's ``--timeout 120``).
 OPERATION_SECONDS = 120.0
@@ -24,24 +24,9 @@ BACKSTOP_SECONDS = 30.0
 #: PanDA rate-limits task commands: a batch sends at most one a second.
 SEND_INTERVAL = 1.0
 
-#: Set by the capability itself; a ``panda_env`` entry may not override them.
-RESERVED_ENV = frozenset(
-    {
-        "PANDA_AUTH",
-        "PANDA_AUTH_VO",
-        "PANDA_CONFIG_ROOT",
-        "PANDA_SYS",
-        "VIRTUAL_ENV",
-        "PANDA_AUTH_ID_TOKEN",
-        "OIDC_AUTH_ID_TOKEN",
-        "OIDC_AUTH_TOKEN_FILE",
-        "OIDC_AUTH_VO",
-        "X509_USER_PROXY",
-        "HOME",
-        "PATH",
-    }
-)
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+#: Set by the capability itself; a ``panda_env`` entry may not override them: those of
+#: ``submit_task``, and the proxy (an EVGEN submission copies its own in).
+RESERVED_ENV = submit_config.RESERVED_ENV | {"X509_USER_PROXY"}
 
 
 def paced_seconds(n_items: int, interval: float = SEND_INTERVAL) -> float:
@@ -49,25 +34,7 @@ def paced_seconds(n_items: int, interval: float = SEND_INTERVAL) -> float:
     return float(math.ceil(interval * max(0, n_items - 1)))
 
 
-def _url(_inst: object, attr: attrs.Attribute, value: str) -> None:
-    if value == "":
-        return
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ValueError(f"{attr.name}: expected an http(s) base URL, got {value!r}")
-
-
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name}: expected a positive number, got {value!r}")
-
-
-def _panda_env(_inst: object, attr: attrs.Attribute, value: dict[str, str]) -> None:
-    for name in value:
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(f"{attr.name}: {name!r} is not an environment variable name")
-        if name in RESERVED_ENV:
-            raise ValueError(f"{attr.name}: {name} is set by the capability itself; remove it")
+_panda_env = submit_config.env_names(RESERVED_ENV)
 
 
 def _strip(value: object) -> object:
@@ -88,21 +55,21 @@ class PandaConfig:
     monitor_url: str = attrs.field(
         factory=lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"),
         converter=_strip,
-        validator=_url,
+        validator=http_url,
     )
-    public_url: str = attrs.field(default="", converter=_strip, validator=_url)
+    public_url: str = attrs.field(default="", converter=_strip, validator=http_url)
     ca_bundle: str | None = None
     vo: str = "EIC.production"
     #: The environment panda-client is installed in (its ``bin/python`` runs the calls).
     panda_sys: str = attrs.field(factory=lambda: os.environ.get("PANDA_SYS") or sys.prefix)
     panda_env: dict[str, str] = attrs.field(factory=dict, validator=_panda_env)
     #: Seconds of the job's time limit kept back to report every item and tell the monitor.
-    backstop: float = attrs.field(default=BACKSTOP_SECONDS, validator=_positive)
+    backstop: float = attrs.field(default=BACKSTOP_SECONDS, validator=positive)
     #: Each monitor request (state, notice), seconds.
-    monitor_timeout: float = attrs.field(default=5.0, validator=_positive)
+    monitor_timeout: float = attrs.field(default=5.0, validator=positive)
     #: How long a pause or resume is read back before it counts as unverified.
     verify_seconds: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
-    verify_every: float = attrs.field(default=2.0, validator=_positive)
+    verify_every: float = attrs.field(default=2.0, validator=positive)
     #: Seconds between two task commands of a batch; never below one (PanDA's rate limit).
     send_interval: float = attrs.field(default=SEND_INTERVAL, validator=attrs.validators.ge(1.0))
     kill_grace: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))

@@ -22,16 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from opsagent import Job, JobFailed, Outcome, doubling, run
+from opsagent import Job, JobFailed, Outcome, doubling, http_url, positive, run
 from opsagent_submit_task import panda as panda_lookup
 from opsagent_submit_task import token as tokens
 from opsagent_submit_task.catalogue import Catalogue, CatalogueError, record_with_retries
 
 from opsagent_panda_ops import evgen_spec
+from opsagent_panda_ops import operations as ops
 from opsagent_panda_ops.client import PRELUDE
-from opsagent_panda_ops.config import _panda_env, _positive, _strip, _url
+from opsagent_panda_ops.config import _panda_env, _strip
 
 NOTE_ID = "jedi_task_id"
+#: What a job that could not use the token says it did.
+NOTHING_DONE = "nothing was submitted"
 NOTE_PANDA_NAME = "panda_task_name"
 MARK = "OPSAGENT-EVGEN "
 DEFAULT_TIME_LIMIT = 300.0
@@ -86,7 +89,7 @@ class EvgenConfig:
     monitor_url: str = attrs.field(
         factory=lambda: os.environ.get("SWF_MONITOR_HTTP_URL", "").rstrip("/"),
         converter=_strip,
-        validator=_url,
+        validator=http_url,
     )
     ca_bundle: str | None = None
     vo: str = "EIC.production"
@@ -96,9 +99,9 @@ class EvgenConfig:
     panda_env: dict[str, str] = attrs.field(factory=dict, validator=_panda_env)
     #: The in-job dispatcher shipped in the sandbox (``evgen_job_dispatcher.py``).
     dispatcher: str = ""
-    pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
+    pcs_timeout: float = attrs.field(default=15.0, validator=positive)
     #: Upload and submission together; then panda-client and all it started are killed.
-    submit_timeout: float = attrs.field(default=180.0, validator=_positive)
+    submit_timeout: float = attrs.field(default=180.0, validator=positive)
     kill_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
     record_tries: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     record_backoff: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
@@ -153,38 +156,6 @@ def _catalogue(inp: Any, job: Job, cfg: EvgenConfig) -> Catalogue:
     )
 
 
-def _env(job: Job, cfg: EvgenConfig, home: Path, config_root: Path) -> dict[str, str]:
-    drop = ("OPSAGENT_CREDENTIAL_", "PANDA_", "OIDC_")
-    env = {
-        k: v
-        for k, v in job.env.items()
-        if not k.startswith(drop) and k not in ("PYTHONPATH", "X509_USER_PROXY", "VIRTUAL_ENV")
-    }
-    env.update(cfg.panda_env)
-    env.update(
-        {
-            "PATH": os.path.join(cfg.panda_sys, "bin")
-            + os.pathsep
-            + (job.env.get("PATH") or "/usr/bin:/bin"),
-            "HOME": str(home),
-            "PANDA_SYS": cfg.panda_sys,
-            "PANDA_AUTH": "oidc",
-            "PANDA_AUTH_VO": cfg.vo,
-            "PANDA_CONFIG_ROOT": str(config_root),
-        }
-    )
-    return env
-
-
-def _token(job: Job, needed: float) -> tokens.PandaToken:
-    try:
-        token = tokens.load(job.credential("panda_oidc_token"))
-        token.check(needed)
-    except (tokens.TokenUnavailable, LookupError) as exc:
-        raise JobFailed(f"nothing was submitted: {exc}") from None
-    return token
-
-
 def _record(
     pcs: Catalogue,
     inp: Any,
@@ -235,7 +206,7 @@ def reconcile(inp: Any, job: Job) -> Outcome | None:
         return _record(pcs, inp, int(stored), cfg, job, extra, resumed=True)
     if name is None:
         return None
-    token = _token(job, cfg.pcs_timeout)
+    token = ops.load_token(job, cfg.pcs_timeout, NOTHING_DONE)
     with job.private_dir() as box:
         config_root = box.mkdir("panda")
         config_root.write(tokens.TOKEN_BASENAME, token.raw)
@@ -243,7 +214,7 @@ def reconcile(inp: Any, job: Job) -> Outcome | None:
             found = panda_lookup.lookup(
                 name,
                 python=cfg.python,
-                env=_env(job, cfg, box.path, config_root.path),
+                env=ops.runner_env(job, cfg, box.path, config_root.path),
                 cwd=box.path,
                 timeout=cfg.pcs_timeout,
             )
@@ -271,7 +242,7 @@ def submit(inp: Any, job: Job) -> Outcome:
         if earlier is not None:
             return earlier
     try:
-        token = _token(job, cfg.submit_timeout + cfg.kill_grace)
+        token = ops.load_token(job, cfg.submit_timeout + cfg.kill_grace, NOTHING_DONE)
         proxy = job.credential("evgen_x509_proxy")
     except (JobFailed, LookupError) as exc:
         raise _failed(pcs, inp, str(getattr(exc, "reason", exc)), job) from None
@@ -332,7 +303,7 @@ def submit(inp: Any, job: Job) -> Outcome:
         left = cfg.submit_timeout - max(0.0, time.monotonic() - started - cfg.pcs_timeout)
         done = run(
             [cfg.python, "-c", RUNNER, str(os.getpid())],
-            env=_env(job, cfg, box.path, config_root.path),
+            env=ops.runner_env(job, cfg, box.path, config_root.path),
             cwd=work.path,
             timeout=max(1.0, min(cfg.submit_timeout, left)),
             grace=cfg.kill_grace,

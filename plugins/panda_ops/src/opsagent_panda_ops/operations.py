@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from opsagent import Job, JobFailed, Outcome, run
@@ -89,13 +89,16 @@ def settings(job: Job) -> PandaConfig:
     return cfg
 
 
-def load_token(job: Job, needed: float) -> tokens.PandaToken:
-    """The operator's token, valid for ``needed`` more seconds, or :class:`JobFailed`."""
+def load_token(
+    job: Job, needed: float, nothing_done: str = "nothing was sent to PanDA"
+) -> tokens.PandaToken:
+    """The operator's token, valid for ``needed`` more seconds, or :class:`JobFailed`
+    saying ``nothing_done`` and why."""
     try:
         token = tokens.load(job.credential("panda_oidc_token"))
         token.check(needed)
     except (tokens.TokenUnavailable, LookupError) as exc:
-        raise JobFailed(f"nothing was sent to PanDA: {exc}") from None
+        raise JobFailed(f"{nothing_done}: {exc}") from None
     return token
 
 
@@ -111,7 +114,15 @@ def monitor_of(job: Job, cfg: PandaConfig) -> Monitor:
     )
 
 
-def runner_env(job: Job, cfg: PandaConfig, home: Path, config_root: Path) -> dict[str, str]:
+class PandaSettings(Protocol):
+    """What :func:`runner_env` reads of a capability's configuration."""
+
+    panda_env: dict[str, str]
+    panda_sys: str
+    vo: str
+
+
+def runner_env(job: Job, cfg: PandaSettings, home: Path, config_root: Path) -> dict[str, str]:
     """panda-client's environment: the job's, minus other credentials and anything that
     would bypass the private token copy, plus the site's ``panda_env``."""
     env = {k: v for k, v in job.env.items() if not k.startswith(_DROP_PREFIXES) and k not in _DROP}

@@ -6,29 +6,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import attrs
-from opsagent import FieldError, from_env, pattern
+from opsagent import FieldError, between, from_env, pattern, positive
 
 from opsagent_rucio_snapshot.fields import SCOPE, STAGE, campaign, each
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise FieldError(attr.name, f"expected a positive number, got {value!r}")
 
 
 def _not_negative(_inst: Any, attr: attrs.Attribute, value: float) -> None:
     if value < 0:
         raise FieldError(attr.name, f"expected 0 or more seconds, got {value!r}")
-
-
-def _tries(_inst: Any, attr: attrs.Attribute, value: int) -> None:
-    if not 1 <= value <= 10:
-        raise FieldError(attr.name, f"expected 1 to 10 tries, got {value!r}")
-
-
-def _parallel(_inst: Any, attr: attrs.Attribute, value: int) -> None:
-    if not 1 <= value <= 256:
-        raise FieldError(attr.name, f"expected 1 to 256 requests in flight, got {value!r}")
 
 
 class RucioSettings(Protocol):
@@ -80,14 +65,14 @@ class SnapshotConfig:
     catalogue_user: str | None = None
     catalogue_tls_verify: bool | None = None
     catalogue_ca_bundle: str | None = None
-    catalogue_timeout: float = attrs.field(default=30.0, validator=_positive)
+    catalogue_timeout: float = attrs.field(default=30.0, validator=positive)
     #: Tries of each catalogue request answered 429/502/503/504, refused or timed out.
-    catalogue_tries: int = attrs.field(default=3, validator=_tries)
+    catalogue_tries: int = attrs.field(default=3, validator=between(1, 10, "tries"))
     #: Seconds before the second try, doubling after (a Retry-After answer is honoured).
     catalogue_backoff: float = attrs.field(default=1.0, validator=_not_negative)
     #: Rucio requests in flight at once (each asks for the replicas of up to 100 datasets).
-    parallel: int = attrs.field(default=16, validator=_parallel)
-    request_timeout: float = attrs.field(default=60.0, validator=_positive)
+    parallel: int = attrs.field(default=16, validator=between(1, 256, "requests in flight"))
+    request_timeout: float = attrs.field(default=60.0, validator=positive)
 
     def __attrs_post_init__(self) -> None:
         for side in ("rucio", "catalogue"):

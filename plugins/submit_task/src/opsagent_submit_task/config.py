@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
 
 import attrs
-from opsagent import doubling, from_env
+from opsagent import doubling, from_env, http_url, positive
 
 #: The declared time limit of a submission (the old agent's 300 s).
 DEFAULT_TIME_LIMIT = 300.0
@@ -60,28 +59,24 @@ def _site_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ[name] for name in PANDA_SITE_ENV if environ.get(name)}
 
 
-def _url(_inst: object, attr: attrs.Attribute, value: str) -> None:
-    if value == "":
-        return
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ValueError(f"{attr.name}: expected an http(s) base URL, got {value!r}")
+def env_names(reserved: frozenset[str], see: str = "") -> Callable[..., None]:
+    """An attrs validator of a ``panda_env`` table: variable names only, none of
+    ``reserved`` (the capability sets those itself; ``see`` names where it says so)."""
+    hint = f" (see {see})" if see else ""
+
+    def check(_inst: object, attr: attrs.Attribute, value: dict[str, str]) -> None:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{attr.name}: {name!r} is not an environment variable name")
+            if name in reserved:
+                raise ValueError(
+                    f"{attr.name}: {name} is set by the capability itself{hint}; remove it"
+                )
+
+    return check
 
 
-def _positive(_inst: object, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name}: expected a positive number, got {value!r}")
-
-
-def _panda_env(_inst: object, attr: attrs.Attribute, value: dict[str, str]) -> None:
-    for name in value:
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(f"{attr.name}: {name!r} is not an environment variable name")
-        if name in RESERVED_ENV:
-            raise ValueError(
-                f"{attr.name}: {name} is set by the capability itself "
-                f"(see docs/submit_task.md); remove it"
-            )
+_panda_env = env_names(RESERVED_ENV, "docs/submit_task.md")
 
 
 @attrs.frozen
@@ -99,7 +94,7 @@ class SubmitConfig:
         "SWF_MONITOR_HTTP_URL",
         default="",
         converter=lambda v: v.rstrip("/") if isinstance(v, str) else v,
-        validator=_url,
+        validator=http_url,
     )
     #: CA bundle for an https monitor_url (default: the system's).
     ca_bundle: str | None = None
@@ -111,9 +106,9 @@ class SubmitConfig:
         *PANDA_SITE_ENV, factory=dict, combine=_site_env, validator=_panda_env
     )
     #: Limit of each catalogue request, in seconds.
-    pcs_timeout: float = attrs.field(default=15.0, validator=_positive)
+    pcs_timeout: float = attrs.field(default=15.0, validator=positive)
     #: prun's own limit; at the limit prun and everything it started are killed.
-    prun_timeout: float = attrs.field(default=180.0, validator=_positive)
+    prun_timeout: float = attrs.field(default=180.0, validator=positive)
     kill_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
     record_tries: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     #: Wait before the second record try; doubled before each later one.
