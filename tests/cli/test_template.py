@@ -19,7 +19,8 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 from support import ROOT
 
-pytestmark = pytest.mark.slow
+# serial: it installs the baked plugins into the venv every test shares.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 TEMPLATE = ROOT / "templates" / "capability"
 BIN = Path(sys.executable).parent

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
-pytestmark = pytest.mark.slow
+# serial: building wheels rewrites the projects' build folders and egg-info.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 
