@@ -32,17 +32,13 @@ run: venv
 
 ## Install and start what the tests need, run every test, stop the services.  The broker
 ## tests run on ActiveMQ Classic and on Artemis (PYTEST_ARGS=--broker=classic|artemis for one).
-## The tests run in PYTEST_WORKERS processes (conftest.py groups what shares state), then
-## the few marked `serial` (they change the venv every test shares) alone.
-PYTEST_WORKERS ?= 2
 test: venv
 	scripts/services.sh install
 	scripts/services.sh start
 	trap 'scripts/services.sh stop' EXIT; \
 	$(VENV)/bin/ruff check core plugins tests bench templates scripts && \
 	$(VENV)/bin/mypy && \
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) && \
-	$(PY) -m pytest -m serial $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check core plugins tests bench templates scripts

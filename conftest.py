@@ -3,13 +3,6 @@
 Here, at the root, so that the host's tests and the plugins' share it: a test that uses
 the ``broker`` fixture (directly or through ``host_factory``, ``caller_for`` ...) runs once
 per broker chosen, with the broker's name in its id (``test_x[artemis]``).
-
-Run in parallel (``make test`` runs ``pytest -n 2 --dist loadgroup``), the tests are
-grouped so that what shares state never runs at once: a test of a service whose state
-the tests share (the Rucio server's seeded campaigns, xrootd's files, Keycloak's users
-and sessions, the Unix users the submit tests create) in the ``services`` group, one at a
-time; every other test of a broker in that broker's group (the restart and chaos tests
-start their own broker on that broker's fixed ports); the rest anywhere.
 """
 
 from __future__ import annotations
@@ -28,33 +21,6 @@ from support import BROKERS, SERVICE_OF, broker_env  # noqa: E402
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--broker", choices=(*BROKERS, "both"), default="both",
                      help="the broker(s) the broker tests run on (default: both)")
-
-
-#: Session fixtures of services whose state the tests share.
-SHARED_FIXTURES = frozenset(
-    {"rucio_server", "rucio", "xrootd", "plan", "campaign", "unix_users", "proxy_file"}
-)
-#: Test modules of the Keycloak issuer (its users' sessions are shared).
-SHARED_MODULES = frozenset(
-    {"test_renewal.py", "test_renewal_host.py", "test_panda_ops_renewal.py"}
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        callspec = getattr(item, "callspec", None)
-        if (
-            fixtures & SHARED_FIXTURES
-            or item.path.name in SHARED_MODULES
-            or item.get_closest_marker("rucio") is not None
-        ):
-            group = "services"
-        elif callspec is not None and "broker" in callspec.params:
-            group = callspec.params["broker"]
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def chosen_brokers(config: pytest.Config) -> tuple[str, ...]:

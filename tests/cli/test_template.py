@@ -19,8 +19,7 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 from support import ROOT
 
-# serial: it installs the baked plugins into the venv every test shares.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 TEMPLATE = ROOT / "templates" / "capability"
 BIN = Path(sys.executable).parent

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
-# serial: building wheels rewrites the projects' build folders and egg-info.
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 

@@ -160,7 +160,6 @@ def reader_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.broker
-@pytest.mark.serial  # installs a plugin into the shared venv, uses build/ and .cache/
 def test_the_quick_start_runs_as_shown(broker: dict[str, str], reader_env: dict[str, str]) -> None:
     made = [ROOT / "build" / "quickstart", ROOT / ".cache" / "hello"]
     _clean(*made)
@@ -233,7 +232,6 @@ def index() -> Iterator[FakeIndex]:
         yield FakeIndex(server)
 
 
-@pytest.mark.serial  # installs a plugin into the shared venv, uses build/
 def test_the_plugin_guide_runs_as_shown(index: FakeIndex, reader_env: dict[str, str]) -> None:
     made = ROOT / "build" / "guide"
     _clean(made)
