@@ -11,7 +11,7 @@ fails to import or declares something invalid is recorded as broken
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -137,46 +137,60 @@ def _register_program(
 ) -> None:
     from opsagent.host import programs
 
-    name = programs.label(table, index)
-    try:
-        cap = programs.capability_of(table, source)
-        other = registry.capabilities.get(cap.msg_type)
-        if other is not None:
-            raise DeclarationError(
-                f"msg_type {cap.msg_type!r} is claimed by both {other.distribution} "
-                f"{other.version} and [[program]] {index} of {source}"
-            )
-    except Exception as exc:  # noqa: BLE001 - one broken declaration never stops the host
-        if strict:
-            raise PluginError(f"[[program]] {name} ({source}) is broken: {exc}") from exc
-        registry.broken.append(
-            Broken(
-                name, "[[program]]", source, f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            )
-        )
-        return
-    registry.capabilities[cap.msg_type] = cap
+    _register_declared(
+        registry,
+        programs.label(table, index),
+        "[[program]]",
+        f"[[program]] {index} of {source}",
+        lambda: programs.capability_of(table, source),
+        source,
+        strict,
+        describe=lambda exc: f"{type(exc).__name__}: {exc}",
+    )
 
 
 def _register_chain(registry: Registry, table: Any, source: str, strict: bool) -> None:
     from opsagent.host import chains
 
+    _register_declared(
+        registry,
+        table.msg_type,
+        "[[chain]]",
+        f"a [[chain]] of {source}",
+        lambda: attrs.evolve(chains.from_config(table), version=source),
+        source,
+        strict,
+        describe=str,
+    )
+
+
+def _register_declared(
+    registry: Registry,
+    name: str,
+    kind: str,
+    where: str,
+    build: Callable[[], Capability],
+    source: str,
+    strict: bool,
+    describe: Callable[[Exception], str],
+) -> None:
+    """Register a capability the configuration declares (``kind`` ``[[program]]`` or
+    ``[[chain]]``): a broken one, or one whose msg_type is taken, is listed as broken
+    (strict: raised) and the others load."""
     try:
-        cap = chains.from_config(table)
+        cap = build()
         other = registry.capabilities.get(cap.msg_type)
         if other is not None:
             raise DeclarationError(
                 f"msg_type {cap.msg_type!r} is claimed by both {other.distribution} "
-                f"{other.version} and a [[chain]] of {source}"
+                f"{other.version} and {where}"
             )
     except Exception as exc:  # noqa: BLE001 - one broken declaration never stops the host
         if strict:
-            raise PluginError(f"[[chain]] {table.msg_type} ({source}) is broken: {exc}") from exc
-        registry.broken.append(
-            Broken(table.msg_type, "[[chain]]", source, str(exc), traceback.format_exc())
-        )
+            raise PluginError(f"{kind} {name} ({source}) is broken: {exc}") from exc
+        registry.broken.append(Broken(name, kind, source, describe(exc), traceback.format_exc()))
         return
-    registry.capabilities[cap.msg_type] = attrs.evolve(cap, version=source)
+    registry.capabilities[cap.msg_type] = cap
 
 
 def load(
